@@ -1,0 +1,188 @@
+"""Data sets as host arrays, then held on the device for training.
+
+Sources (config `data.source`):
+  embedded  5,000 real MNIST digits shipped inside the package (4,000 train / 1,000 test)
+  npz       a .npz file with x_train, y_train, x_test, y_test (images uint8 0-255 or float 0-1)
+  idx       a folder of MNIST-format IDX files, served through a TF-free TFDS builder
+  tfds      any prepared TFDS image data set by name, through `tfds.data_source`
+
+Images come out as float32 [N, H, W, C] in [0, 1]; labels as int32 [N].
+Only this module (and `tfds_idx`, which it imports lazily) touches tensorflow-datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cvae_jax.config import ConfigError, DataConfig
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # float32 [N, H, W, C] in [0, 1]
+    labels: np.ndarray  # int32 [N]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    num_classes: int
+    name: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def embedded_path() -> Path:
+    """Path of the embedded digits (MNIST subset, CC BY-SA 3.0)."""
+    return Path(str(importlib.resources.files("cvae_jax") / "assets" / "mnist5k.npz"))
+
+
+def as_split(images, labels, where: str) -> Split:
+    """Validates and normalizes raw arrays: uint8 0-255 or float 0-1 images, [N,H,W] or [N,H,W,C]."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise DataError(f"{where}: images must have shape [N, H, W] or [N, H, W, C], got {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise DataError(f"{where}: labels must have shape [N] = [{images.shape[0]}] to match the images, "
+                        f"got {labels.shape}")
+    if images.shape[0] == 0:
+        raise DataError(f"{where}: no examples")
+    if np.issubdtype(images.dtype, np.integer):
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(f"{where}: integer images must lie in 0..255, got {images.min()}..{images.max()}")
+        images = images.astype(np.float32) / 255.0
+    else:
+        images = images.astype(np.float32)
+        if not np.all(np.isfinite(images)):
+            raise DataError(f"{where}: images contain NaN or Inf")
+        if images.min() < 0.0 or images.max() > 1.0:
+            raise DataError(f"{where}: float images must lie in [0, 1], got {images.min():.3g}..{images.max():.3g}; "
+                            "divide by 255 or rescale")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(f"{where}: labels must be non-negative integers, got dtype {labels.dtype}, "
+                        f"min {labels.min()}")
+    return Split(images=images, labels=labels.astype(np.int32))
+
+
+def _finish(train: Split, test: Split, name: str, num_classes: int | None = None) -> Dataset:
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"{name}: train images {train.images.shape[1:]} and test images "
+                        f"{test.images.shape[1:]} differ in shape")
+    seen = int(max(train.labels.max(), test.labels.max())) + 1
+    num_classes = num_classes or seen
+    if seen > num_classes:
+        raise DataError(f"{name}: label {seen - 1} is out of range for {num_classes} classes")
+    return Dataset(train=train, test=test, num_classes=num_classes, name=name)
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Loads x_train, y_train, x_test, y_test from a .npz file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist; set data.path to a .npz file")
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile/pickle errors: a corrupt or non-npz file
+        raise DataError(f"cannot read {str(path)!r} as .npz ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{str(path)!r} lacks arrays {missing}; it has {sorted(arrays)}. "
+                        "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    train = as_split(arrays["x_train"], arrays["y_train"], f"{path.name} train")
+    test = as_split(arrays["x_test"], arrays["y_test"], f"{path.name} test")
+    return _finish(train, test, path.stem)
+
+
+def _read_tfds_source(source, where: str) -> Split:
+    """Reads every record of a TFDS data source into arrays, in chunks."""
+    n = len(source)
+    records = []
+    for start in range(0, n, 4096):
+        keys = list(range(start, min(n, start + 4096)))
+        try:
+            records.extend(source.__getitems__(keys))
+        except TypeError:  # tfds.testing.mock_data sources only support single-item access
+            records.extend(source[i] for i in keys)
+    if not records:
+        raise DataError(f"{where}: no examples")
+    if "image" not in records[0] or "label" not in records[0]:
+        raise DataError(f"{where}: records need 'image' and 'label' features, got {sorted(records[0])}")
+    images = np.stack([r["image"] for r in records])
+    labels = np.array([r["label"] for r in records])
+    return as_split(images, labels, where)
+
+
+def _num_classes(source) -> int | None:
+    info = getattr(source, "dataset_info", None)
+    try:
+        return int(info.features["label"].num_classes)
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def load_tfds(name: str, *, data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
+    """Loads a prepared TFDS image data set through `tfds.data_source` (no TensorFlow needed)."""
+    import tensorflow_datasets as tfds
+
+    kwargs = {"data_dir": data_dir} if data_dir else {}
+    try:
+        train_src = tfds.data_source(name, split=train_split, download=False, **kwargs)
+        test_src = tfds.data_source(name, split=test_split, download=False, **kwargs)
+    except Exception as e:  # tfds raises several types for missing/unprepared data sets
+        raise DataError(f"cannot open TFDS data set {name!r} ({type(e).__name__}: {e}). This machine may be "
+                        "offline: prepare it first (tfds build), or use data.source=npz or idx") from None
+    train = _read_tfds_source(train_src, f"{name}[{train_split}]")
+    test = _read_tfds_source(test_src, f"{name}[{test_split}]")
+    return _finish(train, test, name, _num_classes(train_src))
+
+
+def _idx_cache_dir(folder: Path) -> Path:
+    """A TFDS data_dir keyed by the IDX files' names, sizes and times, so a changed file is re-read."""
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*idx*")))
+    digest = hashlib.sha256(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("CVAE_JAX_CACHE", Path.home() / ".cache" / "cvae_jax"))
+    return root / "tfds" / digest
+
+
+def load_idx(folder: str | os.PathLike, *, data_dir: str = "") -> Dataset:
+    """Loads MNIST-format IDX files from `folder` through the TF-free TFDS builder `IdxImages`."""
+    from cvae_jax import tfds_idx
+
+    folder = Path(folder)
+    builder = tfds_idx.prepare(folder, Path(data_dir) if data_dir else _idx_cache_dir(folder))
+    sources = builder.as_data_source()
+    train = _read_tfds_source(sources["train"], f"{folder} train")
+    test = _read_tfds_source(sources["test"], f"{folder} test")
+    return _finish(train, test, folder.name, builder.info.features["label"].num_classes)
+
+
+def load(cfg: DataConfig) -> Dataset:
+    """The data set that `cfg` names."""
+    if cfg.source == "embedded":
+        return load_npz(embedded_path())
+    if cfg.source == "npz":
+        return load_npz(cfg.path)
+    if cfg.source == "idx":
+        return load_idx(cfg.path, data_dir=cfg.data_dir)
+    if cfg.source == "tfds":
+        return load_tfds(cfg.name, data_dir=cfg.data_dir, train_split=cfg.train_split, test_split=cfg.test_split)
+    raise ConfigError(f"data.source must be embedded, npz, idx or tfds, got {cfg.source!r}")

@@ -1,0 +1,46 @@
+"""Using a trained model: encode, reconstruct, sample. Pure functions of (model, params, inputs, key)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from cvae_jax import likelihoods
+
+
+def one_hot(labels, num_classes: int) -> jax.Array:
+    return jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.float32)
+
+
+def condition_for(model, labels, num_classes: int, num: int) -> jax.Array | None:
+    """The one-hot condition for a CVAE (labels: an int or [num] ints); None for a VAE."""
+    if not model.conditional:
+        if labels is not None:
+            raise ValueError("an unconditional VAE takes no label; train a CVAE (--model cvae) to sample by class")
+        return None
+    if labels is None:
+        raise ValueError("a CVAE needs labels to sample or decode; pass --label K")
+    labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (num,))
+    return one_hot(labels, num_classes)
+
+
+def encode(model, params, images, condition=None):
+    """Posterior (mean, log_var) of q(z | x[, c])."""
+    return model.apply(params, images, condition, method=model.encode)
+
+
+def decode_mean(model, params, z, condition=None) -> jax.Array:
+    """The likelihood mean of p(x | z[, c]), in [0, 1]: [N, H, W, C]."""
+    return likelihoods.mean(model.apply(params, z, condition, method=model.decode))
+
+
+def reconstruct(model, params, images, condition=None) -> jax.Array:
+    """Decodes the posterior mean of each image."""
+    mean, _ = encode(model, params, images, condition)
+    return decode_mean(model, params, mean, condition)
+
+
+def sample(model, params, key, num: int, latent_dim: int, condition=None) -> jax.Array:
+    """Draws z ~ N(0, I) and returns the decoded likelihood means, [num, H, W, C]."""
+    z = jax.random.normal(key, (num, latent_dim))
+    return decode_mean(model, params, z, condition)

@@ -1,0 +1,130 @@
+"""Pure Flax modules: encoders, decoders, and the VAE / CVAE that combine them.
+
+A model exposes two methods and nothing else is ever overridden by a variant:
+  encode(x, condition) -> (mean, log_var)       the diagonal Gaussian posterior q(z | x[, c])
+  decode(z, condition) -> likelihood parameters  e.g. {"logits": ...} for a Bernoulli decoder
+Randomness never enters a module: the objective draws z from keys it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cvae_jax.config import ConfigError, ModelConfig
+
+
+class Encoder(nn.Module):
+    """Optional 3x3 conv stack -> flatten -> dense layers -> (mean, log_var)."""
+
+    latent_dim: int
+    hidden: Sequence[int] = (512, 512)
+    conv: Sequence[int] = ()
+    conv_stride: int = 2
+    condition_site: str = "input"  # "input": before the dense layers; "head": after them
+
+    @nn.compact
+    def __call__(self, x: jax.Array, condition: jax.Array | None = None):
+        h = x
+        for features in self.conv:
+            h = nn.relu(nn.Conv(features, (3, 3), strides=self.conv_stride, padding="SAME")(h))
+        h = h.reshape(h.shape[0], -1)
+        if condition is not None and self.condition_site == "input":
+            h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        if condition is not None and self.condition_site == "head":
+            h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
+        mean = nn.Dense(self.latent_dim, name="mean")(h)
+        log_var = nn.Dense(self.latent_dim, name="log_var")(h)
+        return mean, log_var
+
+
+class Decoder(nn.Module):
+    """concat(z, c) -> dense layers -> [transposed-conv stack] -> likelihood parameters."""
+
+    data_shape: tuple[int, int, int]  # (H, W, C)
+    hidden: Sequence[int] = (512, 512)
+    conv: Sequence[int] = ()
+    likelihood: str = "bernoulli"
+    gaussian_scale: float = 0.1
+    learn_scale: bool = False
+
+    @nn.compact
+    def __call__(self, z: jax.Array, condition: jax.Array | None = None):
+        height, width, channels = self.data_shape
+        h = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
+        for size in self.hidden:
+            h = nn.relu(nn.Dense(size)(h))
+        if self.conv:
+            scale = 2 ** len(self.conv)
+            h = nn.relu(nn.Dense((height // scale) * (width // scale) * self.conv[0])(h))
+            h = h.reshape(h.shape[0], height // scale, width // scale, self.conv[0])
+            for features in self.conv:
+                h = nn.relu(nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME")(h))
+            out = nn.Conv(channels, (3, 3), padding="SAME", name="out")(h)
+        else:
+            out = nn.Dense(height * width * channels, name="out")(h)
+            out = out.reshape(out.shape[0], height, width, channels)
+        if self.likelihood == "bernoulli":
+            return {"logits": out}
+        init = math.log(self.gaussian_scale)
+        if self.learn_scale:
+            log_scale = self.param("log_scale", nn.initializers.constant(init), self.data_shape)
+        else:
+            log_scale = jnp.full(self.data_shape, init, out.dtype)
+        return {"loc": out, "log_scale": jnp.broadcast_to(log_scale, out.shape)}
+
+
+class VAE(nn.Module):
+    """An unconditional VAE (Kingma & Welling 2014). `condition` must be None."""
+
+    encoder: Encoder
+    decoder: Decoder
+
+    conditional = False
+
+    def _check(self, condition):
+        if condition is not None and not self.conditional:
+            raise ValueError("VAE takes no condition; use CVAE (model.kind=cvae) for conditional models")
+        if condition is None and self.conditional:
+            raise ValueError("CVAE needs a condition (one-hot label or conditioning vector)")
+
+    def encode(self, x: jax.Array, condition: jax.Array | None = None):
+        self._check(condition)
+        return self.encoder(x, condition)
+
+    def decode(self, z: jax.Array, condition: jax.Array | None = None):
+        self._check(condition)
+        return self.decoder(z, condition)
+
+    def __call__(self, x: jax.Array, condition: jax.Array | None = None):
+        """Encodes and decodes the posterior mean; used to initialize parameters."""
+        mean, _ = self.encode(x, condition)
+        return self.decode(mean, condition)
+
+
+class CVAE(VAE):
+    """A conditional VAE (Sohn et al. 2015): the condition enters both encoder and decoder."""
+
+    conditional = True
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> VAE:
+    """The VAE or CVAE that `cfg` describes, for images of shape (H, W, C)."""
+    if len(data_shape) != 3:
+        raise ConfigError(f"images must have shape (H, W, C), got {data_shape}")
+    scale = 2 ** len(cfg.decoder_conv)
+    if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
+        raise ConfigError(f"model.decoder_conv={cfg.decoder_conv} upsamples by {scale}: image height and width "
+                          f"{data_shape[:2]} must divide by {scale}; use fewer decoder_conv layers")
+    encoder = Encoder(latent_dim=cfg.latent_dim, hidden=tuple(cfg.encoder_hidden), conv=tuple(cfg.encoder_conv),
+                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site)
+    decoder = Decoder(data_shape=tuple(data_shape), hidden=tuple(cfg.decoder_hidden), conv=tuple(cfg.decoder_conv),
+                      likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale)
+    cls = CVAE if cfg.kind == "cvae" else VAE
+    return cls(encoder=encoder, decoder=decoder)

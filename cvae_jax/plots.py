@@ -1,0 +1,69 @@
+"""PNG pictures of a trained model. Only this module imports matplotlib (with the Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def tile(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray:
+    """Arranges [rows * cols, H, W, C] images into one [rows*(H+pad), cols*(W+pad), C] picture."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    if n != rows * cols:
+        raise ValueError(f"tile needs rows * cols = {rows * cols} images, got {n}")
+    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), images.dtype)
+    for k in range(n):
+        r, col = divmod(k, cols)
+        out[r * (h + pad): r * (h + pad) + h, col * (w + pad): col * (w + pad) + w] = images[k]
+    return out
+
+
+def save_grid(path: str | Path, images: np.ndarray, rows: int, cols: int, title: str = "",
+              row_labels: list[str] | None = None) -> None:
+    """Saves images [rows * cols, H, W, C] in [0, 1] as one PNG grid."""
+    plt = _pyplot()
+    picture = tile(np.clip(images, 0.0, 1.0), rows, cols)
+    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.6), max(3.0, rows * 0.6) + 0.4))
+    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0.0, vmax=1.0)
+    if row_labels:
+        h = images.shape[1] + 1
+        ax.set_yticks([r * h + h / 2 - 1 for r in range(rows)], row_labels)
+        ax.set_xticks([])
+    else:
+        ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_latent_scatter(path: str | Path, z: np.ndarray, labels: np.ndarray, title: str = "") -> None:
+    """Scatter of 2-D latent codes coloured by class."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+    fig.colorbar(points, ax=ax, label="class")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def manifold_grid(n: int, extent: float = 2.0) -> np.ndarray:
+    """An n x n grid of 2-D latent points spanning [-extent, extent]^2, row-major, top row = high z[1]."""
+    axis = np.linspace(-extent, extent, n, dtype=np.float32)
+    zx, zy = np.meshgrid(axis, axis[::-1])
+    return np.stack([zx.ravel(), zy.ravel()], axis=-1)
