@@ -1,0 +1,75 @@
+"""The presets build the article's architectures; VAE and CVAE take (or refuse) a condition."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cvae_jax.config import ConfigError, apply_overrides, get_config
+from cvae_jax.models import build_model
+
+
+def count(params):
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def test_article_vae_has_the_articles_layers():
+    model = build_model(get_config("vae", "article").model, (28, 28, 1))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    # 784 -> 256 -> (mean 2, log_var 2); 2 -> 256 -> 784
+    expected = dense(784, 256) + 2 * dense(256, 2) + dense(2, 256) + dense(256, 784)
+    assert count(params) == expected
+
+
+def test_article_cvae_has_the_articles_layers():
+    model = build_model(get_config("cvae", "article").model, (28, 28, 1))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+    conv = 3 * 3 * 1 * 32 + 32  # Conv2D(32, 3x3, same), stride 1: 28x28x32 features
+    encoder = conv + dense(28 * 28 * 32, 64) + 2 * dense(64 + 10, 2)
+    decoder = dense(2 + 10, 64) + dense(64, 784)
+    assert count(params) == encoder + decoder
+
+
+@pytest.mark.parametrize("kind", ["vae", "cvae"])
+@pytest.mark.parametrize("overrides", [[], ["model.encoder_conv=16,32", "model.decoder_conv=32,16"],
+                                       ["model.likelihood=gaussian", "model.learn_scale=true"]])
+def test_encode_decode_shapes(kind, overrides):
+    cfg = apply_overrides(get_config(kind), overrides + ["model.latent_dim=5"])
+    model = build_model(cfg.model, (28, 28, 1))
+    x = jnp.zeros((3, 28, 28, 1))
+    c = jnp.eye(10)[:3] if kind == "cvae" else None
+    params = model.init(jax.random.key(0), x, c)
+    mean, log_var = model.apply(params, x, c, method=model.encode)
+    assert mean.shape == log_var.shape == (3, 5)
+    out = model.apply(params, mean, c, method=model.decode)
+    for value in out.values():
+        assert value.shape == (3, 28, 28, 1)
+
+
+def test_learned_scale_is_a_parameter_and_fixed_scale_is_not():
+    fixed = apply_overrides(get_config("vae"), ["model.likelihood=gaussian"])
+    learned = apply_overrides(fixed, ["model.learn_scale=true"])
+    x = jnp.zeros((1, 28, 28, 1))
+    p_fixed = build_model(fixed.model, (28, 28, 1)).init(jax.random.key(0), x)
+    p_learned = build_model(learned.model, (28, 28, 1)).init(jax.random.key(0), x)
+    assert count(p_learned) - count(p_fixed) == 28 * 28
+
+
+def test_vae_refuses_condition_and_cvae_requires_it():
+    x = jnp.zeros((2, 28, 28, 1))
+    vae = build_model(get_config("vae").model, (28, 28, 1))
+    with pytest.raises(ValueError, match="takes no condition"):
+        vae.init(jax.random.key(0), x, jnp.zeros((2, 10)))
+    cvae = build_model(get_config("cvae").model, (28, 28, 1))
+    with pytest.raises(ValueError, match="needs a condition"):
+        cvae.init(jax.random.key(0), x)
+
+
+def test_decoder_conv_needs_divisible_image():
+    cfg = apply_overrides(get_config("vae"), ["model.decoder_conv=8,8,8"])
+    with pytest.raises(ConfigError, match="must divide by 8"):
+        build_model(cfg.model, (28, 28, 1))
