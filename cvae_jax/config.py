@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 200
     batch_size: int = 128
     eval_batch_size: int = 1000
     optimizer: str = "adam"

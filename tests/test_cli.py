@@ -1,0 +1,78 @@
+"""The command line end to end: train writes config, metrics and pictures; sample writes images."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cvae_jax.cli import main
+
+METRIC_KEYS = {"epoch", "split", "neg_elbo", "recon", "kl"}
+
+
+@pytest.fixture(scope="module")
+def article_cvae_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs") / "article_cvae"
+    code = main(["train", "--preset", "article", "--epochs", "1", "--batch-size", "200", "--workdir", str(workdir),
+                 "--no-progress", "--set", "seed=5"])
+    assert code == 0
+    return workdir
+
+
+def test_train_writes_config_metrics_and_pictures(article_cvae_run):
+    config = json.loads((article_cvae_run / "config.json").read_text())
+    assert config["model"]["kind"] == "cvae" and config["train"]["epochs"] == 1 and config["seed"] == 5
+    lines = [json.loads(line) for line in (article_cvae_run / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["epoch"], e["split"]) for e in lines] == [(0, "test"), (1, "train"), (1, "test")]
+    for entry in lines:
+        assert METRIC_KEYS <= set(entry)
+        assert entry["neg_elbo"] == pytest.approx(entry["recon"] + entry["kl"], rel=1e-5)
+    for name in ("reconstructions.png", "samples.png", "class_grid.png", "latent_scatter.png", "manifold.png"):
+        assert (article_cvae_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_sample_by_label(article_cvae_run, tmp_path):
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "7", "--label", "3", "--out", str(out)]) == 0
+    images = np.load(out)
+    assert images.shape == (7, 28, 28) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    # Different latent draws give different images.
+    assert np.abs(images[0] - images[1]).max() > 1e-3
+
+
+def test_sample_errors(article_cvae_run, tmp_path, capsys):
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--label", "10",
+                 "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--label 10 is out of range" in capsys.readouterr().err
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--label" in capsys.readouterr().err
+    assert main(["sample", "--workdir", str(tmp_path / "none"), "--num", "2", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_train_refuses_to_overwrite_a_run(article_cvae_run, capsys):
+    before = (article_cvae_run / "metrics.jsonl").read_text()
+    assert main(["train", "--workdir", str(article_cvae_run), "--epochs", "1", "--no-progress"]) == 2
+    assert "already holds a trained run" in capsys.readouterr().err
+    assert (article_cvae_run / "metrics.jsonl").read_text() == before
+
+
+def test_unconditional_vae_samples(tmp_path):
+    workdir = tmp_path / "vae"
+    assert main(["train", "--model", "vae", "--epochs", "1", "--workdir", str(workdir), "--no-progress",
+                 "--set", "model.latent_dim=2", "--set", "model.encoder_hidden=64", "--set", "model.decoder_hidden=64"]) == 0
+    assert (workdir / "manifold.png").exists() and not (workdir / "class_grid.png").exists()
+    out = tmp_path / "v.npy"
+    assert main(["sample", "--workdir", str(workdir), "--num", "3", "--out", str(out)]) == 0
+    assert np.load(out).shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.beta=-2"], "train.beta must be >= 0"),
+    (["--batch-size", "5000"], "train.batch_size=5000 is larger than the 4000 training examples"),
+    (["--set", "data.source=npz", "--set", "data.path=/no/such.npz"], "does not exist"),
+])
+def test_train_bad_input_fails_before_work(tmp_path, capsys, args, message):
+    assert main(["train", "--workdir", str(tmp_path / "w"), "--no-progress", *args]) == 2
+    assert message in capsys.readouterr().err
