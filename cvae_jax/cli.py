@@ -43,8 +43,7 @@ def _sample(args) -> int:
         raise ValueError(f"--label {args.label} is out of range: this model knows classes 0..{num_classes - 1}")
     seed = config.seed if args.seed is None else args.seed
     condition = inference.condition_for(model, args.label, num_classes, args.num)
-    images = inference.sample(model, params, jax.random.fold_in(purpose_key(seed, SAMPLE), 7919), args.num,
-                              config.model.latent_dim, condition)
+    images = inference.sample(model, params, jax.random.fold_in(purpose_key(seed, SAMPLE), 7919), args.num, condition)
     images = np.asarray(images, np.float32)
     if images.shape[-1] == 1:
         images = images[..., 0]
@@ -52,6 +51,29 @@ def _sample(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, images)
     print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from cvae_jax import data, evaluate
+    from cvae_jax.run import load
+
+    if args.num_importance_samples < 1:
+        raise ValueError(f"--num-importance-samples must be >= 1, got {args.num_importance_samples}")
+    model, params, config, meta = load(args.workdir)
+    dataset = data.load(config.data)
+    chunk = min(args.chunk, args.num_importance_samples)
+    if args.num_importance_samples % chunk:
+        raise ValueError(f"--num-importance-samples {args.num_importance_samples} must be a multiple of --chunk {chunk}")
+    result = evaluate.evaluate_model(model, params, config, dataset, num_importance_samples=args.num_importance_samples,
+                                     chunk=chunk, num_examples=args.num_examples, seed=args.seed)
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = Path(args.out) if args.out else Path(args.workdir) / "evaluation.json"
+    out.write_text(text + "\n")
+    print(f"written to {out}", file=sys.stderr)
     return 0
 
 
@@ -79,6 +101,15 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
     sample.add_argument("--out", required=True, help="output .npy file: float32 [N, H, W] (or [N, H, W, C]) in [0, 1]")
     sample.set_defaults(func=_sample)
+
+    evaluate = commands.add_parser("evaluate", help="test ELBO, importance-sampled NLL, bits/dim, active units, MI")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--num-importance-samples", type=int, default=1000, help="K (up to 5,000 and more)")
+    evaluate.add_argument("--chunk", type=int, default=100, help="samples drawn per compiled chunk (bounds memory)")
+    evaluate.add_argument("--num-examples", type=int, help="evaluate the first N test examples (default: all)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", help="JSON output (default: <workdir>/evaluation.json)")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

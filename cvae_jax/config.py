@@ -19,6 +19,8 @@ PRESETS = ("default", "article")
 LIKELIHOODS = ("bernoulli", "gaussian")
 SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OBJECTIVES = ("elbo", "iwae", "hybrid")
+KL_SCHEDULES = ("constant", "linear", "cyclical")
 
 
 class ConfigError(ValueError):
@@ -42,6 +44,11 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # "bernoulli" or "gaussian"
     gaussian_scale: float = 0.1  # fixed std of the Gaussian likelihood (initial value if learned)
     learn_scale: bool = False  # learn one std per data dimension (Gaussian likelihood only)
+    # The prior p(z) (or p(z | c)): a name registered in cvae_jax.priors (standard_normal,
+    # learned_gaussian, mixture, vamp, conditional, flow, or your own).
+    prior: str = "standard_normal"
+    prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
+    flow_layers: int = 4  # RealNVP coupling layers of the flow prior
 
 
 @dataclasses.dataclass
@@ -64,6 +71,17 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0  # adamw only
     beta: float = 1.0  # weight of the KL term; the reported ELBO always uses beta = 1
+    # The training objective: "elbo" (beta-ELBO), "iwae" (importance-weighted bound, Burda et al.
+    # 2015, with iwae_samples samples) or "hybrid" (Sohn et al. 2015: alpha * CVAE + (1 - alpha) * GSNN).
+    objective: str = "elbo"
+    iwae_samples: int = 5
+    hybrid_alpha: float = 0.5
+    # KL annealing: "constant" (beta), "linear" (0 -> beta over warmup_steps), "cyclical"
+    # (Fu et al. 2019: num_cycles cycles over the run, each ramping 0 -> beta over its first half).
+    kl_schedule: str = "constant"
+    warmup_steps: int = 1000
+    num_cycles: int = 4
+    free_bits: float = 0.0  # per-dimension KL floor in nats (Kingma et al. 2016); 0 = off
     # Train steps fused into one compiled call with lax.scan. 0 = auto: the whole epoch for dense
     # models, 1 for convolutional models on CPU (XLA:CPU runs convolutions slowly inside scan).
     steps_per_call: int = 0
@@ -200,5 +218,18 @@ def validate(config: Config) -> Config:
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
+    _require(m.flow_layers >= 1, f"model.flow_layers must be >= 1, got {m.flow_layers}")
+    _require(not (m.prior == "vamp" and m.kind == "cvae"), "model.prior=vamp needs model.kind=vae "
+             "(pseudo-inputs carry no condition); for a CVAE use model.prior=conditional")
+    _require(not (m.prior == "conditional" and m.kind != "cvae"), "model.prior=conditional needs model.kind=cvae")
+    _require(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
+    _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
+    _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
+    _require(not (t.objective == "hybrid" and m.kind != "cvae"), "train.objective=hybrid needs model.kind=cvae")
+    _require(t.kl_schedule in KL_SCHEDULES, f"train.kl_schedule must be one of {KL_SCHEDULES}, got {t.kl_schedule!r}")
+    _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
+    _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
+    _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
     _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
     return config

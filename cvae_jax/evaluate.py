@@ -2,24 +2,130 @@
 
 from __future__ import annotations
 
+import math
+import time
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import inference
+from cvae_jax import distributions, inference, likelihoods, objectives
 
 
-def conditional_samples(model, params, key, num_classes: int, per_class: int, latent_dim: int):
+def conditional_samples(model, params, key, num_classes: int, per_class: int):
     """`per_class` samples of every class: (images [num_classes * per_class, H, W, C], labels)."""
     labels = np.repeat(np.arange(num_classes), per_class)
     condition = inference.condition_for(model, labels, num_classes, len(labels))
-    return np.asarray(inference.sample(model, params, key, len(labels), latent_dim, condition)), labels
+    return np.asarray(inference.sample(model, params, key, len(labels), condition)), labels
 
 
-def conditional_accuracy(classifier, model, params, key, num_classes: int, latent_dim: int,
-                         per_class: int = 100) -> tuple[float, np.ndarray]:
+def conditional_accuracy(classifier, model, params, key, num_classes: int, per_class: int = 100) -> tuple[float, np.ndarray]:
     """Share of class-k samples that `classifier` assigns to class k: (overall, per class)."""
-    images, labels = conditional_samples(model, params, key, num_classes, per_class, latent_dim)
+    images, labels = conditional_samples(model, params, key, num_classes, per_class)
     correct = classifier.predict(images) == labels
     return float(correct.mean()), correct.reshape(num_classes, per_class).mean(axis=1)
 
 
 __all__ = ["conditional_accuracy", "conditional_samples"]
+
+
+# --------------------------------------------------------------------------- likelihood and latent usage
+
+
+def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int = 100, binarize: bool = False):
+    """Returns log_px(params, batch, key) -> [B]: the importance-sampled estimate of log p(x[ | c]),
+
+        log p(x) ~= log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x),   z_k ~ q(z | x),
+
+    with K = num_samples drawn `chunk` at a time inside a lax.scan (a running logsumexp), so memory
+    stays bounded by chunk * B decoder outputs whatever K is. It is the IWAE bound with K samples:
+    it never exceeds log p(x) in expectation and tightens as K grows."""
+    if num_samples % chunk:
+        raise ValueError(f"num_samples={num_samples} must be a multiple of chunk={chunk}")
+
+    def log_px(params, batch, key):
+        x, condition = objectives.inputs_of(model, batch, key, num_classes, binarize)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        b, d = mean.shape
+        flat_c = None if condition is None else jnp.tile(condition, (chunk, 1))
+        flat_x = jnp.broadcast_to(x, (chunk, *x.shape)).reshape(chunk * b, *x.shape[1:])
+
+        def body(acc, i):
+            eps = jax.random.normal(jax.random.fold_in(key, i + 1), (chunk, b, d))
+            z = mean + jnp.exp(0.5 * log_var) * eps
+            flat_z = z.reshape(chunk * b, d)
+            log_lik = likelihoods.log_likelihood(flat_x, model.apply(params, flat_z, flat_c, method=model.decode))
+            log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob)
+            log_w = (log_lik + log_prior).reshape(chunk, b) - distributions.diag_gaussian_log_prob(z, mean, log_var)
+            return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
+
+        acc, _ = jax.lax.scan(body, jnp.full((b,), -jnp.inf), jnp.arange(num_samples // chunk))
+        return acc - math.log(num_samples)
+
+    return log_px
+
+
+def active_units(posterior_means: np.ndarray, threshold: float = 0.01) -> tuple[int, np.ndarray]:
+    """Burda et al. (2015): unit u is active if Cov_x(E_q[z_u | x]) > threshold. Returns (count, variances)."""
+    variances = np.var(np.asarray(posterior_means, np.float64), axis=0)
+    return int(np.sum(variances > threshold)), variances
+
+
+def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray) -> float:
+    """I(x; z) under q(x, z) = p_data(x) q(z | x), estimated as in He et al. (2019):
+    E_x[E_q log q(z|x)] - E_z[log q(z)], q(z) ~= (1/N) sum_n q(z | x_n) over the N examples given."""
+    mean, log_var, z = (np.asarray(a, np.float64) for a in (mean, log_var, z))
+    n, d = mean.shape
+    neg_entropy = np.mean(-0.5 * d * (math.log(2 * math.pi) + 1) - 0.5 * log_var.sum(1))
+    diff = (z[:, None, :] - mean[None, :, :]) ** 2 / np.exp(log_var)[None]
+    log_q = -0.5 * (diff + log_var[None] + math.log(2 * math.pi)).sum(-1)  # [N (z), N (x_n)]
+    log_agg = np.logaddexp.reduce(log_q, axis=1) - math.log(n)
+    return float(neg_entropy - np.mean(log_agg))
+
+
+def evaluate_model(model, params, config, dataset, *, num_importance_samples: int = 1000, chunk: int = 100,
+                   batch_size: int = 100, num_examples: int | None = None, seed: int = 0) -> dict:
+    """Test-set metrics of a trained model: ELBO terms, importance-sampled NLL, bits/dim, active units,
+    per-dimension KL (factorized priors), mutual information. All in nats per example unless named."""
+    test = dataset.test
+    n = len(test) if num_examples is None else min(num_examples, len(test))
+    images, labels = test.images[:n], test.labels[:n]
+    chunk = min(chunk, num_importance_samples)
+    key = jax.random.key(seed)
+    terms_fn = jax.jit(objectives.make_elbo_terms(model, num_classes=dataset.num_classes,
+                                                  binarize=config.data.binarize))
+    log_px = jax.jit(make_log_likelihood(model, num_classes=dataset.num_classes, num_samples=num_importance_samples,
+                                         chunk=chunk, binarize=config.data.binarize))
+    terms, lls, means, log_vars, zs = [], [], [], [], []
+    start = time.perf_counter()
+    for i in range(0, n, batch_size):
+        batch = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+        batch_key = jax.random.fold_in(key, i)
+        lls.append(np.asarray(log_px(params, batch, batch_key)))
+    is_seconds = time.perf_counter() - start
+    for i in range(0, n, batch_size):
+        batch = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+        batch_key = jax.random.fold_in(key, i)
+        terms.append(jax.device_get(terms_fn(params, batch, batch_key)))
+        x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        means.append(np.asarray(mean))
+        log_vars.append(np.asarray(log_var))
+        zs.append(np.asarray(mean + np.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(batch_key, 9), mean.shape)))
+    ll = np.concatenate(lls)
+    mean, log_var, z = np.concatenate(means), np.concatenate(log_vars), np.concatenate(zs)
+    merged = {k: np.concatenate([t[k] for t in terms]) for k in terms[0]}
+    num_au, _ = active_units(mean)
+    dims = int(np.prod(dataset.image_shape))
+    nll = float(-ll.mean())
+    result = {
+        "num_examples": n, "num_importance_samples": num_importance_samples,
+        "neg_elbo": float(merged["neg_elbo"].mean()), "recon": float(merged["recon"].mean()),
+        "kl": float(merged["kl"].mean()), "nll": nll, "bits_per_dim": nll / (dims * math.log(2)),
+        "active_units": num_au, "latent_dim": int(mean.shape[1]),
+        "mutual_information": mutual_information(mean, log_var, z), "nll_seconds": is_seconds,
+        "conditional": bool(model.conditional),
+    }
+    if "kl_per_dim" in merged:
+        result["kl_per_dim"] = merged["kl_per_dim"].mean(0).round(4).tolist()
+    return result

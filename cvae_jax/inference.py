@@ -40,7 +40,7 @@ def reconstruct(model, params, images, condition=None) -> jax.Array:
     return decode_mean(model, params, mean, condition)
 
 
-def sample(model, params, key, num: int, latent_dim: int, condition=None) -> jax.Array:
-    """Draws z ~ N(0, I) and returns the decoded likelihood means, [num, H, W, C]."""
-    z = jax.random.normal(key, (num, latent_dim))
+def sample(model, params, key, num: int, condition=None) -> jax.Array:
+    """Draws z from the model's prior p(z[ | c]) and returns the decoded likelihood means, [num, H, W, C]."""
+    z = model.apply(params, key, num, condition, method=model.prior_sample)
     return decode_mean(model, params, z, condition)

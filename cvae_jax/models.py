@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvae_jax import distributions as D
+from cvae_jax import priors as priors_lib
 from cvae_jax.config import ConfigError, ModelConfig
 
 
@@ -85,6 +87,7 @@ class VAE(nn.Module):
 
     encoder: Encoder
     decoder: Decoder
+    prior: priors_lib.Prior
 
     conditional = False
 
@@ -102,9 +105,27 @@ class VAE(nn.Module):
         self._check(condition)
         return self.decoder(z, condition)
 
+    def _prior_args(self, condition):
+        return {"condition": condition if self.prior.conditional else None,
+                "encoder": self.encoder if self.prior.needs_encoder else None}
+
+    def prior_log_prob(self, z: jax.Array, condition: jax.Array | None = None) -> jax.Array:
+        """log p(z[ | c]), one value per row of z."""
+        return self.prior.log_prob(z, **self._prior_args(condition))
+
+    def prior_sample(self, key: jax.Array, num: int, condition: jax.Array | None = None) -> jax.Array:
+        return self.prior.sample(key, num, **self._prior_args(condition))
+
+    def kl_to_prior(self, mean, log_var, z, condition=None) -> jax.Array:
+        """KL(q(z | x) || p(z)): analytic when the prior defines `kl`, else log q(z|x) - log p(z) at z."""
+        if priors_lib.has_analytic_kl(self.prior):
+            return self.prior.kl(mean, log_var, **self._prior_args(condition))
+        return D.diag_gaussian_log_prob(z, mean, log_var) - self.prior_log_prob(z, condition)
+
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
-        """Encodes and decodes the posterior mean; used to initialize parameters."""
+        """Encodes, scores under the prior and decodes the posterior mean; used to initialize parameters."""
         mean, _ = self.encode(x, condition)
+        self.prior_log_prob(mean, condition)
         return self.decode(mean, condition)
 
 
@@ -114,8 +135,12 @@ class CVAE(VAE):
     conditional = True
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> VAE:
-    """The VAE or CVAE that `cfg` describes, for images of shape (H, W, C)."""
+def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes: int = 10,
+                prior: priors_lib.Prior | None = None) -> VAE:
+    """The VAE or CVAE that `cfg` describes, for images of shape (H, W, C).
+
+    `prior` overrides `cfg.prior` with any Prior module (e.g. one defined in your own file).
+    """
     if len(data_shape) != 3:
         raise ConfigError(f"images must have shape (H, W, C), got {data_shape}")
     scale = 2 ** len(cfg.decoder_conv)
@@ -127,4 +152,6 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> VAE:
     decoder = Decoder(data_shape=tuple(data_shape), hidden=tuple(cfg.decoder_hidden), conv=tuple(cfg.decoder_conv),
                       likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale)
     cls = CVAE if cfg.kind == "cvae" else VAE
-    return cls(encoder=encoder, decoder=decoder)
+    if prior is None:
+        prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
+    return cls(encoder=encoder, decoder=decoder, prior=prior)

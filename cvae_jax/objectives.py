@@ -1,26 +1,32 @@
-"""The ELBO as per-example terms, reduced once.
+"""Training objectives as per-example terms, reduced once.
 
 Conventions (the same everywhere in the library, and impossible to change by accident):
   * recon  = -log p(x | z), summed over every data dimension (pixels and channels), in nats;
-  * kl     = KL(q(z | x[, c]) || p(z)), summed over latent dimensions, in nats;
+  * kl     = KL(q(z | x[, c]) || p(z[ | c])), summed over latent dimensions, in nats (analytic when
+             the prior has a closed form, else the one-sample estimate log q(z|x) - log p(z));
   * neg_elbo = recon + kl, per example; the batch value is the mean over examples.
-  * beta weights the KL in the *training loss* only; `neg_elbo` is always the true (beta = 1) bound.
+  * beta (and its schedules, and free bits) change the *training loss* only; `neg_elbo` is always
+    the true (beta = 1) bound.
 Summing over pixels but averaging over the batch is what makes the ELBO a bound on -log p(x) per
 example; averaging over pixels instead silently rescales the KL by 1/D (a beta of 1/784 on MNIST).
+
+Every loss here is a pure function loss(params, batch, key, step=0) -> (scalar, metrics).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions, likelihoods
+from cvae_jax import distributions, likelihoods, priors
+from cvae_jax.config import TrainConfig
 from cvae_jax.models import VAE
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
-BINARIZE, LATENT = 0, 1
+BINARIZE, LATENT, PRIOR_LATENT = 0, 1, 2
 
 Terms = dict[str, jax.Array]
 
@@ -32,32 +38,149 @@ def condition_of(batch: dict[str, jax.Array], num_classes: int) -> jax.Array | N
     return jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
 
 
-def make_elbo_terms(model: VAE, *, num_classes: int, binarize: bool = False) -> Callable[..., Terms]:
-    """Returns terms(params, batch, key) -> {"recon", "kl", "neg_elbo"}, each of shape [B]."""
+def inputs_of(model: VAE, batch, key, num_classes: int, binarize: bool):
+    x = batch["image"]
+    if binarize:
+        x = jax.random.bernoulli(jax.random.fold_in(key, BINARIZE), x).astype(x.dtype)
+    condition = condition_of(batch, num_classes) if model.conditional else None
+    return x, condition
+
+
+def _latents(key, mean, log_var, num_samples: int):
+    """num_samples reparameterized draws [K, B, D]; the same key gives the same first draws for any K."""
+    eps = jax.random.normal(jax.random.fold_in(key, LATENT), (num_samples, *mean.shape), mean.dtype)
+    return mean + jnp.exp(0.5 * log_var) * eps
+
+
+def make_elbo_terms(model: VAE, *, num_classes: int, binarize: bool = False,
+                    analytic_kl: bool | None = None) -> Callable[..., Terms]:
+    """Returns terms(params, batch, key) -> {"recon", "kl", "neg_elbo"} of shape [B] (+ "kl_per_dim" [B, D]
+    for a standard-normal prior). `analytic_kl=None` uses the prior's closed form when it has one."""
+    use_analytic = priors.has_analytic_kl(model.prior) if analytic_kl is None else analytic_kl
 
     def terms(params, batch, key) -> Terms:
-        x = batch["image"]
-        if binarize:
-            x = jax.random.bernoulli(jax.random.fold_in(key, BINARIZE), x).astype(x.dtype)
-        condition = condition_of(batch, num_classes) if model.conditional else None
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
-        z = distributions.sample_diag_gaussian(jax.random.fold_in(key, LATENT), mean, log_var)
-        decoded = model.apply(params, z, condition, method=model.decode)
-        recon = -likelihoods.log_likelihood(x, decoded)
-        kl = distributions.kl_to_standard_normal(mean, log_var)
-        return {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+        z = _latents(key, mean, log_var, 1)[0]
+        recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
+        if use_analytic:
+            kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
+        else:
+            log_prior = model.apply(params, z, condition, method=model.prior_log_prob)
+            kl = distributions.diag_gaussian_log_prob(z, mean, log_var) - log_prior
+        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+        if isinstance(model.prior, priors.StandardNormal):
+            out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
+        return out
 
     return terms
 
 
-def make_elbo_loss(terms_fn: Callable[..., Terms], *, beta: float = 1.0):
-    """Returns loss(params, batch, key) -> (scalar loss, batch-mean metrics) for the beta-ELBO."""
+def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize: bool = False):
+    """Returns terms(params, batch, key) -> {"neg_iwae", "neg_elbo", "recon", "kl"} of shape [B].
 
-    def loss(params, batch, key):
+    neg_iwae = -log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q (Burda et al. 2015). neg_elbo, recon and
+    kl here are the K-sample Monte Carlo averages. With K = 1 neg_iwae equals the one-sample ELBO."""
+
+    def terms(params, batch, key) -> Terms:
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        z = _latents(key, mean, log_var, num_samples)  # [K, B, D]
+        k, b, d = z.shape
+        flat_z = z.reshape(k * b, d)
+        flat_c = None if condition is None else jnp.tile(condition, (k, 1))
+        decoded = model.apply(params, flat_z, flat_c, method=model.decode)
+        flat_x = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * b, *x.shape[1:])
+        log_lik = likelihoods.log_likelihood(flat_x, decoded).reshape(k, b)
+        log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob).reshape(k, b)
+        log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
+        log_w = log_lik + log_prior - log_q
+        neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
+        return {"neg_iwae": neg_iwae, "neg_elbo": -jnp.mean(log_w, 0), "recon": -jnp.mean(log_lik, 0),
+                "kl": jnp.mean(log_q - log_prior, 0)}
+
+    return terms
+
+
+def kl_weight(cfg: TrainConfig, step, total_steps: int) -> jax.Array:
+    """beta at `step` under cfg.kl_schedule: constant, linear warm-up, or cyclical (Fu et al. 2019)."""
+    step = jnp.asarray(step, jnp.float32)
+    if cfg.kl_schedule == "linear":
+        return cfg.beta * jnp.minimum(1.0, step / cfg.warmup_steps)
+    if cfg.kl_schedule == "cyclical":
+        period = max(1.0, total_steps / cfg.num_cycles)
+        phase = jnp.mod(step, period) / period
+        return cfg.beta * jnp.minimum(1.0, phase / 0.5)
+    return jnp.asarray(cfg.beta, jnp.float32)
+
+
+def free_bits_kl(terms: Terms, free_bits: float) -> jax.Array:
+    """The KL term of the loss with a floor of `free_bits` nats per latent dimension (batch-averaged,
+    Kingma et al. 2016). Without per-dimension KL (non-factorized priors) the floor applies to the total."""
+    if "kl_per_dim" in terms:
+        return jnp.sum(jnp.maximum(jnp.mean(terms["kl_per_dim"], 0), free_bits))
+    return jnp.maximum(jnp.mean(terms["kl"]), free_bits)
+
+
+def _scalars(terms: Terms) -> dict[str, jax.Array]:
+    return {name: jnp.mean(v) for name, v in terms.items() if v.ndim == 1}
+
+
+def make_elbo_loss(terms_fn: Callable[..., Terms], *, beta: float = 1.0, cfg: TrainConfig | None = None,
+                   total_steps: int = 1):
+    """Returns loss(params, batch, key, step=0) -> (scalar, batch-mean metrics) for the beta-ELBO,
+    with cfg's KL schedule and free bits when `cfg` is given (else a constant `beta`)."""
+
+    def loss(params, batch, key, step=0):
         terms = terms_fn(params, batch, key)
-        value = jnp.mean(terms["recon"] + beta * terms["kl"])
-        metrics = {name: jnp.mean(v) for name, v in terms.items()}
-        metrics["loss"] = value
+        weight = kl_weight(cfg, step, total_steps) if cfg is not None else jnp.asarray(beta, jnp.float32)
+        kl = free_bits_kl(terms, cfg.free_bits) if cfg is not None and cfg.free_bits > 0 else jnp.mean(terms["kl"])
+        value = jnp.mean(terms["recon"]) + weight * kl
+        metrics = _scalars(terms)
+        metrics.update(loss=value, beta=weight)
         return value, metrics
 
     return loss
+
+
+def make_iwae_loss(terms_fn: Callable[..., Terms]):
+    """Returns loss(params, batch, key, step=0) -> (mean neg_iwae, metrics)."""
+
+    def loss(params, batch, key, step=0):
+        del step
+        terms = terms_fn(params, batch, key)
+        value = jnp.mean(terms["neg_iwae"])
+        return value, {**_scalars(terms), "loss": value}
+
+    return loss
+
+
+def make_hybrid_loss(model: VAE, terms_fn: Callable[..., Terms], *, num_classes: int, alpha: float,
+                     binarize: bool = False):
+    """Sohn et al. (2015): alpha * (-ELBO_CVAE) + (1 - alpha) * (-log p(x | z, c)), z ~ p(z | c) (GSNN).
+
+    The GSNN term trains the decoder on latents drawn from the (conditional) prior, as at test time."""
+
+    def loss(params, batch, key, step=0):
+        del step
+        terms = terms_fn(params, batch, key)
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        z = model.apply(params, jax.random.fold_in(key, PRIOR_LATENT), x.shape[0], condition,
+                        method=model.prior_sample)
+        gsnn = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
+        value = alpha * jnp.mean(terms["neg_elbo"]) + (1.0 - alpha) * jnp.mean(gsnn)
+        return value, {**_scalars(terms), "gsnn_recon": jnp.mean(gsnn), "loss": value}
+
+    return loss
+
+
+def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """(eval terms, training loss) for cfg.objective. Evaluation always reports the ELBO terms."""
+    terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
+    if cfg.objective == "iwae":
+        iwae = make_iwae_terms(model, num_classes=num_classes, num_samples=cfg.iwae_samples, binarize=binarize)
+        return terms, make_iwae_loss(iwae)
+    if cfg.objective == "hybrid":
+        return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha,
+                                       binarize=binarize)
+    return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)

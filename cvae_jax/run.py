@@ -50,10 +50,11 @@ class Parts:
     tx: Any
 
 
-def build(config: Config, image_shape, num_classes: int) -> Parts:
-    model = build_model(config.model, image_shape)
-    terms = objectives.make_elbo_terms(model, num_classes=num_classes, binarize=config.data.binarize)
-    loss = objectives.make_elbo_loss(terms, beta=config.train.beta)
+def build(config: Config, image_shape, num_classes: int, *, total_steps: int = 1, prior=None) -> Parts:
+    """The model, objective and optimizer of `config` (`prior`: a Prior module overriding model.prior)."""
+    model = build_model(config.model, image_shape, num_classes, prior=prior)
+    terms, loss = objectives.make_objective(model, config.train, num_classes=num_classes,
+                                            binarize=config.data.binarize, total_steps=total_steps)
     return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(config.train))
 
 
@@ -89,8 +90,11 @@ def _progress(total: int, enabled: bool):
 
 
 def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dataset: data_lib.Dataset | None = None,
-                       progress: bool = True) -> Run:
-    """Trains `config` and evaluates the test ELBO each epoch; writes into `workdir` if given."""
+                       progress: bool = True, prior=None) -> Run:
+    """Trains `config` and evaluates the test ELBO each epoch; writes into `workdir` if given.
+
+    `prior` (a cvae_jax.priors.Prior module) overrides config.model.prior for this run; to `load` the
+    run later, register the prior under config.model.prior instead."""
     validate(config)
     dataset = dataset if dataset is not None else data_lib.load(config.data)
     _check_fits(config, dataset)
@@ -103,10 +107,11 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
         (workdir / "config.json").write_text(config.to_json() + "\n")
         (workdir / "metrics.jsonl").write_text("")
 
-    parts = build(config, dataset.image_shape, dataset.num_classes)
-    state = init_for(parts, config, dataset.image_shape, dataset.num_classes)
     batch_size, n = config.train.batch_size, len(dataset.train)
     steps_per_epoch = n // batch_size
+    parts = build(config, dataset.image_shape, dataset.num_classes,
+                  total_steps=steps_per_epoch * config.train.epochs, prior=prior)
+    state = init_for(parts, config, dataset.image_shape, dataset.num_classes)
     k = steps_per_call(config, steps_per_epoch)
     step = make_train_step(parts.loss, parts.tx)
     runs = {size: jax.jit(make_multi_step(step, batch_size, size), donate_argnums=0)
@@ -193,12 +198,13 @@ def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: d
                     "test digits (top) and reconstructions (bottom)")
 
     labels = np.arange(64) % num_classes
-    samples = np.asarray(inference.sample(model, params, key, 64, latent_dim, cond(labels)))
+    samples = np.asarray(inference.sample(model, params, key, 64, cond(labels)))
     plots.save_grid(out("samples.png"), samples, 8, 8, "random samples" + (" (label = index mod classes)" if model.conditional else ""))
 
     if model.conditional:
-        z = jax.random.normal(jax.random.fold_in(key, 1), (10, latent_dim))
-        grid = [inference.decode_mean(model, params, z, cond(np.full(10, c))) for c in range(num_classes)]
+        # The same key for every class: for an unconditional prior each column shares its z (the "style").
+        grid = [inference.sample(model, params, jax.random.fold_in(key, 1), 10, cond(np.full(10, c)))
+                for c in range(num_classes)]
         plots.save_grid(out("class_grid.png"), np.concatenate(grid), num_classes, 10,
                         "one row per class; each column shares z", [str(c) for c in range(num_classes)])
 

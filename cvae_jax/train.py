@@ -69,7 +69,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis
 
     def step(state: TrainState, batch: Batch, key: jax.Array):
         step_key = jax.random.fold_in(key, state.step)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, step_key)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, step_key, state.step)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)
@@ -121,7 +121,7 @@ def make_eval_step(terms_fn: Callable):
 
     def evaluate(params, batch, mask, key):
         terms = terms_fn(params, batch, key)
-        sums = {name: jnp.sum(jnp.where(mask, value, 0.0)) for name, value in terms.items()}
+        sums = {name: jnp.sum(jnp.where(mask, value, 0.0)) for name, value in terms.items() if value.ndim == 1}
         sums["count"] = jnp.sum(mask.astype(jnp.float32))
         return sums
 

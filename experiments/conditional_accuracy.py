@@ -28,7 +28,7 @@ def main() -> None:
     dataset = data.load(from_dict(meta["config"]).data if meta.get("config") else DataConfig())
     clf = classifier.train_classifier(dataset.train.images, dataset.train.labels, dataset.num_classes, seed=args.seed)
     accuracy, per_class = evaluate.conditional_accuracy(clf, model, params, jax.random.key(args.seed),
-                                                        dataset.num_classes, config.model.latent_dim, args.per_class)
+                                                        dataset.num_classes, args.per_class)
     final = [json.loads(line) for line in (Path(args.workdir) / "metrics.jsonl").read_text().splitlines()][-1]
     result = {"conditional_accuracy": accuracy, "per_class": per_class.round(3).tolist(),
               "classifier_test_accuracy": clf.accuracy(dataset.test.images, dataset.test.labels),

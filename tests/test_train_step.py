@@ -83,9 +83,9 @@ def test_step_compiles_once_and_is_reused(small_digits):
     _, parts, state = setup()
     traces = []
 
-    def counting_loss(params, batch, key):
+    def counting_loss(params, batch, key, step):
         traces.append(1)  # runs only while tracing
-        return parts.loss(params, batch, key)
+        return parts.loss(params, batch, key, step)
 
     step = jax.jit(make_train_step(counting_loss, parts.tx))
     batch, key = batch_of(small_digits), jax.random.key(0)

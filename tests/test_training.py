@@ -27,6 +27,6 @@ def test_cvae_samples_are_their_requested_class(trained_cvae, digits):
     clf = classifier.train_classifier(digits.train.images, digits.train.labels, digits.num_classes)
     assert clf.accuracy(digits.test.images, digits.test.labels) > 0.9  # the judge itself is competent
     accuracy, per_class = evaluate.conditional_accuracy(clf, trained_cvae.model, trained_cvae.state.params,
-                                                        jax.random.key(123), 10, 8, per_class=100)
+                                                        jax.random.key(123), 10, per_class=100)
     assert accuracy > 0.75, per_class  # chance is 0.1
     assert per_class.min() > 0.4, per_class
