@@ -64,11 +64,9 @@ def _evaluate(args) -> int:
         raise ValueError(f"--num-importance-samples must be >= 1, got {args.num_importance_samples}")
     model, params, config, meta = load(args.workdir)
     dataset = data.load(config.data)
-    chunk = min(args.chunk, args.num_importance_samples)
-    if args.num_importance_samples % chunk:
-        raise ValueError(f"--num-importance-samples {args.num_importance_samples} must be a multiple of --chunk {chunk}")
+    # evaluate_model rejects a chunk that does not divide K before any sampling starts.
     result = evaluate.evaluate_model(model, params, config, dataset, num_importance_samples=args.num_importance_samples,
-                                     chunk=chunk, num_examples=args.num_examples, seed=args.seed)
+                                     chunk=args.chunk, num_examples=args.num_examples, seed=args.seed)
     text = json.dumps(result, indent=2)
     print(text)
     out = Path(args.out) if args.out else Path(args.workdir) / "evaluation.json"

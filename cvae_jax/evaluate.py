@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import distributions, inference, likelihoods, objectives
+from cvae_jax import inference, objectives
 
 
 def conditional_samples(model, params, key, num_classes: int, per_class: int):
@@ -46,20 +46,14 @@ def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int
     def log_px(params, batch, key):
         x, condition = objectives.inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
-        b, d = mean.shape
-        flat_c = None if condition is None else jnp.tile(condition, (chunk, 1))
-        flat_x = jnp.broadcast_to(x, (chunk, *x.shape)).reshape(chunk * b, *x.shape[1:])
 
         def body(acc, i):
-            eps = jax.random.normal(jax.random.fold_in(key, i + 1), (chunk, b, d))
+            eps = jax.random.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
             z = mean + jnp.exp(0.5 * log_var) * eps
-            flat_z = z.reshape(chunk * b, d)
-            log_lik = likelihoods.log_likelihood(flat_x, model.apply(params, flat_z, flat_c, method=model.decode))
-            log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob)
-            log_w = (log_lik + log_prior).reshape(chunk, b) - distributions.diag_gaussian_log_prob(z, mean, log_var)
-            return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
+            log_lik, log_prior, log_q = objectives.log_weight_parts(model, params, x, condition, mean, log_var, z)
+            return jnp.logaddexp(acc, jax.nn.logsumexp(log_lik + log_prior - log_q, axis=0)), None
 
-        acc, _ = jax.lax.scan(body, jnp.full((b,), -jnp.inf), jnp.arange(num_samples // chunk))
+        acc, _ = jax.lax.scan(body, jnp.full(mean.shape[:1], -jnp.inf), jnp.arange(num_samples // chunk))
         return acc - math.log(num_samples)
 
     return log_px

@@ -76,6 +76,18 @@ def make_elbo_terms(model: VAE, *, num_classes: int, binarize: bool = False,
     return terms
 
 
+def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z):
+    """(log p(x | z_k), log p(z_k), log q(z_k | x)), each [K, B], for latents z [K, B, D] of a batch x [B, ...]."""
+    k, b, d = z.shape
+    flat_z = z.reshape(k * b, d)
+    flat_c = None if condition is None else jnp.tile(condition, (k, 1))
+    flat_x = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * b, *x.shape[1:])
+    log_lik = likelihoods.log_likelihood(flat_x, model.apply(params, flat_z, flat_c, method=model.decode))
+    log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob)
+    log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
+    return log_lik.reshape(k, b), log_prior.reshape(k, b), log_q
+
+
 def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize: bool = False):
     """Returns terms(params, batch, key) -> {"neg_iwae", "neg_elbo", "recon", "kl"} of shape [B].
 
@@ -86,16 +98,9 @@ def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize:
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
         z = _latents(key, mean, log_var, num_samples)  # [K, B, D]
-        k, b, d = z.shape
-        flat_z = z.reshape(k * b, d)
-        flat_c = None if condition is None else jnp.tile(condition, (k, 1))
-        decoded = model.apply(params, flat_z, flat_c, method=model.decode)
-        flat_x = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * b, *x.shape[1:])
-        log_lik = likelihoods.log_likelihood(flat_x, decoded).reshape(k, b)
-        log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob).reshape(k, b)
-        log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
+        log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z)
         log_w = log_lik + log_prior - log_q
-        neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
+        neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples))
         return {"neg_iwae": neg_iwae, "neg_elbo": -jnp.mean(log_w, 0), "recon": -jnp.mean(log_lik, 0),
                 "kl": jnp.mean(log_q - log_prior, 0)}
 
