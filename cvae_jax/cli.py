@@ -10,22 +10,40 @@ import numpy as np
 
 
 def _train(args) -> int:
+    from cvae_jax import parallel
     from cvae_jax.config import apply_overrides, get_config
-    from cvae_jax.run import train_and_evaluate
 
     config = get_config(args.model, args.preset)
     overrides = [f"seed={args.seed}"] if args.seed is not None else []
-    for flag, field in (("epochs", "train.epochs"), ("batch_size", "train.batch_size")):
+    for flag, field in _TRAIN_FLAGS:
         if getattr(args, flag) is not None:
             overrides.append(f"{field}={getattr(args, flag)}")
     config = apply_overrides(config, overrides + list(args.set))
-    print(f"training {config.model.kind} ({config.preset} preset) on {config.data.source} data -> {args.workdir}",
-          file=sys.stderr)
+    parallel.initialize(config.parallel)  # before anything touches the devices
+
+    import jax
+
+    from cvae_jax.run import train_and_evaluate
+
+    primary = parallel.is_primary()
+    if primary:
+        print(f"training {config.model.kind} ({config.preset} preset) on {config.data.source} data, "
+              f"{config.parallel.mode} over {jax.device_count()} {jax.default_backend()} device(s) in "
+              f"{jax.process_count()} process(es) -> {args.workdir}", file=sys.stderr)
     run = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
     final = run.history[-1]
-    print(f"done: test neg_elbo {final['neg_elbo']:.2f} nats (recon {final['recon']:.2f}, kl {final['kl']:.2f}); "
-          f"metrics, pictures and checkpoint in {args.workdir}")
+    if primary:
+        print(f"done: test neg_elbo {final['neg_elbo']:.2f} nats (recon {final['recon']:.2f}, kl {final['kl']:.2f}); "
+              f"metrics, pictures and checkpoint in {args.workdir}")
     return 0
+
+
+# (command-line flag, config field) pairs of `cvae-jax train`.
+_TRAIN_FLAGS = (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                ("devices", "parallel.num_devices"), ("parallel", "parallel.mode"),
+                ("per_device_batch_size", "parallel.per_device_batch_size"),
+                ("coordinator", "parallel.coordinator_address"), ("num_processes", "parallel.num_processes"),
+                ("process_id", "parallel.process_id"))
 
 
 def _sample(args) -> int:
@@ -84,12 +102,20 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=("default", "article"), default="default",
                        help="'article': the article's architecture; 'default': a stronger 512-512 MLP, latent 16")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
     train.add_argument("--seed", type=int)
     train.add_argument("--workdir", default="runs/quickstart", help="run directory (default: %(default)s)")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field, e.g. --set model.latent_dim=32 --set data.source=npz")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    par = train.add_argument_group("devices and hosts")
+    par.add_argument("--devices", type=int, help="local devices to use (default: all)")
+    par.add_argument("--parallel", choices=("sharded", "pmap", "single"),
+                     help="sharded jit over a device mesh (default), pmap, or one device")
+    par.add_argument("--per-device-batch-size", type=int, help="global batch = this x devices")
+    par.add_argument("--coordinator", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    par.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
+    par.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
     train.set_defaults(func=_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained model")

@@ -21,6 +21,8 @@ SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 OBJECTIVES = ("elbo", "iwae", "hybrid")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
+PARALLEL_MODES = ("sharded", "pmap", "single")
+DISTRIBUTED = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -88,10 +90,29 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class ParallelConfig:
+    # "sharded": jax.jit over a device mesh (batch split over devices, state replicated);
+    # "pmap": jax.pmap of the same step; "single": one device. Results depend on the device
+    # count (each device draws its own noise), not on the mode.
+    mode: str = "sharded"
+    num_devices: int = 0  # devices per process; 0 = all local devices
+    # train.batch_size is the global batch; per_device_batch_size > 0 sets it to this x devices.
+    per_device_batch_size: int = 0
+    # Several processes (hosts): "auto" starts jax.distributed when a coordinator address is
+    # given here or in JAX_COORDINATOR_ADDRESS; "on" always (cluster auto-detection: TPU pods,
+    # SLURM, Open MPI); "off" never.
+    distributed: str = "auto"
+    coordinator_address: str = ""  # host:port of process 0
+    num_processes: int = 0  # 0 = from JAX_NUM_PROCESSES or the cluster
+    process_id: int = -1  # -1 = from JAX_PROCESS_ID or the cluster
+
+
+@dataclasses.dataclass
 class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     seed: int = 0
     preset: str = "default"
 
@@ -232,4 +253,14 @@ def validate(config: Config) -> Config:
     _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
     _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
     _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
+    p = config.parallel
+    _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
+    _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
+    _require(not (p.mode == "single" and p.num_devices > 1),
+             f"parallel.mode=single uses one device, but parallel.num_devices={p.num_devices}")
+    _require(p.per_device_batch_size >= 0,
+             f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}")
+    _require(p.distributed in DISTRIBUTED, f"parallel.distributed must be one of {DISTRIBUTED}, got {p.distributed!r}")
+    _require(p.num_processes >= 0, f"parallel.num_processes must be >= 0, got {p.num_processes}")
+    _require(p.process_id >= -1, f"parallel.process_id must be >= 0 (or -1 = from the environment), got {p.process_id}")
     return config

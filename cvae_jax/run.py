@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import checkpoint, inference, objectives, plots
+from cvae_jax import checkpoint, inference, loop, objectives, parallel, plots
 from cvae_jax import data as data_lib
 from cvae_jax.config import Config, ConfigError, from_dict, validate
 from cvae_jax.models import VAE, build_model
-from cvae_jax.train import (EVAL, INIT, SAMPLE, SHUFFLE, TRAIN, TrainState, epoch_permutation, evaluate_dataset,
-                            init_state, make_eval_step, make_multi_step, make_optimizer, make_train_step, purpose_key)
+from cvae_jax.train import (EVAL, INIT, SAMPLE, SHUFFLE, TRAIN, TrainState, evaluate_dataset, init_state,
+                            make_eval_step, make_optimizer, purpose_key)
 
 
 class TrainingError(RuntimeError):
@@ -72,11 +72,11 @@ def steps_per_call(config: Config, steps_per_epoch: int) -> int:
     return 1 if has_conv and jax.default_backend() == "cpu" else steps_per_epoch
 
 
-def _check_fits(config: Config, dataset: data_lib.Dataset) -> None:
+def _check_fits(config: Config, dataset: data_lib.Dataset, global_batch: int, num_shards: int) -> None:
     n = len(dataset.train)
-    if config.train.batch_size > n:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the {n} training examples; "
-                          f"use --batch-size {n} or less")
+    if global_batch > n - n % num_shards:
+        raise ConfigError(f"train.batch_size={global_batch} is larger than the {n} training examples (the global batch "
+                          f"over {num_shards} device(s)); use --batch-size {(n // num_shards) * num_shards} or less")
 
 
 def _as_arrays(split: data_lib.Split) -> dict[str, np.ndarray]:
@@ -91,82 +91,84 @@ def _progress(total: int, enabled: bool):
 
 def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dataset: data_lib.Dataset | None = None,
                        progress: bool = True, prior=None) -> Run:
-    """Trains `config` and evaluates the test ELBO each epoch; writes into `workdir` if given.
+    """Trains `config` on all its devices and evaluates the test ELBO each epoch; writes into `workdir`.
 
     `prior` (a cvae_jax.priors.Prior module) overrides config.model.prior for this run; to `load` the
-    run later, register the prior under config.model.prior instead."""
+    run later, register the prior under config.model.prior instead. With several processes
+    (parallel.initialize) every process calls this; only process 0 writes logs and pictures."""
     validate(config)
+    layout = parallel.make_layout(config.parallel)
+    global_batch = parallel.global_batch_size(config.train.batch_size, config.parallel, layout.num_shards)
     dataset = dataset if dataset is not None else data_lib.load(config.data)
-    _check_fits(config, dataset)
+    _check_fits(config, dataset, global_batch, layout.num_shards)
+    primary = parallel.is_primary()
     workdir = Path(workdir) if workdir is not None else None
     if workdir is not None:
         if checkpoint.latest_step(workdir) is not None:
             raise FileExistsError(f"{str(workdir)!r} already holds a trained run; choose a new --workdir "
                                   "(or delete the old one) so that its results are not overwritten")
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json() + "\n")
-        (workdir / "metrics.jsonl").write_text("")
+        if primary:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "config.json").write_text(config.to_json() + "\n")
+            (workdir / "metrics.jsonl").write_text("")
 
-    batch_size, n = config.train.batch_size, len(dataset.train)
-    steps_per_epoch = n // batch_size
-    parts = build(config, dataset.image_shape, dataset.num_classes,
-                  total_steps=steps_per_epoch * config.train.epochs, prior=prior)
-    state = init_for(parts, config, dataset.image_shape, dataset.num_classes)
-    k = steps_per_call(config, steps_per_epoch)
-    step = make_train_step(parts.loss, parts.tx)
-    runs = {size: jax.jit(make_multi_step(step, batch_size, size), donate_argnums=0)
-            for size in {k, steps_per_epoch % k} if size}
-    permute = jax.jit(epoch_permutation, static_argnums=2)
+    rows = parallel.shard_rows(_as_arrays(dataset.train), layout.num_shards, layout.local_shards, config.seed)
+    steps_total = (len(dataset.train) // layout.num_shards) // (global_batch // layout.num_shards) * config.train.epochs
+    parts = build(config, dataset.image_shape, dataset.num_classes, total_steps=steps_total, prior=prior)
+    program = loop.make_program(layout, parts.loss, parts.tx, rows, global_batch,
+                                lambda steps: steps_per_call(config, steps))
+    steps_per_epoch = program.steps_per_epoch
+    state = layout.put_replicated(init_for(parts, config, dataset.image_shape, dataset.num_classes))
     eval_step = jax.jit(make_eval_step(parts.terms))
-    train_data = jax.device_put(_as_arrays(dataset.train))
     test_data = _as_arrays(dataset.test)
-    train_key, shuffle_key = purpose_key(config.seed, TRAIN), purpose_key(config.seed, SHUFFLE)
+    train_key = np.asarray(jax.random.key_data(purpose_key(config.seed, TRAIN)))
+    shuffle_key = np.asarray(jax.random.key_data(purpose_key(config.seed, SHUFFLE)))
     eval_key = purpose_key(config.seed, EVAL)
 
     history: list[dict[str, Any]] = []
 
     def record(entry: dict[str, Any]) -> None:
         history.append(entry)
-        if workdir is not None:
+        if workdir is not None and primary:
             with open(workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
-    def test_entry(epoch: int) -> dict[str, Any]:
-        metrics = evaluate_dataset(eval_step, state.params, test_data, config.train.eval_batch_size, eval_key)
-        return {"epoch": epoch, "split": "test", "step": int(state.step), **metrics}
+    def test_entry(epoch: int, params) -> dict[str, Any]:
+        metrics = evaluate_dataset(eval_step, params, test_data, config.train.eval_batch_size, eval_key)
+        return {"epoch": epoch, "split": "test", "step": epoch * steps_per_epoch, **metrics}
 
-    record(test_entry(0))
-    bar = _progress(config.train.epochs * steps_per_epoch, progress)
+    record(test_entry(0, layout.local_value(state.params)))
+    bar = _progress(config.train.epochs * steps_per_epoch, progress and primary)
     for epoch in range(1, config.train.epochs + 1):
         start = time.perf_counter()
-        perm = permute(shuffle_key, epoch, n)
-        sums, first = None, 0
-        while first < steps_per_epoch:
-            size = min(k, steps_per_epoch - first)
-            state, metrics = runs[size](state, train_data, perm, first, train_key)
+        perm = program.permute(shuffle_key, epoch)
+        sums = None
+        for first, size in program.call_sizes():
+            state, metrics = program.calls[size](state, program.data, perm, first, train_key)
             sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-            first += size
             bar.update(size)
-        sums = jax.device_get(sums)
+        sums = jax.device_get(layout.local_value(sums))
         seconds = time.perf_counter() - start
         train = {name: float(value) / steps_per_epoch for name, value in sums.items()}
         if not all(math.isfinite(v) for v in train.values()):
             bar.close()
             raise TrainingError(f"the training loss became non-finite in epoch {epoch} ({train}); "
                                 "lower train.learning_rate or check the data for NaN/Inf")
-        record({"epoch": epoch, "split": "train", "step": int(state.step), **train,
-                "seconds": seconds, "samples_per_s": steps_per_epoch * batch_size / seconds})
-        test = test_entry(epoch)
+        record({"epoch": epoch, "split": "train", "step": epoch * steps_per_epoch, **train,
+                "seconds": seconds, "samples_per_s": steps_per_epoch * global_batch / seconds})
+        test = test_entry(epoch, layout.local_value(state.params))
         record(test)
         bar.set_postfix(train_neg_elbo=f"{train['neg_elbo']:.1f}", test_neg_elbo=f"{test['neg_elbo']:.1f}")
     bar.close()
 
+    final = layout.local_value(state)
     if workdir is not None:
         meta = {"config": config.to_dict(), "image_shape": list(dataset.image_shape),
                 "num_classes": dataset.num_classes, "data_name": dataset.name}
-        checkpoint.save(workdir, state, meta)
-        write_pictures(workdir, parts.model, state.params, config, dataset)
-    return Run(config=config, model=parts.model, state=state, history=history, dataset=dataset)
+        checkpoint.save(workdir, layout.global_value(state), meta)
+        if primary:
+            write_pictures(workdir, parts.model, final.params, config, dataset)
+    return Run(config=config, model=parts.model, state=final, history=history, dataset=dataset)
 
 
 def load(workdir: str | Path, step: int | None = None) -> tuple[VAE, Any, Config, dict[str, Any]]:

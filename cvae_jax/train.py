@@ -60,19 +60,40 @@ def init_state(model, tx: optax.GradientTransformation, example: Batch, conditio
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis_name: str | None = None):
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis_name: str | None = None,
+                    num_shards: int = 1):
     """Returns the pure step(state, batch, base_key) -> (state, metrics).
 
     The step key is fold_in(base_key, state.step): the caller passes the same base key every call.
-    With `axis_name` set (under pmap or shard_map) gradients and metrics are averaged over that axis.
+    The batch is data-parallel over devices, and device d's examples draw their noise from
+    fold_in(step_key, d). Two equivalent forms:
+
+    - `axis_name` set (under pmap or shard_map): `batch` is this device's share, d is
+      `lax.axis_index(axis_name)`, and gradients and metrics are averaged over the axis with pmean;
+    - otherwise `batch` is the global batch, viewed as `num_shards` equal shards (shard d = rows
+      d*B/num_shards ...), the loss is the mean over shards, and under `jax.jit` with the batch
+      split over a `num_shards`-device mesh each device computes its own shard.
     """
+
+    def loss_and_grads(params, batch, step_key, step):
+        if axis_name is not None:
+            key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, key, step)
+            return jax.lax.pmean(grads, axis_name), jax.lax.pmean(metrics, axis_name)
+        if num_shards == 1:  # the same computation, without a size-1 vmap
+            return jax.grad(loss_fn, has_aux=True)(params, batch, jax.random.fold_in(step_key, 0), step)
+        shards = jax.tree.map(lambda x: x.reshape(num_shards, x.shape[0] // num_shards, *x.shape[1:]), batch)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, jnp.arange(num_shards))
+
+        def mean_loss(params):
+            losses, metrics = jax.vmap(loss_fn, (None, 0, 0, None))(params, shards, keys, step)
+            return jnp.mean(losses), jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+        return jax.grad(mean_loss, has_aux=True)(params)
 
     def step(state: TrainState, batch: Batch, key: jax.Array):
         step_key = jax.random.fold_in(key, state.step)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, step_key, state.step)
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            metrics = jax.lax.pmean(metrics, axis_name)
+        grads, metrics = loss_and_grads(state.params, batch, step_key, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -81,17 +102,27 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis
 
 
 def gather_batch(data: Batch, perm: jax.Array, index, batch_size: int) -> Batch:
-    """Batch number `index` of the permutation `perm`, gathered on the device."""
-    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-    return {name: array[idx] for name, array in data.items()}
+    """Batch number `index` of the permutation `perm`, gathered on the device.
+
+    perm [n]: rows of `data` [n, ...]. perm [S, n] (S data shards, `data` [S, n, ...]): `batch_size`
+    rows from each shard, concatenated shard by shard into a global batch of S * batch_size.
+    """
+    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size, axis=perm.ndim - 1)
+    if perm.ndim == 1:
+        return {name: array[idx] for name, array in data.items()}
+    if perm.shape[0] == 1:  # one shard: a plain gather
+        return {name: array[0][idx[0]] for name, array in data.items()}
+    take = jax.vmap(lambda array, i: array[i])
+    return {name: take(array, idx).reshape(-1, *array.shape[2:]) for name, array in data.items()}
 
 
 def make_multi_step(step: Callable, batch_size: int, num_steps: int):
     """Returns run(state, data, perm, first, key) -> (state, summed metrics) for `num_steps` steps.
 
     Batches first .. first + num_steps - 1 of `perm` are gathered from the device-resident `data`
-    inside the compiled function: no host round trip per step. num_steps > 1 fuses the steps
-    with lax.scan; num_steps == 1 is a plain step (faster for convolutions on XLA:CPU).
+    inside the compiled function (see gather_batch; `batch_size` is per shard): no host round trip
+    per step. num_steps > 1 fuses the steps with lax.scan; num_steps == 1 is a plain step (faster
+    for convolutions on XLA:CPU).
     """
 
     def run(state, data, perm, first, key):
@@ -111,9 +142,9 @@ def make_multi_step(step: Callable, batch_size: int, num_steps: int):
     return run
 
 
-def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:
-    """The example order of `epoch`, drawn on the device."""
-    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+def epoch_permutation(key: jax.Array, epoch, num_examples: int, shard=0) -> jax.Array:
+    """The example order of `epoch` within data shard `shard`, drawn on the device."""
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), shard), num_examples)
 
 
 def make_eval_step(terms_fn: Callable):

@@ -1,0 +1,133 @@
+"""Checks that need several devices; tests/test_parallel.py runs this file in a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 and reads one JSON object from its stdout.
+
+    python tests/multidevice_checks.py step   # one/three steps: 1 device vs 8 sharded vs 8 pmap
+    python tests/multidevice_checks.py run    # whole runs: sharded vs pmap vs repeat, 1-device modes
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cvae_jax import data, parallel
+from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.run import build, init_for, train_and_evaluate
+from cvae_jax.train import make_train_step
+
+SMALL = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.learning_rate=3e-3"]
+
+
+def max_diff(a, b) -> float:
+    a, b = jax.device_get((a, b))
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def small_digits(n_train: int, n_test: int) -> data.Dataset:
+    d = data.load_npz(data.embedded_path())
+    return data.Dataset(train=data.Split(d.train.images[:n_train], d.train.labels[:n_train]),
+                        test=data.Split(d.test.images[:n_test], d.test.labels[:n_test]), num_classes=10, name="digits")
+
+
+def step_checks() -> dict:
+    assert jax.device_count() == 8, jax.devices()
+    cfg = apply_overrides(get_config("cvae"), SMALL + ["train.objective=hybrid"])
+    digits = small_digits(64, 8)
+    parts = build(cfg, digits.image_shape, digits.num_classes)
+    state0 = init_for(parts, cfg, digits.image_shape, digits.num_classes)
+    key = jax.random.key(42)
+    batches = [{"image": jnp.asarray(digits.train.images[i * 32:(i + 1) * 32]),
+                "label": jnp.asarray(digits.train.labels[i * 32:(i + 1) * 32])} for i in range(2)]
+
+    def run(step_fn, state, batches):
+        out = []
+        for b in batches:
+            state, m = step_fn(state, b, key)
+            out.append(m)
+        return state, out
+
+    # 1 device: the global batch of 32 seen as 8 shards with the per-shard noise of 8 devices.
+    one = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=8))
+    one_dev = jax.devices()[0]
+    s1, m1 = run(one, jax.device_put(state0, one_dev), [jax.device_put(b, one_dev) for b in batches])
+
+    # 8 devices, sharded jit: batch split over the mesh, state replicated.
+    mesh = Mesh(np.array(jax.devices()), (parallel.AXIS,))
+    rep, sh = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.AXIS))
+    sharded = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=8), in_shardings=(rep, sh, rep),
+                      out_shardings=(rep, rep))
+    s8, m8 = run(sharded, jax.device_put(state0, rep), [jax.device_put(b, sh) for b in batches])
+    sharded_inputs_split = len(jax.device_put(batches[0], sh)["image"].addressable_shards) == 8
+
+    # 8 devices, pmap: each device gets 4 rows; the state carries a leading device axis.
+    pm = jax.pmap(make_train_step(parts.loss, parts.tx, axis_name=parallel.AXIS), axis_name=parallel.AXIS,
+                  in_axes=(0, 0, None))
+    stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (8, *x.shape)), state0)
+    sp, mp = run(pm, stacked, [jax.tree.map(lambda x: x.reshape(8, 4, *x.shape[1:]), b) for b in batches])
+    sp0 = jax.tree.map(lambda x: x[0], sp)
+    pmap_replicas_agree = max_diff(jax.tree.map(lambda x: x[0], sp.params), jax.tree.map(lambda x: x[7], sp.params))
+
+    # The same step with one noise for the whole batch (num_shards=1) differs: the shard noise matters.
+    s_shared, _ = run(jax.jit(make_train_step(parts.loss, parts.tx, num_shards=1)), state0, batches)
+
+    return {
+        "one_vs_sharded": max_diff(s1.params, s8.params),
+        "one_vs_pmap": max_diff(s1.params, sp0.params),
+        "sharded_vs_pmap": max_diff(s8.params, sp0.params),
+        "metrics_one_vs_sharded": max(abs(float(m1[i][k]) - float(m8[i][k])) for i in range(2) for k in m1[i]),
+        "metrics_one_vs_pmap": max(abs(float(m1[i][k]) - float(mp[i][k][0])) for i in range(2) for k in m1[i]),
+        "pmap_replicas": pmap_replicas_agree,
+        "shared_noise_vs_sharded": max_diff(s_shared.params, s8.params),
+        "update_size": max_diff(state0.params, s8.params),
+        "steps": [int(s1.step), int(s8.step), int(sp0.step)],
+        "sharded_inputs_split": sharded_inputs_split,
+    }
+
+
+def run_checks() -> dict:
+    digits = small_digits(512, 100)
+    base = SMALL + ["train.epochs=2", "train.batch_size=64", "train.eval_batch_size=100"]
+
+    def train(*extra):
+        run = train_and_evaluate(apply_overrides(get_config("cvae"), base + list(extra)), dataset=digits,
+                                 progress=False)
+        return run.state.params, [e["neg_elbo"] for e in run.history]
+
+    p_sharded, h_sharded = train("parallel.mode=sharded")
+    p_again, h_again = train("parallel.mode=sharded")
+    p_pmap, h_pmap = train("parallel.mode=pmap")
+    p_one, h_one = train("parallel.mode=single")
+    p_one_sharded, h_one_sharded = train("parallel.mode=sharded", "parallel.num_devices=1")
+    p_per_device, _ = train("parallel.per_device_batch_size=8")  # 8 x 8 devices = the same global batch of 64
+    p_conv_sharded, _ = train("model.encoder_conv=8", "model.decoder_conv=8")
+    p_conv_pmap, _ = train("model.encoder_conv=8", "model.decoder_conv=8", "parallel.mode=pmap")
+    errors = {}
+    for name, extra in {"indivisible": ["train.batch_size=60"], "too_many": ["parallel.num_devices=16"]}.items():
+        try:
+            train(*extra)
+            errors[name] = None
+        except Exception as e:  # noqa: BLE001 - the message is what the test checks
+            errors[name] = f"{type(e).__name__}: {e}"
+    return {
+        "sharded_repeat": max_diff(p_sharded, p_again),
+        "history_repeat_equal": h_sharded == h_again,
+        "sharded_vs_pmap": max_diff(p_sharded, p_pmap),
+        "history_sharded_vs_pmap": max(abs(a - b) for a, b in zip(h_sharded, h_pmap)),
+        "single_vs_sharded_1": max_diff(p_one, p_one_sharded),
+        "history_single_equal": h_one == h_one_sharded,
+        "eight_vs_one_device": max_diff(p_sharded, p_one),
+        "per_device_vs_global": max_diff(p_sharded, p_per_device),
+        "conv_sharded_vs_pmap": max_diff(p_conv_sharded, p_conv_pmap),
+        "test_neg_elbo": [h_sharded[0], h_sharded[-1]],
+        "errors": errors,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps({"step": step_checks, "run": run_checks}[sys.argv[1]]()))
