@@ -13,7 +13,10 @@ def _train(args) -> int:
     from cvae_jax import parallel
     from cvae_jax.config import apply_overrides, get_config
 
-    config = get_config(args.model, args.preset)
+    config = _saved_config(args.workdir) if args.model is None and args.preset is None else None
+    resuming = config is not None
+    if config is None:
+        config = get_config(args.model or "cvae", args.preset or "default")
     overrides = [f"seed={args.seed}"] if args.seed is not None else []
     for flag, field in _TRAIN_FLAGS:
         if getattr(args, flag) is not None:
@@ -27,11 +30,11 @@ def _train(args) -> int:
 
     primary = parallel.is_primary()
     if primary:
-        print(f"training {config.model.kind} ({config.preset} preset) on {config.data.source} data, "
+        print(f"{'resuming' if resuming else 'training'} {config.model.kind} ({config.preset} preset) on {config.data.source} data, "
               f"{config.parallel.mode} over {jax.device_count()} {jax.default_backend()} device(s) in "
               f"{jax.process_count()} process(es) -> {args.workdir}", file=sys.stderr)
     run = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
-    final = run.history[-1]
+    final = [e for e in run.history if e["split"] == "test"][-1]
     if primary:
         print(f"done: test neg_elbo {final['neg_elbo']:.2f} nats (recon {final['recon']:.2f}, kl {final['kl']:.2f}); "
               f"metrics, pictures and checkpoint in {args.workdir}")
@@ -46,15 +49,26 @@ _TRAIN_FLAGS = (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                 ("process_id", "parallel.process_id"))
 
 
+def _saved_config(workdir: str):
+    """The config of the run already in `workdir` (to resume it), or None if there is none."""
+    from cvae_jax import checkpoint
+    from cvae_jax.config import from_dict
+
+    if not checkpoint.has_checkpoint(workdir):
+        return None
+    with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+        return from_dict(ckpts.read_meta(ckpts.latest_step())["config"])
+
+
 def _sample(args) -> int:
     import jax
 
     from cvae_jax import inference
-    from cvae_jax.run import load
+    from cvae_jax.run import load_run
     from cvae_jax.train import SAMPLE, purpose_key
 
-    model, params, config, meta = load(args.workdir)
-    num_classes = int(meta["num_classes"])
+    run = load_run(args.workdir, args.checkpoint)
+    model, params, config, num_classes = run.model, run.params, run.config, int(run.meta["num_classes"])
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.label is not None and not 0 <= args.label < num_classes:
@@ -80,7 +94,7 @@ def _evaluate(args) -> int:
 
     if args.num_importance_samples < 1:
         raise ValueError(f"--num-importance-samples must be >= 1, got {args.num_importance_samples}")
-    model, params, config, meta = load(args.workdir)
+    model, params, config = load(args.workdir, args.checkpoint)
     dataset = data.load(config.data)
     # evaluate_model rejects a chunk that does not divide K before any sampling starts.
     result = evaluate.evaluate_model(model, params, config, dataset, num_importance_samples=args.num_importance_samples,
@@ -98,13 +112,15 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and write metrics, pictures and a checkpoint")
-    train.add_argument("--model", choices=("vae", "cvae"), default="cvae")
-    train.add_argument("--preset", choices=("default", "article"), default="default",
-                       help="'article': the article's architecture; 'default': a stronger 512-512 MLP, latent 16")
+    train.add_argument("--model", choices=("vae", "cvae"), help="default: cvae (or, resuming, the saved run's)")
+    train.add_argument("--preset", choices=("default", "article"),
+                       help="'article': the article's architecture; 'default' (the default): a stronger 512-512 MLP, "
+                            "latent 16")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
     train.add_argument("--seed", type=int)
-    train.add_argument("--workdir", default="runs/quickstart", help="run directory (default: %(default)s)")
+    train.add_argument("--workdir", default="runs/quickstart",
+                       help="run directory (default: %(default)s); if it holds a run, that run is resumed")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field, e.g. --set model.latent_dim=32 --set data.source=npz")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,6 +136,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw images from a trained model")
     sample.add_argument("--workdir", required=True)
+    sample.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     sample.add_argument("--num", type=int, default=16)
     sample.add_argument("--label", type=int, help="class to generate (CVAE only)")
     sample.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
@@ -128,6 +145,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, importance-sampled NLL, bits/dim, active units, MI")
     evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     evaluate.add_argument("--num-importance-samples", type=int, default=1000, help="K (up to 5,000 and more)")
     evaluate.add_argument("--chunk", type=int, default=100, help="samples drawn per compiled chunk (bounds memory)")
     evaluate.add_argument("--num-examples", type=int, help="evaluate the first N test examples (default: all)")
@@ -142,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     from cvae_jax.checkpoint import CheckpointError
     from cvae_jax.config import ConfigError
     from cvae_jax.data import DataError
+    from cvae_jax.resume import Interrupted
     from cvae_jax.run import TrainingError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError, FileExistsError, ValueError) as e:
+    except Interrupted as e:  # a checkpoint was saved; 128 + signal, as shells report a signalled job
+        print(f"cvae-jax {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except (ConfigError, DataError, CheckpointError, TrainingError, FileExistsError, FileNotFoundError,
+            ValueError) as e:
         print(f"cvae-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

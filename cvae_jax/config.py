@@ -23,6 +23,8 @@ OBJECTIVES = ("elbo", "iwae", "hybrid")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 PARALLEL_MODES = ("sharded", "pmap", "single")
 DISTRIBUTED = ("auto", "on", "off")
+NONFINITE = ("stop", "skip")
+BEST_METRICS = ("neg_elbo", "recon", "kl", "")
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,19 @@ class TrainConfig:
     # Train steps fused into one compiled call with lax.scan. 0 = auto: the whole epoch for dense
     # models, 1 for convolutional models on CPU (XLA:CPU runs convolutions slowly inside scan).
     steps_per_call: int = 0
+    # A non-finite loss or gradient: "stop" (raise, keep the last checkpoint) or "skip" (leave the
+    # state unchanged for that step, with optax.apply_if_finite, and count it in the metrics);
+    # skip stops after max_consecutive_skips non-finite steps in a row.
+    on_nonfinite: str = "stop"
+    max_consecutive_skips: int = 20
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    every_epochs: int = 10  # save every N epochs; also at the end and on SIGTERM/SIGINT. 0 = only those
+    keep: int = 3  # keep the last K checkpoints ...
+    best_metric: str = "neg_elbo"  # ... and the best by this test metric (lower is better); "" = none
+    async_save: bool = True  # write in a background thread while training goes on
 
 
 @dataclasses.dataclass
@@ -113,6 +128,7 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     seed: int = 0
     preset: str = "default"
 
@@ -253,6 +269,13 @@ def validate(config: Config) -> Config:
     _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
     _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
     _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
+    _require(t.on_nonfinite in NONFINITE, f"train.on_nonfinite must be one of {NONFINITE}, got {t.on_nonfinite!r}")
+    _require(t.max_consecutive_skips >= 1, f"train.max_consecutive_skips must be >= 1, got {t.max_consecutive_skips}")
+    c = config.checkpoint
+    _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
+    _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
+    _require(c.best_metric in BEST_METRICS,
+             f"checkpoint.best_metric must be one of {BEST_METRICS} ('' = none), got {c.best_metric!r}")
     p = config.parallel
     _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
     _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")

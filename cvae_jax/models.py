@@ -88,21 +88,36 @@ class VAE(nn.Module):
     encoder: Encoder
     decoder: Decoder
     prior: priors_lib.Prior
+    condition_dim: int = 0  # width of the condition vector (CVAE); 0 = not checked
 
     conditional = False
 
-    def _check(self, condition):
+    def _check(self, condition, rows: int):
         if condition is not None and not self.conditional:
             raise ValueError("VAE takes no condition; use CVAE (model.kind=cvae) for conditional models")
         if condition is None and self.conditional:
             raise ValueError("CVAE needs a condition (one-hot label or conditioning vector)")
+        if condition is None:
+            return
+        if condition.ndim != 2 or condition.shape[0] != rows:
+            raise ValueError(f"condition must have shape [{rows}, {self.condition_dim or 'C'}] (one row per "
+                             f"input), got {tuple(condition.shape)}")
+        if self.condition_dim and condition.shape[1] != self.condition_dim:
+            raise ValueError(f"condition has width {condition.shape[1]} but this model was trained with "
+                             f"{self.condition_dim} (e.g. one-hot over {self.condition_dim} classes)")
 
     def encode(self, x: jax.Array, condition: jax.Array | None = None):
-        self._check(condition)
+        expected = tuple(self.decoder.data_shape)
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"images must have shape [N, {', '.join(map(str, expected))}] for this model, "
+                             f"got {tuple(x.shape)}")
+        self._check(condition, x.shape[0])
         return self.encoder(x, condition)
 
     def decode(self, z: jax.Array, condition: jax.Array | None = None):
-        self._check(condition)
+        if z.ndim != 2:
+            raise ValueError(f"latents must have shape [N, latent_dim], got {tuple(z.shape)}")
+        self._check(condition, z.shape[0])
         return self.decoder(z, condition)
 
     def _prior_args(self, condition):
@@ -154,4 +169,4 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes:
     cls = CVAE if cfg.kind == "cvae" else VAE
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
-    return cls(encoder=encoder, decoder=decoder, prior=prior)
+    return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=num_classes if cfg.kind == "cvae" else 0)

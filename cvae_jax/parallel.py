@@ -120,6 +120,12 @@ class Layout:
             return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.replicated(), x), local)
         return tree
 
+    def from_global(self, tree: Any) -> Any:
+        """The inverse of global_value: a replicated global state in this layout's form."""
+        if self.mode == "pmap":
+            return self.put_replicated(jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree))
+        return tree
+
     def local_value(self, tree: Any) -> Any:
         """This process's copy of a replicated (or, in pmap mode, per-device stacked) tree, on one device."""
         if self.mode == "pmap":

@@ -41,17 +41,17 @@ def purpose_key(seed: int, purpose: int) -> jax.Array:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The Optax optimizer that `cfg.optimizer` names."""
+    """The Optax optimizer that `cfg.optimizer` names; with train.on_nonfinite=skip wrapped in
+    optax.apply_if_finite, which leaves the state unchanged on a step with NaN/Inf gradients."""
     lr = cfg.learning_rate
-    if cfg.optimizer == "adam":
-        return optax.adam(lr)
-    if cfg.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return optax.sgd(lr, momentum=0.9)
-    if cfg.optimizer == "rmsprop":
-        return optax.rmsprop(lr)
-    raise ValueError(f"train.optimizer must be adam, adamw, sgd or rmsprop, got {cfg.optimizer!r}")
+    makers = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+              "sgd": lambda: optax.sgd(lr, momentum=0.9), "rmsprop": lambda: optax.rmsprop(lr)}
+    if cfg.optimizer not in makers:
+        raise ValueError(f"train.optimizer must be adam, adamw, sgd or rmsprop, got {cfg.optimizer!r}")
+    tx = makers[cfg.optimizer]()
+    if cfg.on_nonfinite == "skip":
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=cfg.max_consecutive_skips)
+    return tx
 
 
 def init_state(model, tx: optax.GradientTransformation, example: Batch, condition, key) -> TrainState:
@@ -94,6 +94,11 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis
     def step(state: TrainState, batch: Batch, key: jax.Array):
         step_key = jax.random.fold_in(key, state.step)
         grads, metrics = loss_and_grads(state.params, batch, step_key, state.step)
+        # A non-finite step reports zeros and nonfinite=1 (the update itself is skipped only when tx
+        # is wrapped in optax.apply_if_finite, i.e. train.on_nonfinite=skip).
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        metrics = {name: jnp.where(finite, value, jnp.zeros_like(value)) for name, value in metrics.items()}
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

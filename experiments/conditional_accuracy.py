@@ -13,7 +13,6 @@ from pathlib import Path
 import jax
 
 from cvae_jax import classifier, data, evaluate
-from cvae_jax.config import DataConfig, from_dict
 from cvae_jax.run import load
 
 
@@ -24,12 +23,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    model, params, config, meta = load(args.workdir)
-    dataset = data.load(from_dict(meta["config"]).data if meta.get("config") else DataConfig())
+    model, params, config = load(args.workdir)
+    dataset = data.load(config.data)
     clf = classifier.train_classifier(dataset.train.images, dataset.train.labels, dataset.num_classes, seed=args.seed)
     accuracy, per_class = evaluate.conditional_accuracy(clf, model, params, jax.random.key(args.seed),
                                                         dataset.num_classes, args.per_class)
-    final = [json.loads(line) for line in (Path(args.workdir) / "metrics.jsonl").read_text().splitlines()][-1]
+    lines = (Path(args.workdir) / "metrics.jsonl").read_text().splitlines()
+    final = [e for e in map(json.loads, lines) if e["split"] == "test"][-1]
     result = {"conditional_accuracy": accuracy, "per_class": per_class.round(3).tolist(),
               "classifier_test_accuracy": clf.accuracy(dataset.test.images, dataset.test.labels),
               "test_neg_elbo": final["neg_elbo"], "per_class_samples": args.per_class}

@@ -31,4 +31,4 @@ run = train_and_evaluate(config, workdir if workdir != "-" else None, progress=F
 leaves = {jax.tree_util.keystr(path): np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(run.state.params)}
 np.savez(out, devices=jax.device_count(), processes=jax.process_count(),
-         neg_elbo=np.array([e["neg_elbo"] for e in run.history]), **leaves)
+         neg_elbo=np.array([e["neg_elbo"] for e in run.history if e["split"] != "checkpoint"]), **leaves)

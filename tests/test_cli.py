@@ -23,8 +23,8 @@ def test_train_writes_config_metrics_and_pictures(article_cvae_run):
     config = json.loads((article_cvae_run / "config.json").read_text())
     assert config["model"]["kind"] == "cvae" and config["train"]["epochs"] == 1 and config["seed"] == 5
     lines = [json.loads(line) for line in (article_cvae_run / "metrics.jsonl").read_text().splitlines()]
-    assert [(e["epoch"], e["split"]) for e in lines] == [(0, "test"), (1, "train"), (1, "test")]
-    for entry in lines:
+    assert [(e["epoch"], e["split"]) for e in lines] == [(0, "test"), (1, "train"), (1, "test"), (1, "checkpoint")]
+    for entry in lines[:-1]:
         assert METRIC_KEYS <= set(entry)
         assert entry["neg_elbo"] == pytest.approx(entry["recon"] + entry["kl"], rel=1e-5)
     for name in ("reconstructions.png", "samples.png", "class_grid.png", "latent_scatter.png", "manifold.png"):
@@ -48,13 +48,18 @@ def test_sample_errors(article_cvae_run, tmp_path, capsys):
     assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--out", str(tmp_path / "x.npy")]) == 2
     assert "--label" in capsys.readouterr().err
     assert main(["sample", "--workdir", str(tmp_path / "none"), "--num", "2", "--out", str(tmp_path / "x.npy")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "none' does not exist" in capsys.readouterr().err
 
 
-def test_train_refuses_to_overwrite_a_run(article_cvae_run, capsys):
+def test_train_on_a_finished_run_resumes_it_and_never_overwrites(article_cvae_run, capsys):
     before = (article_cvae_run / "metrics.jsonl").read_text()
-    assert main(["train", "--workdir", str(article_cvae_run), "--epochs", "1", "--no-progress"]) == 2
-    assert "already holds a trained run" in capsys.readouterr().err
+    # Same run, nothing left to do: the saved config is used (no --preset given) and nothing changes.
+    assert main(["train", "--workdir", str(article_cvae_run), "--no-progress"]) == 0
+    assert "resuming cvae (article preset)" in capsys.readouterr().err
+    assert (article_cvae_run / "metrics.jsonl").read_text() == before
+    # Another architecture: refused, naming the field, before any work.
+    assert main(["train", "--workdir", str(article_cvae_run), "--no-progress", "--set", "model.latent_dim=8"]) == 2
+    assert "model.latent_dim: 2 -> 8" in capsys.readouterr().err
     assert (article_cvae_run / "metrics.jsonl").read_text() == before
 
 

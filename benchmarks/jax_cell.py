@@ -1,0 +1,135 @@
+"""One cvae_jax measurement in this (fresh) process; prints one JSON line.
+
+    python -m benchmarks.jax_cell '{"model": "article-vae", "batch": 128, "mode": "fused", "devices": 1,
+                                    "samples": 60000, "repeats": 5}'
+    python -m benchmarks.jax_cell matmul      # the device's float32 matmul peak
+
+Modes: "step" = a jitted train step per batch, fed from host (numpy) arrays shuffled on the host;
+"device" = data resident on the devices, one compiled step per call (batch gathered on device);
+"fused" = data resident, a whole epoch of steps fused into one compiled lax.scan.
+Every timing blocks on the result (block_until_ready); compilation is timed separately (AOT) and
+excluded from throughput; samples/s is the median over `repeats` epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
+from cvae_jax import loop, parallel
+from cvae_jax.config import ParallelConfig
+from cvae_jax.run import build, init_for
+from cvae_jax.train import make_train_step
+
+
+def _device_info() -> dict:
+    dev = jax.local_devices()[0]
+    return {"platform": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__}
+
+
+def matmul_flops(n: int, repeats: int = 10) -> float:
+    """float32 FLOP/s of an n x n matmul on the default device: the median of `repeats` products."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def matmul_peak() -> dict:
+    """The device's float32 matmul peak: the best of a few large square sizes."""
+    sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (4096, 8192, 16384)
+    by_size = {n: matmul_flops(n) for n in sizes}
+    best = max(by_size, key=by_size.get)
+    return {"kind": "matmul_peak", "n": best, "flops_per_s": by_size[best],
+            "by_size": {str(n): f for n, f in by_size.items()}, **_device_info()}
+
+
+def _memory() -> dict:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"peak_device_bytes": stats.get("peak_bytes_in_use"), "peak_host_bytes": rss}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t
+
+
+def measure(spec: dict) -> dict:
+    model_name, batch, mode = spec["model"], int(spec["batch"]), spec["mode"]
+    devices, n, repeats = int(spec.get("devices", 1)), int(spec.get("samples", 60000)), int(spec.get("repeats", 5))
+    config = config_for(model_name, batch, spec.get("set", []))
+    layout = parallel.make_layout(ParallelConfig(num_devices=devices))
+    global_batch = parallel.global_batch_size(batch, config.parallel, layout.num_shards)
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.random((n, *IMAGE_SHAPE), np.float32),
+              "label": rng.integers(0, NUM_CLASSES, n).astype(np.int32)}
+    parts = build(config, IMAGE_SHAPE, NUM_CLASSES)
+    host_state = init_for(parts, config, IMAGE_SHAPE, NUM_CLASSES)
+    flops = training_flops_per_sample(parts.model, host_state.params)
+    state = layout.put_replicated(host_state)
+    key_data = np.asarray(jax.random.key_data(jax.random.key(0)))
+
+    if mode == "step":
+        rep, sh = layout.replicated(), layout.sharded()
+        step = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=layout.num_shards),
+                       in_shardings=(rep, sh, rep), out_shardings=(rep, rep), donate_argnums=0)
+        steps = n // global_batch
+        key = jax.random.key(0)
+        t = time.perf_counter()
+        compiled = step.lower(state, {k: v[:global_batch] for k, v in arrays.items()}, key).compile()
+        compile_s = time.perf_counter() - t
+
+        def epoch():
+            nonlocal state
+            order = rng.permutation(n)
+            for i in range(steps):
+                idx = order[i * global_batch:(i + 1) * global_batch]
+                state, metrics = compiled(state, {k: v[idx] for k, v in arrays.items()}, key)
+            return state
+    else:
+        rows = parallel.shard_rows(arrays, layout.num_shards, layout.local_shards, 0)
+        program = loop.make_program(layout, parts.loss, parts.tx, rows, global_batch,
+                                    lambda spe: 1 if mode == "device" else spe)
+        steps = program.steps_per_epoch
+        perm = program.permute(key_data, 0)
+        t = time.perf_counter()
+        compiled = {size: fn.lower(state, program.data, perm, 0, key_data).compile()
+                    for size, fn in program.calls.items()}
+        compile_s = time.perf_counter() - t
+
+        def epoch():
+            nonlocal state
+            perm = program.permute(key_data, 1)
+            for first, size in program.call_sizes():
+                state, metrics = compiled[size](state, program.data, perm, first, key_data)
+            return state
+
+    _timed(epoch)  # warm-up (allocations, caches); not counted
+    times = [_timed(epoch) for _ in range(repeats)]
+    seconds = statistics.median(times)
+    samples_per_s = steps * global_batch / seconds
+    return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": mode,
+            "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
+            "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
+            "achieved_flops_per_s": flops * samples_per_s, **_memory(), **_device_info()}
+
+
+if __name__ == "__main__":
+    arg = sys.argv[1]
+    print(json.dumps(matmul_peak() if arg == "matmul" else measure(json.loads(arg))))

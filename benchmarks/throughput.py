@@ -1,0 +1,178 @@
+"""Training throughput of cvae_jax (and, with --compare, of Keras and PyTorch references).
+
+    python -m benchmarks.throughput --quick
+    python -m benchmarks.throughput --model article-vae,article-cvae --batch-size 32,128 --mode step,fused
+    python -m benchmarks.throughput --model mlp-vae --devices 1,2,4,8 --json   # virtual CPU devices
+    python -m benchmarks.throughput --model article-vae --compare keras,torch  # needs pip install .[compare]
+
+Every cell (implementation x model x batch x mode x devices) runs in its own fresh process, one at a
+time; cells are interleaved round by round so that a noisy machine hurts all alike, and the table
+reports medians over rounds. On CPU, `--devices N` splits the host into N XLA devices
+(--xla_force_host_platform_device_count), which share the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from benchmarks.models import MODELS
+
+MODES = ("step", "device", "fused")
+REFERENCES = ("keras", "torch", "torch_compile")
+
+
+def _run_cell(module: str, arg: str, env_extra: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
+    env = dict(os.environ, **(env_extra or {}))
+    proc = subprocess.run([sys.executable, "-m", module, arg], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"kind": "error", "module": module, "arg": arg, "error": proc.stderr.strip().splitlines()[-3:]}
+    return json.loads(lines[-1])
+
+
+def _device_env(devices: int) -> dict[str, str]:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if devices > 1 and os.environ.get("JAX_PLATFORMS", "cpu") in ("cpu", ""):
+        flags = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    return {"XLA_FLAGS": flags} if flags else {}
+
+
+def plan(args) -> list[dict[str, Any]]:
+    cells = []
+    for model in args.model:
+        for batch in args.batch_size:
+            for devices in args.devices:
+                for mode in args.mode:
+                    cells.append({"impl": "cvae_jax", "model": model, "batch": batch, "mode": mode, "devices": devices,
+                                  "samples": args.samples, "repeats": args.repeats})
+            for ref in args.compare:
+                cells.append({"impl": ref, "model": model, "batch": batch, "samples": args.samples,
+                              "repeats": args.repeats})
+    return cells
+
+
+def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    arg = json.dumps(cell)
+    if cell["impl"] == "cvae_jax":
+        return _run_cell("benchmarks.jax_cell", arg, _device_env(cell["devices"]))
+    module = "benchmarks.reference_keras" if cell["impl"] == "keras" else "benchmarks.reference_torch"
+    return _run_cell(module, arg)
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r.get("model"), r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1))
+
+
+def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, Any]]:
+    """Median over rounds per configuration, with the FLOP fraction and the ratio to each reference."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("kind") == "train":
+            groups.setdefault(_key(r), []).append(r)
+    rows = []
+    for key, rs in groups.items():
+        med = statistics.median(r["samples_per_s"] for r in rs)
+        row = {"model": key[0], "batch": key[1], "impl": key[2], "mode": key[3], "devices": key[4],
+               "samples_per_s": med, "rounds": len(rs), "compile_s": statistics.median(r["compile_s"] for r in rs)}
+        if peak and rs[0].get("train_flops_per_sample"):
+            physical = 1 if rs[0].get("platform") == "cpu" else key[4]  # virtual CPU devices share the cores
+            row["peak_fraction"] = med * rs[0]["train_flops_per_sample"] / (peak * physical)
+        row["peak_host_mib"] = max(r.get("peak_host_bytes") or 0 for r in rs) / 2**20
+        if any(r.get("peak_device_bytes") for r in rs):
+            row["peak_device_mib"] = max(r.get("peak_device_bytes") or 0 for r in rs) / 2**20
+        rows.append(row)
+    best_jax = {}
+    for row in rows:
+        if row["impl"] == "cvae_jax":
+            k = (row["model"], row["batch"])
+            best_jax[k] = max(best_jax.get(k, 0.0), row["samples_per_s"])
+    for row in rows:
+        if row["impl"] != "cvae_jax" and (row["model"], row["batch"]) in best_jax:
+            row["cvae_jax_ratio"] = best_jax[(row["model"], row["batch"])] / row["samples_per_s"]
+    return sorted(rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "cvae_jax", r["impl"], r["mode"],
+                                       r["devices"]))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| model | batch | impl | mode | devices | samples/s | compile s | peak frac. | host MiB | "
+            "cvae_jax / this |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        frac = f"{r['peak_fraction']:.0%}" if "peak_fraction" in r else ""
+        ratio = f"{r['cvae_jax_ratio']:.2f}x" if "cvae_jax_ratio" in r else ""
+        lines.append(f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
+                     f"{r['samples_per_s']:,.0f} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def _csv(kind):
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=_csv(str), default=["article-vae", "article-cvae", "mlp-vae", "conv-vae"])
+    p.add_argument("--batch-size", type=_csv(int), default=[32, 128, 1024, 4096])
+    p.add_argument("--mode", type=_csv(str), default=list(MODES))
+    p.add_argument("--devices", type=_csv(int), default=[1])
+    p.add_argument("--compare", type=_csv(str), default=[], help=f"references: {','.join(REFERENCES)}")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all cells; the table shows medians")
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (median)")
+    p.add_argument("--samples", type=int, default=60000, help="training examples per epoch (random MNIST-shaped)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.model, args.batch_size, args.mode = ["article-vae"], [128], ["step", "fused"]
+        args.rounds, args.repeats, args.samples = 1, 2, 16384
+    for name in args.model:
+        if name not in MODELS:
+            p.error(f"--model {name!r}: choose from {', '.join(MODELS)}")
+    for mode in args.mode:
+        if mode not in MODES:
+            p.error(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+    for ref in args.compare:
+        if ref not in REFERENCES:
+            p.error(f"--compare {ref!r}: choose from {', '.join(REFERENCES)}")
+    if any(b < 1 for b in args.batch_size) or any(d < 1 for d in args.devices):
+        p.error("--batch-size and --devices must be >= 1")
+
+    def emit(result: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(result), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+        if result.get("kind") == "error":
+            print(f"cell failed: {result}", file=sys.stderr)
+
+    peak = _run_cell("benchmarks.jax_cell", "matmul")
+    emit(peak)
+    results = []
+    cells = plan(args)
+    for round_index in range(args.rounds):
+        # Rotate the order each round so no cell always runs first (or right after a heavy one).
+        shift = round_index % len(cells)
+        for cell in cells[shift:] + cells[:shift]:
+            result = run_cell(cell)
+            result["round"] = round_index
+            results.append(result)
+            emit(result)
+    rows = summarize(results, peak.get("flops_per_s"))
+    print(f"\nmatmul peak: {peak.get('flops_per_s', float('nan')) / 1e9:.0f} GFLOP/s "
+          f"({peak.get('device_kind', '?')}, float32, n={peak.get('n')})", file=sys.stderr)
+    print(table(rows))
+    failed = [r for r in results if r.get("kind") == "error"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

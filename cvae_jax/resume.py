@@ -1,0 +1,141 @@
+"""What makes a stopped run resumable, and stopping it cleanly.
+
+* `fingerprint(dataset)`: a hash of the data a run trains and tests on, saved in every checkpoint;
+* `check_resumable(meta, config, fingerprint)`: names every difference that forbids resuming;
+* `StopSignals`: SIGTERM/SIGINT set a flag that the epoch loop checks between compiled calls, so the
+  run saves a checkpoint and stops with `Interrupted` instead of dying mid-step;
+* `read_history` / `write_history`: metrics.jsonl, cut back to the checkpoint being resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvae_jax.config import Config
+
+# Fields that may differ between a saved run and the config resuming it: the length of training,
+# how it is executed, and how it is checkpointed. Anything else changes the model or the data.
+RESUMABLE = ("train.epochs", "train.steps_per_call", "train.eval_batch_size", "parallel.", "checkpoint.")
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; running it again resumes."""
+
+    def __init__(self, signum: int, step: int, workdir: str | None):
+        self.signum, self.step, self.workdir = signum, step, workdir
+        name = signal.Signals(signum).name
+        where = f"; checkpoint saved in {workdir}, run the same command to resume" if workdir else ""
+        super().__init__(f"stopped by {name} at step {step}{where}")
+
+
+def fingerprint(dataset) -> str:
+    """SHA-256 of the train and test images and labels (their bytes, shapes and dtypes)."""
+    h = hashlib.sha256()
+    for split in (dataset.train, dataset.test):
+        for array in (split.images, split.labels):
+            a = np.ascontiguousarray(array)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+    h.update(str(dataset.num_classes).encode())
+    return h.hexdigest()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_differences(saved: Config, wanted: Config) -> list[str]:
+    """'field: saved -> wanted' for every field that differs and may not change on resume."""
+    a, b = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE)]
+
+
+def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fingerprint: str, where: str) -> None:
+    """Raises CheckpointError naming what differs between a checkpoint and the run asking to resume it."""
+    from cvae_jax.checkpoint import CheckpointError
+
+    diffs = config_differences(saved, wanted)
+    if diffs:
+        raise CheckpointError(f"{where} holds a run with another config, so it cannot be resumed with this one: "
+                              f"{'; '.join(diffs)}. Resume with the saved settings (cvae-jax train --workdir "
+                              "with no model flags) or start a new --workdir")
+    if meta.get("data_fingerprint") != data_fingerprint:
+        raise CheckpointError(f"{where} was trained on other data (data fingerprint {str(meta.get('data_fingerprint'))[:12]} "
+                              f"vs {data_fingerprint[:12]} now; data.source={wanted.data.source!r}, "
+                              f"data.path={wanted.data.path!r}); resume with the same data or start a new --workdir")
+
+
+def read_history(path: Path, completed_epochs: int) -> list[dict[str, Any]]:
+    """The metrics.jsonl entries of epochs 0..completed_epochs (later ones are redone on resume)."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a hard kill
+        if entry.get("epoch", 0) <= completed_epochs:
+            entries.append(entry)
+    return entries
+
+
+def write_history(path: Path, entries: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    tmp.replace(path)
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT only set `signum`; the loop polls `requested()`.
+
+    Handlers are installed only in the main thread (elsewhere signals keep their behaviour), and the
+    previous handlers come back on exit. With several processes, `requested()` is true in all of them
+    as soon as any one got a signal, so they stop at the same step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def requested(self) -> bool:
+        import jax
+
+        if jax.process_count() == 1:
+            return self.signum is not None
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        got = [int(f) for f in np.ravel(flags) if f]
+        if got and self.signum is None:
+            self.signum = got[0]
+        return bool(got)

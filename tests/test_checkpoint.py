@@ -1,0 +1,239 @@
+"""Checkpoints: exact resume, surviving SIGTERM and SIGKILL (also in the middle of a save), damaged
+and incompatible checkpoints, non-finite losses. Every resumed run is compared bit for bit with one
+that never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cvae_jax import checkpoint, data
+from cvae_jax.checkpoint import CheckpointError
+from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.run import TrainingError, load, load_run, train_and_evaluate
+
+HERE = Path(__file__).parent
+SMALL = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.batch_size=50",
+         "train.eval_batch_size=200", "checkpoint.every_epochs=1"]
+TIMING = ("seconds", "samples_per_s", "save_s")
+
+
+def _cfg(*extra):
+    return apply_overrides(get_config("cvae"), SMALL + list(extra))
+
+
+def _params(workdir) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(load(workdir)[1])]
+
+
+def _entries(workdir) -> list[dict]:
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines
+            if json.loads(line)["split"] != "checkpoint"]
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, small_digits):
+    """4 epochs without stopping (10 steps per epoch; 3 steps per compiled call, so calls end mid-epoch)."""
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    train_and_evaluate(_cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits,
+                       progress=False)
+    return workdir
+
+
+def test_resume_after_k_epochs_is_bit_identical(straight, small_digits, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(_cfg("train.epochs=2", "train.steps_per_call=3"), workdir, dataset=small_digits,
+                       progress=False)
+    assert checkpoint.has_checkpoint(workdir)
+    run = train_and_evaluate(_cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits,
+                             progress=False)
+    assert int(run.state.step) == 40
+    assert _same(_params(workdir), _params(straight))
+    assert _entries(workdir) == _entries(straight)  # every train and test metric, to the last bit
+
+
+def test_keeps_last_k_and_best(straight):
+    with checkpoint.Checkpoints(straight, read_only=True) as ckpts:
+        steps = ckpts.steps()
+        tests = {e["step"]: e["neg_elbo"] for e in _entries(straight) if e["split"] == "test" and e["epoch"] > 0}
+        assert steps[-3:] == [20, 30, 40]  # keep=3 (the default) latest
+        best = min(tests, key=tests.get)
+        assert ckpts.best_step() == best and best in steps
+        assert set(steps) <= {best, 20, 30, 40}
+        meta = ckpts.read_meta(40)
+    assert meta["position"] == {"epoch": 5, "batch": 0} and meta["num_devices"] == 1
+    assert len(meta["data_fingerprint"]) == 64 and meta["config"]["train"]["epochs"] == 4
+    assert load_run(straight, "best").step == best and load_run(straight).step == 40
+
+
+def _cli(workdir: Path, *extra: str) -> list[str]:
+    return ["-m", "cvae_jax", "train", "--workdir", str(workdir), "--no-progress", "--set", "data.source=embedded",
+            *[f"--set={s}" for s in SMALL], "--epochs", "6", "--set", "train.steps_per_call=3", *extra]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def _wait_for_checkpoint(workdir: Path, proc: subprocess.Popen, count: int = 1, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = [p for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()] \
+            if (workdir / "checkpoints").is_dir() else []
+        if len(done) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def cli_straight(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli") / "straight"
+    proc = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return workdir
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_path, sig):
+    workdir = tmp_path / "run"
+    proc = _start(_cli(workdir))
+    _wait_for_checkpoint(workdir, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
+    stopped_at = checkpoint.Checkpoints(workdir, read_only=True).latest_step()
+    assert stopped_at is not None and stopped_at < 6 * 80  # 4000 examples / 50 = 80 steps per epoch
+    again = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stderr
+    assert _same(_params(workdir), _params(cli_straight))
+    assert _entries(workdir) == _entries(cli_straight)
+
+
+def test_sigkill_during_training_resumes_from_the_last_checkpoint(cli_straight, tmp_path):
+    workdir = tmp_path / "run"
+    proc = _start(_cli(workdir))
+    _wait_for_checkpoint(workdir, proc, count=2)
+    proc.kill()
+    proc.communicate()
+    again = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _same(_params(workdir), _params(cli_straight))
+    assert _entries(workdir) == _entries(cli_straight)  # lines of redone epochs were not duplicated
+
+
+def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(cli_straight, tmp_path):
+    workdir = tmp_path / "run"
+    # The helper SIGKILLs its own process right after the 3rd save has started writing (async).
+    proc = subprocess.run([sys.executable, str(HERE / "kill_during_save.py"), "3", *_cli(workdir)[2:]],
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+        assert ckpts.steps() == [80, 160]  # the interrupted save (step 240) is not listed
+    leftovers = [p.name for p in (workdir / "checkpoints").iterdir() if not p.name.isdigit()]
+    assert any("tmp" in name for name in leftovers), leftovers  # it really was cut off mid-write
+    again = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _same(_params(workdir), _params(cli_straight))
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_damaged_checkpoint_is_a_clear_error_never_a_partial_restore(straight, tmp_path):
+    workdir = _copy(straight, tmp_path / "run")
+    files = sorted(p for p in (workdir / "checkpoints" / "40" / "state").rglob("*") if p.is_file()
+                   and p.stat().st_size > 1000)
+    assert files
+    for f in files:  # flip bytes in the middle of every array file
+        raw = bytearray(f.read_bytes())
+        mid = len(raw) // 2
+        raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+        f.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checkpoint 40 .*(damaged|cannot be restored)"):
+        load(workdir)
+    assert load_run(workdir, 30).step == 30  # earlier checkpoints still load
+
+
+def test_truncated_and_missing_pieces_are_clear_errors(straight, tmp_path):
+    workdir = _copy(straight, tmp_path / "run")
+    (workdir / "checkpoints" / "40" / "meta" / "metadata").write_text('{"config": ')
+    with pytest.raises(CheckpointError, match="cannot read checkpoint 40"):
+        load(workdir)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="no checkpoint at step 7"):
+        load_run(straight, 7)
+
+
+def test_resuming_with_another_architecture_or_data_names_the_mismatch(straight, small_digits, digits, tmp_path):
+    workdir = _copy(straight, tmp_path / "run")
+    before = (workdir / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"model.latent_dim: 4 -> 8"):
+        train_and_evaluate(_cfg("train.epochs=5", "model.latent_dim=8"), workdir, dataset=small_digits,
+                           progress=False)
+    with pytest.raises(CheckpointError, match=r"model.encoder_hidden: \[64\] -> \[32\]"):
+        train_and_evaluate(_cfg("train.epochs=5", "model.encoder_hidden=32"), workdir, dataset=small_digits,
+                           progress=False)
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        train_and_evaluate(_cfg("train.epochs=5"), workdir, dataset=digits, progress=False)
+    assert (workdir / "metrics.jsonl").read_text() == before  # nothing was touched
+
+
+def _poisoned(small_digits) -> data.Dataset:
+    images = small_digits.train.images.copy()
+    images[17] = np.nan  # one poisoned example: one non-finite batch per epoch
+    return data.Dataset(train=data.Split(images, small_digits.train.labels), test=small_digits.test,
+                        num_classes=10, name="poisoned")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(small_digits, tmp_path):
+    with pytest.raises(TrainingError, match="non-finite .* in epoch 1.*train.on_nonfinite=skip"):
+        train_and_evaluate(_cfg("train.epochs=2"), tmp_path / "run", dataset=_poisoned(small_digits), progress=False)
+    assert not checkpoint.has_checkpoint(tmp_path / "run")
+
+
+def test_nan_loss_skip_mode_skips_exactly_the_poisoned_steps(small_digits, tmp_path):
+    run = train_and_evaluate(_cfg("train.epochs=3", "train.on_nonfinite=skip"), tmp_path / "run",
+                             dataset=_poisoned(small_digits), progress=False)
+    train = [e for e in run.history if e["split"] == "train"]
+    assert [e["skipped_steps"] for e in train] == [1, 1, 1]  # the poisoned example's batch, once per epoch
+    assert all(np.isfinite(e["neg_elbo"]) for e in run.history if "neg_elbo" in e)
+    tests = [e["neg_elbo"] for e in run.history if e["split"] == "test"]
+    assert tests[-1] < 0.8 * tests[0]  # it still trained
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(load(tmp_path / "run")[1]))
+
+
+def test_a_non_finite_state_is_never_saved(straight, tmp_path):
+    run = load_run(straight)
+    from cvae_jax.run import build, init_for
+
+    parts = build(run.config, (28, 28, 1), 10)
+    state = init_for(parts, run.config, (28, 28, 1), 10)
+    bad = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
+    with checkpoint.Checkpoints(tmp_path / "w") as ckpts:
+        with pytest.raises(CheckpointError, match="non-finite"):
+            ckpts.save(bad, np.zeros(2, np.uint32), {})
+        assert ckpts.steps() == []
