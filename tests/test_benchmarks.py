@@ -1,0 +1,44 @@
+"""The benchmark suite runs (quick mode, as CI runs it) and counts FLOPs right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
+from cvae_jax.run import build, init_for
+
+ROOT = Path(__file__).parent.parent
+
+
+def _flops(model: str) -> float:
+    cfg = config_for(model, 128)
+    parts = build(cfg, IMAGE_SHAPE, NUM_CLASSES)
+    return training_flops_per_sample(parts.model, init_for(parts, cfg, IMAGE_SHAPE, NUM_CLASSES).params)
+
+
+def test_flops_match_the_closed_form_of_the_layers():
+    # 3 x 2 x multiply-adds of every dense layer (mean and log-variance heads: 2 x latent outputs).
+    assert _flops("article-vae") == 6 * (784 * 256 + 256 * 2 * 2 + 2 * 256 + 256 * 784)
+    assert _flops("mlp-vae") == 6 * (784 * 512 + 512 * 512 + 512 * 32 * 2 + 32 * 512 + 512 * 512 + 512 * 784)
+    # Conv 3x3x1->32 over 28x28, then dense 25088->64, heads (64+10)->2 x 2, decoder (2+10)->64->784.
+    assert _flops("article-cvae") == 6 * (28 * 28 * 9 * 32 + 25088 * 64 + 74 * 2 * 2 + 12 * 64 + 64 * 784)
+
+
+def test_quick_mode_runs_and_reports_every_cell():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    peak = [r for r in lines if r["kind"] == "matmul_peak"]
+    train = [r for r in lines if r["kind"] == "train"]
+    assert len(peak) == 1 and peak[0]["flops_per_s"] > 1e9
+    assert sorted(r["mode"] for r in train) == ["fused", "step"]
+    for r in train:
+        assert r["samples_per_s"] > 0 and r["compile_s"] > 0 and r["peak_host_bytes"] > 0
+        assert abs(r["steps_per_s"] * r["batch"] - r["samples_per_s"]) < 1e-6 * r["samples_per_s"]
+        # Achieved FLOP/s cannot beat the machine: a sanity bound on the timing and the FLOP count.
+        assert r["achieved_flops_per_s"] < 2 * peak[0]["flops_per_s"]
+    assert "| article-vae | 128 | cvae_jax | fused |" in proc.stdout
