@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.models import MODELS
 
 MODES = ("step", "device", "fused")
-REFERENCES = ("keras", "torch", "torch_compile")
+REFERENCES = ("keras", "keras_xla", "torch", "torch_compile")
 
 
 def _run_cell(module: str, arg: str, env_extra: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     arg = json.dumps(cell)
     if cell["impl"] == "cvae_jax":
         return _run_cell("benchmarks.jax_cell", arg, _device_env(cell["devices"]))
-    module = "benchmarks.reference_keras" if cell["impl"] == "keras" else "benchmarks.reference_torch"
+    module = "benchmarks.reference_keras" if cell["impl"].startswith("keras") else "benchmarks.reference_torch"
     return _run_cell(module, arg)
 
 

@@ -24,6 +24,7 @@ KL_SCHEDULES = ("constant", "linear", "cyclical")
 PARALLEL_MODES = ("sharded", "pmap", "single")
 DISTRIBUTED = ("auto", "on", "off")
 NONFINITE = ("stop", "skip")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BEST_METRICS = ("neg_elbo", "recon", "kl", "")
 
 
@@ -53,6 +54,9 @@ class ModelConfig:
     prior: str = "standard_normal"
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     flow_layers: int = 4  # RealNVP coupling layers of the flow prior
+    # Mixed precision: "bfloat16" runs encoder and decoder matmuls/convs in bfloat16 (fast on GPU
+    # and TPU; slow on most CPUs); parameters, the likelihood, the KL and the loss stay float32.
+    compute_dtype: str = "float32"
 
 
 @dataclasses.dataclass
@@ -255,6 +259,8 @@ def validate(config: Config) -> Config:
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    _require(m.compute_dtype in COMPUTE_DTYPES,
+             f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}")
     _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
     _require(m.flow_layers >= 1, f"model.flow_layers must be >= 1, got {m.flow_layers}")
     _require(not (m.prior == "vamp" and m.kind == "cvae"), "model.prior=vamp needs model.kind=vae "

@@ -28,22 +28,23 @@ class Encoder(nn.Module):
     conv: Sequence[int] = ()
     conv_stride: int = 2
     condition_site: str = "input"  # "input": before the dense layers; "head": after them
+    dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
 
     @nn.compact
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
-        h = x
+        h = x.astype(self.dtype)
         for features in self.conv:
-            h = nn.relu(nn.Conv(features, (3, 3), strides=self.conv_stride, padding="SAME")(h))
+            h = nn.relu(nn.Conv(features, (3, 3), strides=self.conv_stride, padding="SAME", dtype=self.dtype)(h))
         h = h.reshape(h.shape[0], -1)
         if condition is not None and self.condition_site == "input":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
         for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
+            h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
         if condition is not None and self.condition_site == "head":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
-        mean = nn.Dense(self.latent_dim, name="mean")(h)
-        log_var = nn.Dense(self.latent_dim, name="log_var")(h)
-        return mean, log_var
+        mean = nn.Dense(self.latent_dim, name="mean", dtype=self.dtype)(h)
+        log_var = nn.Dense(self.latent_dim, name="log_var", dtype=self.dtype)(h)
+        return mean.astype(jnp.float32), log_var.astype(jnp.float32)
 
 
 class Decoder(nn.Module):
@@ -55,23 +56,26 @@ class Decoder(nn.Module):
     likelihood: str = "bernoulli"
     gaussian_scale: float = 0.1
     learn_scale: bool = False
+    dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
 
     @nn.compact
     def __call__(self, z: jax.Array, condition: jax.Array | None = None):
         height, width, channels = self.data_shape
         h = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
+        h = h.astype(self.dtype)
         for size in self.hidden:
-            h = nn.relu(nn.Dense(size)(h))
+            h = nn.relu(nn.Dense(size, dtype=self.dtype)(h))
         if self.conv:
             scale = 2 ** len(self.conv)
-            h = nn.relu(nn.Dense((height // scale) * (width // scale) * self.conv[0])(h))
+            h = nn.relu(nn.Dense((height // scale) * (width // scale) * self.conv[0], dtype=self.dtype)(h))
             h = h.reshape(h.shape[0], height // scale, width // scale, self.conv[0])
             for features in self.conv:
-                h = nn.relu(nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME")(h))
-            out = nn.Conv(channels, (3, 3), padding="SAME", name="out")(h)
+                h = nn.relu(nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+            out = nn.Conv(channels, (3, 3), padding="SAME", name="out", dtype=self.dtype)(h)
         else:
-            out = nn.Dense(height * width * channels, name="out")(h)
+            out = nn.Dense(height * width * channels, name="out", dtype=self.dtype)(h)
             out = out.reshape(out.shape[0], height, width, channels)
+        out = out.astype(jnp.float32)  # the likelihood (and so the loss) is computed in float32
         if self.likelihood == "bernoulli":
             return {"logits": out}
         init = math.log(self.gaussian_scale)
@@ -162,10 +166,12 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes:
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
         raise ConfigError(f"model.decoder_conv={cfg.decoder_conv} upsamples by {scale}: image height and width "
                           f"{data_shape[:2]} must divide by {scale}; use fewer decoder_conv layers")
+    dtype = jnp.dtype(cfg.compute_dtype)
     encoder = Encoder(latent_dim=cfg.latent_dim, hidden=tuple(cfg.encoder_hidden), conv=tuple(cfg.encoder_conv),
-                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site)
+                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site, dtype=dtype)
     decoder = Decoder(data_shape=tuple(data_shape), hidden=tuple(cfg.decoder_hidden), conv=tuple(cfg.decoder_conv),
-                      likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale)
+                      likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale,
+                      dtype=dtype)
     cls = CVAE if cfg.kind == "cvae" else VAE
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)

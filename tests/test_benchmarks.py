@@ -42,3 +42,14 @@ def test_quick_mode_runs_and_reports_every_cell():
         # Achieved FLOP/s cannot beat the machine: a sanity bound on the timing and the FLOP count.
         assert r["achieved_flops_per_s"] < 2 * peak[0]["flops_per_s"]
     assert "| article-vae | 128 | cvae_jax | fused |" in proc.stdout
+
+
+def test_reference_architectures_match_the_cvae_jax_models():
+    from benchmarks.common import ARCH
+
+    for name in ARCH:
+        m = config_for(name, 1).model
+        assert ARCH[name] == {"conditional": m.kind == "cvae", "latent": m.latent_dim,
+                              "encoder_conv": list(m.encoder_conv), "conv_stride": m.encoder_conv_stride,
+                              "encoder_hidden": list(m.encoder_hidden), "decoder_hidden": list(m.decoder_hidden),
+                              "decoder_conv": list(m.decoder_conv), "condition_site": m.condition_site}, name

@@ -1,0 +1,51 @@
+"""What every benchmark cell shares, without importing any framework: the architectures as plain
+data, the random MNIST-shaped data, and the result record."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+from typing import Any
+
+import numpy as np
+
+IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10
+
+
+def _arch(conditional=False, latent=2, encoder_conv=(), conv_stride=2, encoder_hidden=(), decoder_hidden=(),
+          decoder_conv=(), condition_site="input") -> dict[str, Any]:
+    return {"conditional": conditional, "latent": latent, "encoder_conv": list(encoder_conv),
+            "conv_stride": conv_stride, "encoder_hidden": list(encoder_hidden),
+            "decoder_hidden": list(decoder_hidden), "decoder_conv": list(decoder_conv),
+            "condition_site": condition_site}
+
+
+# The benchmark models as plain data, for the reference implementations (which must not import JAX).
+# tests/test_benchmarks.py checks that they equal the cvae_jax configs of benchmarks/models.py.
+ARCH = {
+    "article-vae": _arch(latent=2, encoder_hidden=[256], decoder_hidden=[256]),
+    "article-cvae": _arch(conditional=True, latent=2, encoder_conv=[32], conv_stride=1, encoder_hidden=[64],
+                          decoder_hidden=[64], condition_site="head"),
+    "mlp-vae": _arch(latent=32, encoder_hidden=[512, 512], decoder_hidden=[512, 512]),
+    "conv-vae": _arch(latent=16, encoder_conv=[32, 64], conv_stride=2, encoder_hidden=[256], decoder_hidden=[256],
+                      decoder_conv=[64, 32]),
+}
+
+
+def random_data(samples: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`samples` rounded down to whole batches: float32 images in [0, 1) [N, 28, 28, 1], int labels [N]."""
+    n = (samples // batch) * batch
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *IMAGE_SHAPE), np.float32), rng.integers(0, NUM_CLASSES, n).astype(np.int64)
+
+
+def record(impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s: float, n: int,
+           **extra: Any) -> dict[str, Any]:
+    """One JSON result: steady-state samples/s from the median epoch; warm-up = first epoch - median."""
+    seconds = statistics.median(epoch_s)
+    batch = int(spec["batch"])
+    return {"kind": "train", "impl": impl, "model": spec["model"], "batch": batch, "mode": "", "devices": 1,
+            "samples_per_s": n / seconds, "steps_per_s": n / batch / seconds,
+            "compile_s": max(first_epoch_s - seconds, 0.0), "epoch_s": epoch_s, "steps_per_epoch": n // batch,
+            "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "platform": "cpu",
+            **extra}

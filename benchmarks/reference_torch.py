@@ -1,0 +1,138 @@
+"""The benchmark models in PyTorch, trained the way PyTorch users write it: an nn.Module, Adam, and
+a standard loop over a shuffled in-memory tensor (optionally torch.compile). Prints one JSON line.
+
+    python -m benchmarks.reference_torch '{"impl": "torch", "model": "article-vae", "batch": 128,
+                                           "samples": 60000, "repeats": 5}'
+
+Denormals are flushed (torch.set_flush_denormal(True)): without it PyTorch slows down by up to ~50 %
+on the article CVAE after a few hundred steps (BENCHMARK-ANCHORS.md), so this is the faster,
+stricter reference. Needs `pip install -e ".[compare]"`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import ARCH, IMAGE_SHAPE, NUM_CLASSES, random_data, record
+
+
+class Encoder(nn.Module):
+    def __init__(self, a: dict):
+        super().__init__()
+        h, w, c = IMAGE_SHAPE
+        self.a = a
+        convs, cin = [], c
+        for features in a["encoder_conv"]:
+            convs.append(nn.Conv2d(cin, features, 3, stride=a["conv_stride"], padding=1))
+            cin, h, w = features, math.ceil(h / a["conv_stride"]), math.ceil(w / a["conv_stride"])
+        self.convs = nn.ModuleList(convs)
+        width = cin * h * w + (NUM_CLASSES if a["conditional"] and a["condition_site"] == "input" else 0)
+        dense = []
+        for size in a["encoder_hidden"]:
+            dense.append(nn.Linear(width, size))
+            width = size
+        self.dense = nn.ModuleList(dense)
+        width += NUM_CLASSES if a["conditional"] and a["condition_site"] == "head" else 0
+        self.mean, self.log_var = nn.Linear(width, a["latent"]), nn.Linear(width, a["latent"])
+
+    def forward(self, x, c):
+        h = x
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        h = h.flatten(1)
+        if c is not None and self.a["condition_site"] == "input":
+            h = torch.cat([h, c], 1)
+        for layer in self.dense:
+            h = F.relu(layer(h))
+        if c is not None and self.a["condition_site"] == "head":
+            h = torch.cat([h, c], 1)
+        return self.mean(h), self.log_var(h)
+
+
+class Decoder(nn.Module):
+    def __init__(self, a: dict):
+        super().__init__()
+        h, w, c = IMAGE_SHAPE
+        self.a, width = a, a["latent"] + (NUM_CLASSES if a["conditional"] else 0)
+        dense = []
+        for size in a["decoder_hidden"]:
+            dense.append(nn.Linear(width, size))
+            width = size
+        self.dense = nn.ModuleList(dense)
+        if a["decoder_conv"]:
+            scale = 2 ** len(a["decoder_conv"])
+            self.grid = (a["decoder_conv"][0], h // scale, w // scale)
+            self.to_grid = nn.Linear(width, math.prod(self.grid))
+            ups, cin = [], a["decoder_conv"][0]
+            for features in a["decoder_conv"]:
+                ups.append(nn.ConvTranspose2d(cin, features, 3, stride=2, padding=1, output_padding=1))
+                cin = features
+            self.ups = nn.ModuleList(ups)
+            self.out = nn.Conv2d(cin, c, 3, padding=1)
+        else:
+            self.out = nn.Linear(width, h * w * c)
+
+    def forward(self, z, c):
+        h = z if c is None else torch.cat([z, c], 1)
+        for layer in self.dense:
+            h = F.relu(layer(h))
+        if self.a["decoder_conv"]:
+            h = F.relu(self.to_grid(h)).view(-1, *self.grid)
+            for up in self.ups:
+                h = F.relu(up(h))
+        return self.out(h).flatten(1)
+
+
+class VAE(nn.Module):
+    def __init__(self, a: dict):
+        super().__init__()
+        self.encoder, self.decoder = Encoder(a), Decoder(a)
+
+    def forward(self, x, c):
+        """The negative ELBO: Bernoulli log-likelihood summed over pixels, analytic KL, batch mean."""
+        mean, log_var = self.encoder(x, c)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        logits = self.decoder(z, c)
+        recon = F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(1)
+        kl = 0.5 * (torch.exp(log_var) + mean**2 - 1.0 - log_var).sum(1)
+        return (recon + kl).mean()
+
+
+def measure(spec: dict) -> dict:
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)
+    a, batch = ARCH[spec["model"]], int(spec["batch"])
+    images, labels = random_data(int(spec.get("samples", 60000)), batch)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # NCHW, as PyTorch users store it
+    c_all = F.one_hot(torch.from_numpy(labels), NUM_CLASSES).float() if a["conditional"] else None
+    model = VAE(a)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.compile(model) if spec["impl"] == "torch_compile" else model
+    n = len(x_all)
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(n // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            loss = loss_fn(x_all[idx], None if c_all is None else c_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    first = epoch()  # warm-up (and torch.compile's compilation)
+    times = [epoch() for _ in range(int(spec.get("repeats", 5)))]
+    return record(spec["impl"], spec, times, first, n, torch=torch.__version__,
+                  threads=torch.get_num_threads(), flush_denormal=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))
