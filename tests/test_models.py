@@ -87,7 +87,7 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
         model = build_model(cfg.model, (28, 28, 1), 10)
         params = model.init(jax.random.key(0), images, jax.nn.one_hot(batch["label"], 10))
         assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # master weights stay float32
-        _, loss = objectives.make_objective(model, cfg.train, num_classes=10)
+        _, loss = objectives.make_objective(model, cfg.train, num_classes=10, binarize=False, total_steps=1)
         value, metrics = loss(params, batch, jax.random.key(2))
         assert value.dtype == jnp.float32 and metrics["kl"].dtype == jnp.float32
         mean, _ = model.apply(params, images, jax.nn.one_hot(batch["label"], 10), method=model.encode)
