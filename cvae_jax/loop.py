@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cvae_jax.config import ConfigError
 from cvae_jax.parallel import AXIS, Layout
 from cvae_jax.train import epoch_permutation, make_multi_step, make_train_step
 
@@ -43,7 +44,7 @@ class Program:
 
 
 def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np.ndarray], global_batch: int,
-                 steps_per_call: Callable[[int], int]) -> Program:
+                 steps_per_call: Callable[[int], int], microbatches: int = 1) -> Program:
     """Compiles the training calls of a run.
 
     local_rows: this process's data shards [len(layout.local_shards), n, ...] (parallel.shard_rows).
@@ -51,6 +52,8 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
     """
     num_shards = layout.num_shards
     batch = global_batch // num_shards
+    if batch % microbatches:
+        raise ConfigError(f"train.microbatches={microbatches} must divide each device's batch of {batch}")
     n = len(local_rows["image"][0])
     steps_per_epoch = n // batch
     k = steps_per_call(steps_per_epoch)
@@ -65,7 +68,7 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         return call
 
     if layout.mode == "pmap":
-        step = make_train_step(loss_fn, tx, axis_name=AXIS)
+        step = make_train_step(loss_fn, tx, axis_name=AXIS, microbatches=microbatches)
         shard_ids = layout.put_sharded(np.asarray(layout.local_shards, np.int32))
 
         def compile_call(size):
@@ -77,7 +80,7 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         def permute(key_data, epoch):
             return perm_one(key_data, epoch, shard_ids)
     else:
-        step = make_train_step(loss_fn, tx, num_shards=num_shards)
+        step = make_train_step(loss_fn, tx, num_shards=num_shards, microbatches=microbatches)
         rep, sh = layout.replicated(), layout.sharded()
 
         def compile_call(size):

@@ -60,8 +60,32 @@ def init_state(model, tx: optax.GradientTransformation, example: Batch, conditio
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def accumulated_grads(loss_fn: Callable, microbatches: int = 1) -> Callable:
+    """grads(params, batch, key, step) -> (gradients, metrics) of `loss_fn`, computed over
+    `microbatches` equal chunks in a lax.scan (chunk i draws noise from fold_in(key, i)) and averaged:
+    the same gradient of the batch mean loss, with chunk-sized activation memory."""
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+        return grad_fn
+
+    def grads(params, batch, key, step):
+        chunks = jax.tree.map(lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
+
+        def body(acc, chunk_i):
+            chunk, i = chunk_i
+            g, m = grad_fn(params, chunk, jax.random.fold_in(key, i), step)
+            return jax.tree.map(jnp.add, acc, (g, m)), None
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                             jax.eval_shape(grad_fn, params, jax.tree.map(lambda c: c[0], chunks), key, step))
+        total, _ = jax.lax.scan(body, zeros, (chunks, jnp.arange(microbatches)))
+        return jax.tree.map(lambda t: t / microbatches, total)
+
+    return grads
+
+
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis_name: str | None = None,
-                    num_shards: int = 1):
+                    num_shards: int = 1, microbatches: int = 1):
     """Returns the pure step(state, batch, base_key) -> (state, metrics).
 
     The step key is fold_in(base_key, state.step): the caller passes the same base key every call.
@@ -73,17 +97,23 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis
     - otherwise `batch` is the global batch, viewed as `num_shards` equal shards (shard d = rows
       d*B/num_shards ...), the loss is the mean over shards, and under `jax.jit` with the batch
       split over a `num_shards`-device mesh each device computes its own shard.
+
+    `microbatches` > 1 splits each device's share further (see accumulated_grads).
     """
+    grad_fn = accumulated_grads(loss_fn, microbatches)
 
     def loss_and_grads(params, batch, step_key, step):
         if axis_name is not None:
             key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
-            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, key, step)
+            grads, metrics = grad_fn(params, batch, key, step)
             return jax.lax.pmean(grads, axis_name), jax.lax.pmean(metrics, axis_name)
         if num_shards == 1:  # the same computation, without a size-1 vmap
-            return jax.grad(loss_fn, has_aux=True)(params, batch, jax.random.fold_in(step_key, 0), step)
+            return grad_fn(params, batch, jax.random.fold_in(step_key, 0), step)
         shards = jax.tree.map(lambda x: x.reshape(num_shards, x.shape[0] // num_shards, *x.shape[1:]), batch)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, jnp.arange(num_shards))
+        if microbatches > 1:
+            grads, metrics = jax.vmap(grad_fn, (None, 0, 0, None))(params, shards, keys, step)
+            return jax.tree.map(lambda g: jnp.mean(g, axis=0), (grads, metrics))
 
         def mean_loss(params):
             losses, metrics = jax.vmap(loss_fn, (None, 0, 0, None))(params, shards, keys, step)

@@ -60,6 +60,9 @@ CASES = [
      ConfigError, r"train.on_nonfinite must be one of"),
     ("batch larger than the data", lambda c, d, t: _train(d, "train.batch_size=501"),
      ConfigError, r"train.batch_size=501 is larger than the 500 training examples"),
+    ("microbatches that do not divide the batch", lambda c, d, t: _train(d, "train.batch_size=50",
+                                                                       "train.microbatches=3"),
+     ConfigError, r"train.microbatches=3 must divide each device's batch of 50"),
     # data files
     ("missing data file", lambda c, d, t: data.load_npz(t / "none.npz"), DataError, r"none.npz' does not exist"),
     ("not an npz", lambda c, d, t: (t / "x.npz").write_text("hello") and data.load_npz(t / "x.npz"),

@@ -139,3 +139,39 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
     for other in runs[1:]:
         for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(other.state.params)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits):
+    from cvae_jax.train import accumulated_grads
+
+    _, parts, state = setup()
+    batch, key = batch_of(small_digits, 16), jax.random.key(3)
+    grads, metrics = jax.jit(accumulated_grads(parts.loss, 4))(state.params, batch, key, 0)
+    # Independent: four separate gradients of 4-example chunks, chunk i with key fold_in(key, i).
+    chunks = [jax.grad(parts.loss, has_aux=True)(state.params, jax.tree.map(lambda x: x[4 * i:4 * i + 4], batch),
+                                                 jax.random.fold_in(key, i), 0) for i in range(4)]
+    expected = jax.tree.map(lambda *g: sum(g) / 4, *[c[0] for c in chunks])
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["neg_elbo"], np.mean([c[1]["neg_elbo"] for c in chunks]), rtol=1e-5)
+
+
+def test_microbatches_leave_a_noise_free_gradient_unchanged(small_digits):
+    """Without noise the batch-mean gradient does not depend on how the batch is chunked."""
+    from cvae_jax.train import accumulated_grads
+
+    _, parts, state = setup()
+
+    def loss(params, batch, key, step):  # the reconstruction of the posterior mean: deterministic
+        mean, _ = parts.model.apply(params, batch["image"], jax.nn.one_hot(batch["label"], 10),
+                                    method=parts.model.encode)
+        logits = parts.model.apply(params, mean, jax.nn.one_hot(batch["label"], 10), method=parts.model.decode)
+        value = jnp.mean(jnp.sum(jnp.logaddexp(0.0, logits["logits"]) - batch["image"] * logits["logits"],
+                                 axis=(1, 2, 3)))
+        return value, {"loss": value}
+
+    batch = batch_of(small_digits, 16)
+    whole, _ = accumulated_grads(loss, 1)(state.params, batch, jax.random.key(0), 0)
+    chunked, _ = accumulated_grads(loss, 8)(state.params, batch, jax.random.key(0), 0)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
