@@ -76,13 +76,8 @@ def _sample(args) -> int:
     seed = config.seed if args.seed is None else args.seed
     condition = inference.condition_for(model, args.label, num_classes, args.num)
     images = inference.sample(model, params, jax.random.fold_in(purpose_key(seed, SAMPLE), 7919), args.num, condition)
-    images = np.asarray(images, np.float32)
-    if images.shape[-1] == 1:
-        images = images[..., 0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, images)
-    print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {out}")
+    images = _save(args.out, images)
+    print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {args.out}")
     return 0
 
 
@@ -104,6 +99,89 @@ def _evaluate(args) -> int:
     out = Path(args.out) if args.out else Path(args.workdir) / "evaluation.json"
     out.write_text(text + "\n")
     print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+def _read_images(path: str, what: str = "--input") -> np.ndarray:
+    """Images from a .npy file ([N, H, W] or [N, H, W, C]; uint8 0-255 or float 0-1), validated."""
+    from cvae_jax.data import DataError, as_split
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} file {path!r} does not exist")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path!r} as a .npy array: {e}") from e
+    return as_split(images, np.zeros(len(images), np.int32), f"{what} {path}").images
+
+
+def _read_labels(value: str | None, num: int, what: str):
+    """An integer, or a .npy file of integers, or None."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if not Path(value).exists():
+        raise FileNotFoundError(f"{what} {value!r} is neither an integer nor an existing .npy file")
+    return np.load(value, allow_pickle=False)
+
+
+def _save(out: str, images) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    if images.shape[-1] == 1:
+        images = images[..., 0]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, images)
+    return images
+
+
+def _translate(args) -> int:
+    from cvae_jax import translate
+    from cvae_jax.run import load_run
+
+    run = load_run(args.workdir, args.checkpoint)
+    num_classes = int(run.meta["num_classes"])
+    images = _read_images(args.input)
+    source = _read_labels(args.source_label, len(images), "--source-label")
+    target = _read_labels(args.target_label, len(images), "--target-label")
+    out = translate.translate(run.model, run.params, images, source, target, num_classes)
+    saved = _save(args.out, out)
+    print(f"saved {saved.shape} translations to {args.out}")
+    return 0
+
+
+def _score(args) -> int:
+    import json
+
+    from cvae_jax import anomaly, data
+    from cvae_jax.run import load_run
+
+    run = load_run(args.workdir, args.checkpoint)
+    num_classes = int(run.meta["num_classes"])
+    options = dict(kind=args.kind, num_classes=num_classes, num_samples=args.num_samples, seed=args.seed)
+    images = _read_images(args.input)
+    labels = _read_labels(args.labels, len(images), "--labels")
+    result = anomaly.scores(run.model, run.params, images, labels, **options)
+    summary = {"kind": args.kind, "num_samples": args.num_samples if args.kind == "nll" else None,
+               "num_inputs": len(result), "checkpoint_step": run.step}
+    if args.fpr is not None:  # calibrate on held-out normal data: --normal, else the run's test split
+        if args.normal:
+            normal = _read_images(args.normal, "--normal")
+            normal_labels = _read_labels(args.normal_labels, len(normal), "--normal-labels")
+        else:
+            test = data.load(run.config.data).test
+            normal, normal_labels = test.images, test.labels if run.model.conditional else None
+        threshold = anomaly.calibrate_threshold(anomaly.scores(run.model, run.params, normal, normal_labels, **options),
+                                                args.fpr)
+        summary.update(fpr=args.fpr, threshold=threshold, calibrated_on=args.normal or "the run's test split",
+                       flagged=int(np.sum(result > threshold)))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, result)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    print(f"saved {len(result)} scores to {args.out} (summary: {Path(args.out).with_suffix('.json')})", file=sys.stderr)
     return 0
 
 
@@ -152,6 +230,32 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", help="JSON output (default: <workdir>/evaluation.json)")
     evaluate.set_defaults(func=_evaluate)
+
+    translate = commands.add_parser("translate", help="CVAE: redraw images under another condition, keeping the style")
+    translate.add_argument("--workdir", required=True)
+    translate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
+    translate.add_argument("--input", required=True, help=".npy images [N, H, W] (uint8 or float in [0, 1])")
+    translate.add_argument("--source-label", required=True, help="the inputs' class: an integer or a .npy of N ints")
+    translate.add_argument("--target-label", required=True,
+                           help="class to translate to: an integer or a .npy of N ints (another image's labels: a "
+                                "style swap)")
+    translate.add_argument("--out", required=True, help="output .npy: float32 [N, H, W] in [0, 1]")
+    translate.set_defaults(func=_translate)
+
+    score = commands.add_parser("score", help="anomaly scores (higher = more anomalous) and a calibrated threshold")
+    score.add_argument("--workdir", required=True)
+    score.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
+    score.add_argument("--input", required=True, help=".npy inputs [N, H, W] (uint8 or float in [0, 1])")
+    score.add_argument("--labels", help="CVAE: the inputs' class, an integer or a .npy of N ints")
+    score.add_argument("--kind", choices=("nll", "neg_elbo", "recon"), default="nll",
+                       help="importance-sampled -log p(x) (default), -ELBO, or squared reconstruction error")
+    score.add_argument("--num-samples", type=int, default=100, help="importance samples K for --kind nll")
+    score.add_argument("--fpr", type=float, help="calibrate a threshold flagging this share of normal data")
+    score.add_argument("--normal", help="held-out normal .npy to calibrate on (default: the run's test split)")
+    score.add_argument("--normal-labels", help="CVAE: labels of --normal (integer or .npy)")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--out", required=True, help="output .npy of float64 [N] scores; a .json summary beside it")
+    score.set_defaults(func=_score)
     return parser
 
 

@@ -67,3 +67,20 @@ def manifold_grid(n: int, extent: float = 2.0) -> np.ndarray:
     axis = np.linspace(-extent, extent, n, dtype=np.float32)
     zx, zy = np.meshgrid(axis, axis[::-1])
     return np.stack([zx.ravel(), zy.ravel()], axis=-1)
+
+
+def save_series_scores(path: str | Path, values: np.ndarray, scores: dict[str, np.ndarray], is_anomaly: np.ndarray,
+                       title: str = "") -> None:
+    """A series (top) and point-wise anomaly scores (one panel each), labelled anomalies shaded."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1 + len(scores), 1, figsize=(12, 1.8 * (1 + len(scores))), sharex=True)
+    spans = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(is_anomaly, int), [0]])))
+    for ax, (name, series) in zip(axes, [("series", values), *scores.items()]):
+        ax.plot(series, lw=0.6)
+        ax.set_ylabel(name, fontsize=8)
+        for start, stop in zip(spans[::2], spans[1::2]):
+            ax.axvspan(start, stop, color="red", alpha=0.2)
+    axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""Time series as data for a (C)VAE: sliding windows in, point-wise scores out.
+
+A window of length W is an "image" of shape (W, 1, 1), so the MLP encoder/decoder and the Gaussian
+likelihood apply unchanged. Values are scaled to [0, 1] with the training series' range.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from cvae_jax.data import DataError
+
+
+def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A GutenTAG-style CSV (timestamp, value, is_anomaly; optionally .gz): (values [T], is_anomaly [T])."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"series file {str(path)!r} does not exist")
+    try:
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
+            table = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {str(path)!r} as timestamp,value,is_anomaly CSV: {e}") from e
+    if table.shape[1] != 3:
+        raise DataError(f"{str(path)!r}: expected 3 columns (timestamp, value, is_anomaly), got {table.shape[1]}")
+    if not np.all(np.isfinite(table[:, 1])):
+        raise DataError(f"{str(path)!r}: the values contain NaN or Inf")
+    return table[:, 1], table[:, 2].astype(bool)
+
+
+def scaler(train_values: np.ndarray):
+    """x -> (x - min) / (max - min) with the training range, clipped to [0, 1]."""
+    lo, hi = float(np.min(train_values)), float(np.max(train_values))
+    if hi <= lo:
+        raise DataError(f"the training series is constant ({lo}); nothing to learn")
+    return lambda x: np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def windows(values: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
+    """Sliding windows [N, window, 1, 1] (as images) of a 1-D series, N = (T - window) // stride + 1."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise DataError(f"a series must be 1-D, got shape {values.shape}")
+    if not 1 <= window <= len(values) or stride < 1:
+        raise DataError(f"window={window} and stride={stride} must satisfy 1 <= window <= length {len(values)}, "
+                        "stride >= 1")
+    view = np.lib.stride_tricks.sliding_window_view(values, window)[::stride]
+    return np.ascontiguousarray(view)[:, :, None, None]
+
+
+def point_scores(window_scores: np.ndarray, length: int, window: int, stride: int = 1) -> np.ndarray:
+    """Each point's score: the mean score of the windows that cover it, [length]."""
+    window_scores = np.asarray(window_scores, np.float64)
+    expected = (length - window) // stride + 1
+    if window_scores.shape != (expected,):
+        raise ValueError(f"expected {expected} window scores for length {length}, window {window}, stride {stride}; "
+                         f"got {window_scores.shape}")
+    total, count = np.zeros(length), np.zeros(length)
+    starts = np.arange(expected) * stride
+    for offset in range(window):
+        np.add.at(total, starts + offset, window_scores)
+        np.add.at(count, starts + offset, 1.0)
+    return total / np.maximum(count, 1.0)
