@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cvae_jax import checkpoint, classifier
-from cvae_jax.run import load_run, train_and_evaluate
+from cvae_jax.run import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
 
-RESULTS = Path(__file__).parent / "results"
+# Where results go: experiments/results, or $CVAE_JAX_RESULTS (the tests use a temporary folder).
+RESULTS = Path(os.environ.get("CVAE_JAX_RESULTS", Path(__file__).parent / "results"))
 
 
 def save_json(name: str, result) -> Path:
