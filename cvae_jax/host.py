@@ -1,0 +1,42 @@
+"""Host memory allocator settings that keep XLA:CPU fast.
+
+XLA:CPU allocates each compiled call's temporaries (activations, gradients) anew on every call.
+glibc serves large blocks with mmap and unmaps them on free, so every train step page-faults and
+zeroes its temporaries again. On the article CVAE (a 25,088-wide layer) that took a step at batch
+128 from ~21 ms to ~38 ms on 2 CPU cores (measured). `keep_freed_memory` asks glibc to serve every
+block from its heap and never give freed memory back to the OS, so the next step reuses warm pages.
+The cost: the process keeps its peak memory until it exits.
+
+cvae_jax applies it on import on Linux with glibc; set CVAE_JAX_KEEP_FREED_MEMORY=0 to opt out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# mallopt(3) parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Makes glibc malloc keep freed memory for reuse (no mmap per block, no trimming). Returns
+    whether the setting is in effect; a no-op elsewhere (macOS, musl) or when opted out."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("CVAE_JAX_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return _applied
