@@ -84,3 +84,39 @@ def save_series_scores(path: str | Path, values: np.ndarray, scores: dict[str, n
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_heatmap(path: str | Path, values: np.ndarray, row_labels: list[str], col_label: str, title: str = "",
+                 colorbar: str = "") -> None:
+    """A [rows, cols] matrix as a heat map, one labelled row per setting."""
+    plt = _pyplot()
+    values = np.asarray(values, np.float64)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * values.shape[1] + 3.5), 0.35 * values.shape[0] + 1.4))
+    image = ax.imshow(values, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_xlabel(col_label)
+    fig.colorbar(image, ax=ax, label=colorbar)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_bars(path: str | Path, groups: list[str], series: dict[str, np.ndarray], ylabel: str, title: str = "",
+              reference: float | None = None) -> None:
+    """Grouped bars: one group per entry of `groups`, one bar per series; an optional dashed reference line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(groups) * len(series) / 2 + 3), 3.2))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls="--", lw=0.8)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

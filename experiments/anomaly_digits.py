@@ -8,7 +8,7 @@ for a 5% false-positive rate.
 
 Each held-out class is a real run: its nine-class data go to an .npz the config points at, so
 `cvae-jax score --workdir runs/anomaly_digits/holdout_K ...` works on it too.
-Writes experiments/results/anomaly_digits.json.
+Writes experiments/results/anomaly_digits.{json,png} (the picture: AUROC per held-out class).
 """
 
 import argparse
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import _shared
-from cvae_jax import anomaly, data
+from cvae_jax import anomaly, data, plots
 from cvae_jax.config import apply_overrides, get_config
 
 
@@ -62,6 +62,13 @@ def main() -> None:
     mean = {k: float(np.mean([r[k]["auroc"] for r in rows])) for k in anomaly.SCORES}
     _shared.save_json("anomaly_digits", {"epochs": args.epochs, "num_importance_samples": args.k, "fpr": args.fpr,
                                          "mean_auroc": mean, "per_class": rows})
+    picture(rows)
+
+
+def picture(rows) -> None:
+    plots.save_bars(_shared.picture("anomaly_digits"), [str(r["held_out"]) for r in rows],
+                    {kind: np.array([r[kind]["auroc"] for r in rows]) for kind in anomaly.SCORES},
+                    "AUROC", "held-out digit class as the anomaly (0.5 = chance)", reference=0.5)
 
 
 if __name__ == "__main__":

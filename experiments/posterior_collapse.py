@@ -5,16 +5,17 @@ conditional accuracy (an independent CNN judges class-k samples).
 
     python experiments/posterior_collapse.py [--epochs 50] [--k 200]
 
-Writes experiments/results/posterior_collapse.json.
+Writes experiments/results/posterior_collapse.{json,png} (the picture: test KL per latent dimension).
 """
 
 import argparse
 import time
 
 import jax
+import numpy as np
 
 import _shared
-from cvae_jax import data, evaluate
+from cvae_jax import data, evaluate, plots
 from cvae_jax.config import apply_overrides, get_config
 
 SETTINGS = {
@@ -56,6 +57,14 @@ def main() -> None:
         print(f"| {name} | {row['active_units']}/{row['latent_dim']} | {row['kl']:.2f} | {row['mutual_information']:.2f} "
               f"| {row['test_neg_elbo']:.2f} | {row['test_nll']:.2f} | {accuracy:.3f} |", flush=True)
     _shared.save_json("posterior_collapse", {"epochs": args.epochs, "num_importance_samples": args.k, "rows": rows})
+    picture(rows)
+
+
+def picture(rows) -> None:
+    """KL per latent dimension (sorted, largest first) for each setting: collapsed units are dark."""
+    kl = np.array([sorted(r["kl_per_dim"], reverse=True) for r in rows])
+    plots.save_heatmap(_shared.picture("posterior_collapse"), kl, [r["setting"] for r in rows],
+                       "latent dimension (sorted by KL)", "test KL per latent dimension", colorbar="nats")
 
 
 if __name__ == "__main__":
