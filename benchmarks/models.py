@@ -46,7 +46,10 @@ def _primitive_flops(eqn) -> int:
         rhs = eqn.invars[1].aval.shape
         spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial...)
         per_output = rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
-        return 2 * math.prod(out) * per_output // eqn.params["feature_group_count"]
+        # A transposed convolution is a convolution over an input dilated with zeros (lhs_dilation):
+        # only 1 in prod(lhs_dilation) of its multiply-adds touches data.
+        dilation = math.prod(eqn.params.get("lhs_dilation") or (1,))
+        return 2 * math.prod(out) * per_output // eqn.params["feature_group_count"] // dilation
     return 0
 
 

@@ -147,6 +147,10 @@ class Checkpoints:
         """(state, key data, meta) saved at `step`, in the structure, shapes, dtypes and shardings of
         the targets (concrete or abstract). Raises CheckpointError if it does not fit or is damaged."""
         meta = self.read_meta(step)
+        if "checksum" not in meta or "position" not in meta:
+            raise CheckpointError(f"checkpoint {step} in {str(_directory(self.workdir))!r} was written by an older "
+                                  "cvae_jax (no PRNG key, data position or checksum in it): it cannot be resumed or "
+                                  "loaded by this version; train the run again in a new --workdir")
         target = {"state": _state_dict(target_state), "key": target_key}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:

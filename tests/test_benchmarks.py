@@ -25,6 +25,12 @@ def test_flops_match_the_closed_form_of_the_layers():
     assert _flops("mlp-vae") == 6 * (784 * 512 + 512 * 512 + 512 * 32 * 2 + 32 * 512 + 512 * 512 + 512 * 784)
     # Conv 3x3x1->32 over 28x28, then dense 25088->64, heads (64+10)->2 x 2, decoder (2+10)->64->784.
     assert _flops("article-cvae") == 6 * (28 * 28 * 9 * 32 + 25088 * 64 + 74 * 2 * 2 + 12 * 64 + 64 * 784)
+    # conv VAE: convs 1->32 (14x14 out), 32->64 (7x7); dense 3136->256->16 (x2), 16->256->3136; transposed
+    # convs 64->64 (14x14 out) and 64->32 (28x28 out) count the data each output touches (1/4 of the
+    # taps of a stride-2 transposed conv); output conv 32->1 (28x28)
+    assert _flops("conv-vae") == 6 * (14 * 14 * 9 * 32 + 7 * 7 * 9 * 32 * 64 + 3136 * 256 + 256 * 16 * 2 + 16 * 256
+                                      + 256 * 3136 + 14 * 14 * 9 * 64 * 64 // 4 + 28 * 28 * 9 * 64 * 32 // 4
+                                      + 28 * 28 * 9 * 32)
 
 
 def test_quick_mode_runs_and_reports_every_cell():

@@ -188,6 +188,17 @@ def test_truncated_and_missing_pieces_are_clear_errors(straight, tmp_path):
         load_run(straight, 7)
 
 
+def test_a_checkpoint_of_the_old_format_is_named_as_such(straight, tmp_path):
+    workdir = _copy(straight, tmp_path / "run")
+    meta_file = workdir / "checkpoints" / "40" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    for field in ("checksum", "position", "partial_sums"):  # what the pre-resume format lacked
+        meta.pop(field, None)
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="checkpoint 40 .* was written by an older cvae_jax"):
+        load(workdir)
+
+
 def test_resuming_with_another_architecture_or_data_names_the_mismatch(straight, small_digits, digits, tmp_path):
     workdir = _copy(straight, tmp_path / "run")
     before = (workdir / "metrics.jsonl").read_text()

@@ -95,3 +95,29 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
         losses[dtype] = float(value)
     # Same parameters (same init key), bfloat16 matmuls: the loss agrees to bfloat16 precision.
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.02 * losses["float32"]
+
+
+@pytest.mark.parametrize("shape,features", [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)])
+def test_conv_transpose_matches_flax_in_params_values_and_gradients(shape, features):
+    """cvae_jax's ConvTranspose (hand-written kernel gradient) against flax's nn.ConvTranspose."""
+    import flax.linen as nn
+
+    from cvae_jax.models import ConvTranspose
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    ours, theirs = ConvTranspose(features, 3, 2), nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME")
+    params = ours.init(jax.random.key(1), x)
+    reference = theirs.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+    np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])  # same init
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+    weights = jax.random.normal(jax.random.key(3), ours.apply(params, x).shape)
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
+
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=1e-5)
+    g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
