@@ -52,9 +52,7 @@ def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes
     if not model.conditional and labels is not None:
         raise ValueError("an unconditional VAE takes no labels")
     if labels is not None:
-        labels = np.broadcast_to(np.asarray(labels, np.int32), (len(images),))
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"labels {labels.min()}..{labels.max()} out of range: the model knows 0..{num_classes - 1}")
+        labels = inference.check_labels(labels, len(images), num_classes, "labels")
     score = jax.jit(make_scorer(model, kind, num_classes=num_classes, num_samples=num_samples))
     key = jax.random.key(seed)
     out = []

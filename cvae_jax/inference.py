@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cvae_jax import likelihoods
 
 
 def one_hot(labels, num_classes: int) -> jax.Array:
     return jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.float32)
+
+
+def check_labels(labels, num: int, num_classes: int, what: str) -> np.ndarray:
+    """`labels` (an int, or [num] ints) as int32 [num], checked to lie in 0..num_classes-1; `what`
+    names them in the error."""
+    labels = np.broadcast_to(np.asarray(labels), (num,)) if np.ndim(labels) == 0 else np.asarray(labels)
+    if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what} must be one integer or {num} integers (one per image), got shape "
+                         f"{labels.shape} of {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"{what} {labels.min()}..{labels.max()} out of range: this model knows classes "
+                         f"0..{num_classes - 1}")
+    return labels.astype(np.int32)
 
 
 def condition_for(model, labels, num_classes: int, num: int) -> jax.Array | None:

@@ -15,18 +15,6 @@ import numpy as np
 from cvae_jax import inference
 
 
-def _labels(labels, num: int, num_classes: int, what: str) -> np.ndarray:
-    """An int or [num] ints, checked to lie in 0..num_classes-1."""
-    labels = np.broadcast_to(np.asarray(labels), (num,)) if np.ndim(labels) == 0 else np.asarray(labels)
-    if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what} must be one integer or {num} integers (one per image), got shape "
-                         f"{labels.shape} of {labels.dtype}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"{what} {labels.min()}..{labels.max()} out of range: this model knows classes "
-                         f"0..{num_classes - 1}")
-    return labels.astype(np.int32)
-
-
 def _require_cvae(model) -> None:
     if not model.conditional:
         raise ValueError("translation and style swap need a CVAE (train with --model cvae): an unconditional "
@@ -36,14 +24,14 @@ def _require_cvae(model) -> None:
 def latent_means(model, params, images, labels, num_classes: int) -> jax.Array:
     """Posterior means E_q[z | x, c] of `images` under their `labels`: [N, latent_dim]."""
     _require_cvae(model)
-    labels = _labels(labels, len(images), num_classes, "labels")
+    labels = inference.check_labels(labels, len(images), num_classes, "labels")
     mean, _ = inference.encode(model, params, jnp.asarray(images, jnp.float32), inference.one_hot(labels, num_classes))
     return mean
 
 
 def decode_as(model, params, z, labels, num_classes: int) -> jax.Array:
     """The likelihood means of latents `z` decoded under `labels`: [N, H, W, C]."""
-    labels = _labels(labels, len(z), num_classes, "target labels")
+    labels = inference.check_labels(labels, len(z), num_classes, "target labels")
     return inference.decode_mean(model, params, z, inference.one_hot(labels, num_classes))
 
 
