@@ -19,73 +19,7 @@ import jax.numpy as jnp
 from cvae_jax import distributions as D
 from cvae_jax import priors as priors_lib
 from cvae_jax.config import ConfigError, ModelConfig
-
-
-def _transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
-    """The (low, high) padding of the stride-dilated input that lax.conv_transpose uses for "SAME"."""
-    total = kernel + stride - 2
-    low = kernel - 1 if stride > kernel - 1 else -(-total // 2)
-    return low, total - low
-
-
-def _conv_transpose(x, kernel, stride: int):
-    return jax.lax.conv_transpose(x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """lax.conv_transpose (NHWC, HWIO, "SAME"), with a kernel gradient computed as one matmul per
-    kernel tap: XLA:CPU lowers the default (an rhs-dilated convolution) to a slow generic loop that
-    took 3/4 of a conv VAE's step. Values and gradients are those of lax.conv_transpose (tested)."""
-    return _conv_transpose(x, kernel, stride)
-
-
-def _conv_transpose_fwd(x, kernel, stride):
-    return _conv_transpose(x, kernel, stride), (x, kernel)
-
-
-def _conv_transpose_bwd(stride, residuals, grad):
-    # y[p] = sum_a xd[p + a] k[a], xd = x dilated by `stride` and padded by `low`: xd[low + s*i] = x[i]. So
-    # dk[a] = sum_i x[i]^T grad[low - a + s*i] — one matmul per tap over the undilated x, with the
-    # matching strided rows of grad (out-of-range rows read zero padding).
-    x, kernel = residuals
-    kh, kw, c_in, c_out = kernel.shape
-    (low_h, _), (low_w, _) = _transpose_padding(kh, stride), _transpose_padding(kw, stride)
-    pad = max(kh, kw)
-    padded = jnp.pad(grad, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    batch, height, width = x.shape[:3]
-    flat_x = x.reshape(-1, c_in).T
-    taps = []
-    for a in range(kh):
-        for b in range(kw):
-            start = (0, low_h - a + pad, low_w - b + pad, 0)
-            limit = (batch, start[1] + stride * (height - 1) + 1, start[2] + stride * (width - 1) + 1, c_out)
-            rows = jax.lax.slice(padded, start, limit, (1, stride, stride, 1))
-            taps.append(flat_x @ rows.reshape(-1, c_out))
-    d_kernel = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
-    d_x = jax.vjp(lambda x: _conv_transpose(x, kernel, stride), x)[1](grad)[0]
-    return d_x, d_kernel
-
-
-conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
-
-
-class ConvTranspose(nn.Module):
-    """A 2-D transposed convolution with the parameters (names, shapes, init) of flax's
-    nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME"), and a fast kernel gradient."""
-
-    features: int
-    kernel_size: int = 3
-    stride: int = 2
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
-        return y + bias.astype(self.dtype)
+from cvae_jax.layers import Conv, ConvTranspose, Dense
 
 
 class Encoder(nn.Module):
@@ -102,16 +36,16 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
         h = x.astype(self.dtype)
         for features in self.conv:
-            h = nn.relu(nn.Conv(features, (3, 3), strides=self.conv_stride, padding="SAME", dtype=self.dtype)(h))
+            h = nn.relu(Conv(features, 3, self.conv_stride, dtype=self.dtype)(h))
         h = h.reshape(h.shape[0], -1)
         if condition is not None and self.condition_site == "input":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
         for width in self.hidden:
-            h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+            h = nn.relu(Dense(width, dtype=self.dtype)(h))
         if condition is not None and self.condition_site == "head":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
-        mean = nn.Dense(self.latent_dim, name="mean", dtype=self.dtype)(h)
-        log_var = nn.Dense(self.latent_dim, name="log_var", dtype=self.dtype)(h)
+        mean = Dense(self.latent_dim, name="mean", dtype=self.dtype)(h)
+        log_var = Dense(self.latent_dim, name="log_var", dtype=self.dtype)(h)
         return mean.astype(jnp.float32), log_var.astype(jnp.float32)
 
 
@@ -132,16 +66,16 @@ class Decoder(nn.Module):
         h = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
         h = h.astype(self.dtype)
         for size in self.hidden:
-            h = nn.relu(nn.Dense(size, dtype=self.dtype)(h))
+            h = nn.relu(Dense(size, dtype=self.dtype)(h))
         if self.conv:
             scale = 2 ** len(self.conv)
-            h = nn.relu(nn.Dense((height // scale) * (width // scale) * self.conv[0], dtype=self.dtype)(h))
+            h = nn.relu(Dense((height // scale) * (width // scale) * self.conv[0], dtype=self.dtype)(h))
             h = h.reshape(h.shape[0], height // scale, width // scale, self.conv[0])
             for i, features in enumerate(self.conv):
                 h = nn.relu(ConvTranspose(features, 3, 2, dtype=self.dtype, name=f"ConvTranspose_{i}")(h))
-            out = nn.Conv(channels, (3, 3), padding="SAME", name="out", dtype=self.dtype)(h)
+            out = Conv(channels, 3, 1, name="out", dtype=self.dtype)(h)
         else:
-            out = nn.Dense(height * width * channels, name="out", dtype=self.dtype)(h)
+            out = Dense(height * width * channels, name="out", dtype=self.dtype)(h)
             out = out.reshape(out.shape[0], height, width, channels)
         out = out.astype(jnp.float32)  # the likelihood (and so the loss) is computed in float32
         if self.likelihood == "bernoulli":

@@ -97,15 +97,28 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.02 * losses["float32"]
 
 
-@pytest.mark.parametrize("shape,features", [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)])
-def test_conv_transpose_matches_flax_in_params_values_and_gradients(shape, features):
-    """cvae_jax's ConvTranspose (hand-written kernel gradient) against flax's nn.ConvTranspose."""
+def _layer_cases():
     import flax.linen as nn
 
-    from cvae_jax.models import ConvTranspose
+    from cvae_jax import layers
 
+    # (ours, flax's, input shape). Conv: the first three take the patch gradient (k*k*c_in <= features),
+    # the fourth XLA's; Dense: the first two take wide_matmul (in >= 8 out, batch >= 64).
+    return [
+        *[(layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
+          for shape, f in [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)]],
+        *[(layers.Conv(f, 3, s), nn.Conv(f, (3, 3), strides=s, padding="SAME"), shape)
+          for shape, f, s in [((3, 28, 28, 1), 16, 1), ((2, 7, 6, 1), 12, 2), ((2, 9, 9, 2), 18, 1),
+                              ((2, 14, 14, 3), 6, 2)]],
+        *[(layers.Dense(f), nn.Dense(f), shape) for shape, f in [((96, 200), 8), ((70, 300), 37), ((5, 12), 7)]],
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_layers_match_flax_in_params_values_and_gradients(case):
+    """cvae_jax's Dense, Conv and ConvTranspose (hand-written kernel gradients) against flax's."""
+    ours, theirs, shape = _layer_cases()[case]
     x = jax.random.normal(jax.random.key(0), shape)
-    ours, theirs = ConvTranspose(features, 3, 2), nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME")
     params = ours.init(jax.random.key(1), x)
     reference = theirs.init(jax.random.key(1), x)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
@@ -117,7 +130,20 @@ def test_conv_transpose_matches_flax_in_params_values_and_gradients(shape, featu
         return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
 
     np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=1e-5)
-    g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(params, x)
     g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, x)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_layers_take_the_custom_gradient_where_documented():
+    """The cases above that should run a hand-written gradient really do (a custom_vjp in the
+    jaxpr) and the others do not: so the flax comparison covers both paths of each layer."""
+    for ours, _, shape in _layer_cases():
+        x = jnp.ones(shape)
+        params = ours.init(jax.random.key(0), x)
+        text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
+        kind = type(ours).__name__
+        expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features,
+                    "Dense": shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]
+        assert ("custom_vjp" in text) == expected, (kind, shape)

@@ -8,7 +8,7 @@ import pytest
 from cvae_jax import distributions, objectives
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.run import build, init_for, train_and_evaluate
-from cvae_jax.train import make_train_step
+from cvae_jax.train import all_finite, make_train_step
 
 
 def setup(kind="cvae", overrides=()):
@@ -175,3 +175,22 @@ def test_microbatches_leave_a_noise_free_gradient_unchanged(small_digits):
     chunked, _ = accumulated_grads(loss, 8)(state.params, batch, jax.random.key(0), 0)
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_all_finite_agrees_with_an_elementwise_check(bad):
+    """The step's one-reduction finiteness check equals the elementwise isfinite over every leaf,
+    wherever the bad value sits, also when +Inf and -Inf would cancel in a sum (they give NaN)."""
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        tree = {"w": rng.normal(size=(7, 5)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32),
+                "deep": [rng.normal(size=(3, 2, 2)).astype(np.float32)]}
+        leaves = jax.tree.leaves(tree)
+        if bad is not None:
+            leaf = leaves[trial % len(leaves)]
+            leaf.flat[rng.integers(leaf.size)] = bad
+            if trial % 2:  # the opposite infinity elsewhere: still non-finite
+                other = leaves[(trial + 1) % len(leaves)]
+                other.flat[rng.integers(other.size)] = -bad
+        expected = all(np.isfinite(leaf).all() for leaf in leaves)
+        assert bool(jax.jit(all_finite)(tree)) == expected
