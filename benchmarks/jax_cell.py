@@ -125,7 +125,8 @@ def measure(spec: dict) -> dict:
     times = [_timed(epoch) for _ in range(repeats)]
     seconds = statistics.median(times)
     samples_per_s = steps * global_batch / seconds
-    return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": mode,
+    label = f"{mode} ({' '.join(spec['set'])})" if spec.get("set") else mode
+    return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": label,
             "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
             "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
             "achieved_flops_per_s": flops * samples_per_s, **_memory(), **_device_info()}

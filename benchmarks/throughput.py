@@ -51,7 +51,7 @@ def plan(args) -> list[dict[str, Any]]:
             for devices in args.devices:
                 for mode in args.mode:
                     cells.append({"impl": "cvae_jax", "model": model, "batch": batch, "mode": mode, "devices": devices,
-                                  "samples": args.samples, "repeats": args.repeats})
+                                  "samples": args.samples, "repeats": args.repeats, "set": args.set})
             for ref in args.compare:
                 cells.append({"impl": ref, "model": model, "batch": batch, "samples": args.samples,
                               "repeats": args.repeats})
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cells; the table shows medians")
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (median)")
     p.add_argument("--samples", type=int, default=60000, help="training examples per epoch (random MNIST-shaped)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for the cvae_jax cells, e.g. train.microbatches=8 (repeatable)")
     p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--out", help="also append the JSON lines to this file")
