@@ -59,3 +59,28 @@ def test_reference_architectures_match_the_cvae_jax_models():
                               "encoder_conv": list(m.encoder_conv), "conv_stride": m.encoder_conv_stride,
                               "encoder_hidden": list(m.encoder_hidden), "decoder_hidden": list(m.decoder_hidden),
                               "decoder_conv": list(m.decoder_conv), "condition_site": m.condition_site}, name
+
+
+def test_set_overrides_reach_the_measured_config():
+    """--set KEY=VALUE changes the config the cell trains (and names it in the mode): a microbatch
+    count that does not divide the batch is refused with the config error, one that does runs."""
+    import pytest
+
+    from benchmarks import jax_cell
+    from benchmarks.throughput import plan
+    from cvae_jax.config import ConfigError
+
+    spec = {"model": "article-vae", "batch": 64, "mode": "device", "samples": 256, "repeats": 1}
+    result = jax_cell.measure({**spec, "set": ["train.microbatches=2"]})
+    assert result["mode"] == "device (train.microbatches=2)" and result["samples_per_s"] > 0
+    with pytest.raises(ConfigError, match="microbatches=3 must divide"):
+        jax_cell.measure({**spec, "set": ["train.microbatches=3"]})
+    with pytest.raises(ConfigError):
+        jax_cell.measure({**spec, "set": ["train.no_such_option=1"]})
+
+    class Args:
+        model, batch_size, devices, mode, compare = ["article-vae"], [64], [1], ["step"], ["torch"]
+        samples, repeats, set = 256, 1, ["train.microbatches=2"]
+
+    cells = plan(Args)
+    assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
