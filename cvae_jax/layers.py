@@ -28,6 +28,14 @@ import jax.numpy as jnp
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def _cast_params(layer: nn.Module, x: jax.Array, kernel_shape: tuple[int, ...]):
+    """(x, kernel, bias) in `layer.dtype`, with flax's parameter names and initializers (lecun-normal
+    kernel, zero bias); called inside the layer's compact __call__."""
+    kernel = layer.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
+    bias = layer.param("bias", nn.initializers.zeros_init(), (layer.features,))
+    return x.astype(layer.dtype), kernel.astype(layer.dtype), bias.astype(layer.dtype)
+
+
 def _wide(x: jax.Array, kernel: jax.Array) -> bool:
     return x.shape[0] >= 64 and kernel.shape[0] >= 8 * kernel.shape[1]
 
@@ -61,14 +69,12 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _cast_params(self, x, (x.shape[-1], self.features))
         if x.ndim == 2 and _wide(x, kernel) and jax.default_backend() == "cpu":
             y = wide_matmul(x, kernel)
         else:
             y = x @ kernel
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 def _conv(x, kernel, stride: int):
@@ -95,8 +101,9 @@ def _conv_bwd(stride, residuals, grad):
     batch, out_h, out_w = grad.shape[:3]
     pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    taps = [jax.lax.slice(padded, (0, p, q, 0), (batch, p + stride * (out_h - 1) + 1, q + stride * (out_w - 1) + 1, c_in),
-                          (1, stride, stride, 1)) for p in range(kh) for q in range(kw)]
+    limit = lambda p, q: (batch, p + stride * (out_h - 1) + 1, q + stride * (out_w - 1) + 1, c_in)  # noqa: E731
+    taps = [jax.lax.slice(padded, (0, p, q, 0), limit(p, q), (1, stride, stride, 1))
+            for p in range(kh) for q in range(kw)]
     patches = jnp.stack(taps, axis=3).reshape(-1, kh * kw * c_in)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
     d_x = jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0]
@@ -118,17 +125,14 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _cast_params(self, x, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
         # The patches are no larger than the output gradient only when k*k*c_in <= c_out; for wider
         # inputs (or a 1-channel output) XLA's own kernel gradient is the faster one.
         if self.kernel_size ** 2 * x.shape[-1] <= self.features:
             y = conv(x, kernel, self.stride)
         else:
             y = _conv(x, kernel, self.stride)
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 def _transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
@@ -190,8 +194,5 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
-        return y + bias.astype(self.dtype)
+        x, kernel, bias = _cast_params(self, x, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+        return conv_transpose(x, kernel, self.stride) + bias

@@ -8,7 +8,6 @@ Randomness never enters a module: the objective draws z from keys it is given.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
