@@ -103,18 +103,19 @@ def _layer_cases():
     from cvae_jax import layers
 
     # (ours, flax's, input shape). Conv: the first three take the patch gradient (k*k*c_in <= features),
-    # the fourth XLA's; Dense: the first two take wide_matmul (in >= 8 out, batch >= 64).
+    # the fourth XLA's, the last two conv_output_taps (stride 1, k*k*features <= c_in); Dense: the first
+    # two take wide_matmul (in >= 8 out, batch >= 64).
     return [
         *[(layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
           for shape, f in [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)]],
         *[(layers.Conv(f, 3, s), nn.Conv(f, (3, 3), strides=s, padding="SAME"), shape)
           for shape, f, s in [((3, 28, 28, 1), 16, 1), ((2, 7, 6, 1), 12, 2), ((2, 9, 9, 2), 18, 1),
-                              ((2, 14, 14, 3), 6, 2)]],
+                              ((2, 14, 14, 3), 6, 2), ((3, 28, 28, 32), 1, 1), ((2, 7, 8, 20), 2, 1)]],
         *[(layers.Dense(f), nn.Dense(f), shape) for shape, f in [((96, 200), 8), ((70, 300), 37), ((5, 12), 7)]],
     ]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(12))
 def test_layers_match_flax_in_params_values_and_gradients(case):
     """cvae_jax's Dense, Conv and ConvTranspose (hand-written kernel gradients) against flax's."""
     ours, theirs, shape = _layer_cases()[case]
@@ -138,7 +139,8 @@ def test_layers_match_flax_in_params_values_and_gradients(case):
 
 def test_layers_take_the_custom_gradient_where_documented():
     """The cases above that should run a hand-written gradient really do (a custom_vjp in the
-    jaxpr) and the others do not: so the flax comparison covers both paths of each layer."""
+    jaxpr), the output-taps convolutions run no convolution primitive, and the others run XLA's:
+    so the flax comparison covers every path of each layer."""
     for ours, _, shape in _layer_cases():
         x = jnp.ones(shape)
         params = ours.init(jax.random.key(0), x)
@@ -147,3 +149,6 @@ def test_layers_take_the_custom_gradient_where_documented():
         expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features,
                     "Dense": shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]
         assert ("custom_vjp" in text) == expected, (kind, shape)
+        if kind == "Conv":
+            output_taps = ours.stride == 1 and 9 * ours.features <= shape[-1]
+            assert ("conv_general_dilated" not in text) == output_taps, shape
