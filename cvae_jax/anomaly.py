@@ -9,6 +9,7 @@ anomalous), all in nats except `recon`:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -43,6 +44,21 @@ def make_scorer(model, kind: str, *, num_classes: int, num_samples: int = 100, c
     return recon
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_scorer(model, kind: str, num_classes: int, num_samples: int):
+    return jax.jit(make_scorer(model, kind, num_classes=num_classes, num_samples=num_samples))
+
+
+def compiled_scorer(model, kind: str, *, num_classes: int, num_samples: int = 100):
+    """The jitted make_scorer, shared by every call with an equal model and settings (flax modules
+    compare by value), so repeated `scores` calls compile once; a model that cannot be hashed
+    (e.g. a custom prior holding an array) gets a fresh one."""
+    try:
+        return _compiled_scorer(model, kind, num_classes, num_samples)
+    except TypeError:
+        return jax.jit(make_scorer(model, kind, num_classes=num_classes, num_samples=num_samples))
+
+
 def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes: int, num_samples: int = 100,
            batch_size: int = 500, seed: int = 0) -> np.ndarray:
     """Anomaly score of every image [N, H, W, C] (labels [N] for a CVAE): float64 [N]."""
@@ -53,7 +69,7 @@ def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes
         raise ValueError("an unconditional VAE takes no labels")
     if labels is not None:
         labels = inference.check_labels(labels, len(images), num_classes, "labels")
-    score = jax.jit(make_scorer(model, kind, num_classes=num_classes, num_samples=num_samples))
+    score = compiled_scorer(model, kind, num_classes=num_classes, num_samples=num_samples)
     key = jax.random.key(seed)
     out = []
     for i in range(0, len(images), batch_size):

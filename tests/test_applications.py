@@ -142,6 +142,9 @@ def test_importance_sampled_nll_is_below_the_neg_elbo(cvae_run, digits):
     assert nll.mean() < neg_elbo.mean() - 0.5
     again = anomaly.scores(run.model, run.params, x, y, kind="nll", num_classes=10, num_samples=100)
     np.testing.assert_array_equal(nll, again)  # seeded: reproducible
+    # ... and the second call reused the first one's compiled scorer (an equal model hits the cache)
+    assert anomaly.compiled_scorer(run.model.clone(), "nll", num_classes=10, num_samples=100) is \
+        anomaly.compiled_scorer(run.model, "nll", num_classes=10, num_samples=100)
 
 
 def test_cli_score_writes_scores_and_a_calibrated_threshold(cvae_run, digits, tmp_path):
