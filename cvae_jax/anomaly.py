@@ -76,7 +76,10 @@ def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes
         batch = {"image": images[i:i + batch_size]}
         if labels is not None:
             batch["label"] = labels[i:i + batch_size]
-        out.append(np.asarray(score(params, batch, jax.random.fold_in(key, i)), np.float64))
+        n = len(batch["image"])
+        if i and n < batch_size:  # pad a short last batch to the compiled shape: one compile, not two
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)]) for k, v in batch.items()}
+        out.append(np.asarray(score(params, batch, jax.random.fold_in(key, i)), np.float64)[:n])
     result = np.concatenate(out)
     if not np.all(np.isfinite(result)):
         raise ValueError(f"{int(np.sum(~np.isfinite(result)))} scores are not finite: check the inputs lie in [0, 1]")

@@ -133,6 +133,15 @@ def test_noise_scores_above_digits_for_every_kind(cvae_run, digits, kind):
     assert anomaly.auroc(s, np.arange(400) >= 200) > 0.99
 
 
+def test_scores_do_not_depend_on_the_batching(cvae_run, digits):
+    _, run = cvae_run
+    x, y = digits.test.images[:23], digits.test.labels[:23]
+    whole = anomaly.scores(run.model, run.params, x, y, kind="recon", num_classes=10)
+    batched = anomaly.scores(run.model, run.params, x, y, kind="recon", num_classes=10, batch_size=5)  # 4 + short
+    assert batched.shape == (23,)
+    np.testing.assert_allclose(batched, whole, rtol=1e-5)
+
+
 def test_importance_sampled_nll_is_below_the_neg_elbo(cvae_run, digits):
     """IWAE with K samples is a tighter bound than the ELBO: -log p(x) estimate <= -ELBO on average."""
     _, run = cvae_run
