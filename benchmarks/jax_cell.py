@@ -88,7 +88,8 @@ def measure(spec: dict) -> dict:
     if mode == "step":
         rep, sh = layout.replicated(), layout.sharded()
         step = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=layout.num_shards,
-                                       microbatches=config.train.microbatches),
+                                       microbatches=config.train.microbatches,
+                                       unroll_microbatches=config.train.unroll_microbatches),
                        in_shardings=(rep, sh, rep), out_shardings=(rep, rep), donate_argnums=0)
         steps = n // global_batch
         key = jax.random.key(0)
@@ -106,7 +107,8 @@ def measure(spec: dict) -> dict:
     else:
         rows = parallel.shard_rows(arrays, layout.num_shards, layout.local_shards, 0)
         program = loop.make_program(layout, parts.loss, parts.tx, rows, global_batch,
-                                    lambda spe: 1 if mode == "device" else spe, config.train.microbatches)
+                                    lambda spe: 1 if mode == "device" else spe, config.train.microbatches,
+                                    config.train.unroll_microbatches)
         steps = program.steps_per_epoch
         perm = program.permute(key_data, 0)
         t = time.perf_counter()

@@ -44,7 +44,8 @@ class Program:
 
 
 def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np.ndarray], global_batch: int,
-                 steps_per_call: Callable[[int], int], microbatches: int = 1) -> Program:
+                 steps_per_call: Callable[[int], int], microbatches: int = 1,
+                 unroll_microbatches: bool = False) -> Program:
     """Compiles the training calls of a run.
 
     local_rows: this process's data shards [len(layout.local_shards), n, ...] (parallel.shard_rows).
@@ -68,7 +69,8 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         return call
 
     if layout.mode == "pmap":
-        step = make_train_step(loss_fn, tx, axis_name=AXIS, microbatches=microbatches)
+        step = make_train_step(loss_fn, tx, axis_name=AXIS, microbatches=microbatches,
+                               unroll_microbatches=unroll_microbatches)
         shard_ids = layout.put_sharded(np.asarray(layout.local_shards, np.int32))
 
         def compile_call(size):
@@ -80,7 +82,8 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         def permute(key_data, epoch):
             return perm_one(key_data, epoch, shard_ids)
     else:
-        step = make_train_step(loss_fn, tx, num_shards=num_shards, microbatches=microbatches)
+        step = make_train_step(loss_fn, tx, num_shards=num_shards, microbatches=microbatches,
+                               unroll_microbatches=unroll_microbatches)
         rep, sh = layout.replicated(), layout.sharded()
 
         def compile_call(size):

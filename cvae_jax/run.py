@@ -144,7 +144,8 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
     steps_total = (len(dataset.train) // layout.num_shards) // per_shard_batch * config.train.epochs
     parts = build(config, dataset.image_shape, dataset.num_classes, total_steps=steps_total, prior=prior)
     program = loop.make_program(layout, parts.loss, parts.tx, rows, global_batch,
-                                lambda steps: steps_per_call(config, steps), config.train.microbatches)
+                                lambda steps: steps_per_call(config, steps), config.train.microbatches,
+                                config.train.unroll_microbatches)
     steps_per_epoch = program.steps_per_epoch
     state = layout.put_replicated(init_for(parts, config, dataset.image_shape, dataset.num_classes))
     key_data = np.asarray(jax.random.key_data(base_key(config.seed)))

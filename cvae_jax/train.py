@@ -60,10 +60,14 @@ def init_state(model, tx: optax.GradientTransformation, example: Batch, conditio
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def accumulated_grads(loss_fn: Callable, microbatches: int = 1) -> Callable:
+def accumulated_grads(loss_fn: Callable, microbatches: int = 1, unroll: bool = False) -> Callable:
     """grads(params, batch, key, step) -> (gradients, metrics) of `loss_fn`, computed over
     `microbatches` equal chunks in a lax.scan (chunk i draws noise from fold_in(key, i)) and averaged:
-    the same gradient of the batch mean loss, with chunk-sized activation memory."""
+    the same gradient of the batch mean loss, with chunk-sized activation memory. `unroll` writes the
+    chunks out one after another instead of a loop: the same values; on XLA:CPU convolutional models
+    run faster so (independent chunks run side by side, and convolutions in a loop are slow there),
+    dense models slower (the chunks' activations compete for the cache), and compile time grows
+    with the number of chunks."""
     grad_fn = jax.grad(loss_fn, has_aux=True)
     if microbatches == 1:
         return grad_fn
@@ -78,7 +82,7 @@ def accumulated_grads(loss_fn: Callable, microbatches: int = 1) -> Callable:
 
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                              jax.eval_shape(grad_fn, params, jax.tree.map(lambda c: c[0], chunks), key, step))
-        total, _ = jax.lax.scan(body, zeros, (chunks, jnp.arange(microbatches)))
+        total, _ = jax.lax.scan(body, zeros, (chunks, jnp.arange(microbatches)), unroll=bool(unroll))
         return jax.tree.map(lambda t: t / microbatches, total)
 
     return grads
@@ -93,7 +97,7 @@ def all_finite(tree) -> jax.Array:
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis_name: str | None = None,
-                    num_shards: int = 1, microbatches: int = 1):
+                    num_shards: int = 1, microbatches: int = 1, unroll_microbatches: bool = False):
     """Returns the pure step(state, batch, base_key) -> (state, metrics).
 
     The step key is fold_in(base_key, state.step): the caller passes the same base key every call.
@@ -108,7 +112,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis
 
     `microbatches` > 1 splits each device's share further (see accumulated_grads).
     """
-    grad_fn = accumulated_grads(loss_fn, microbatches)
+    grad_fn = accumulated_grads(loss_fn, microbatches, unroll_microbatches)
 
     def loss_and_grads(params, batch, step_key, step):
         if axis_name is not None:

@@ -141,12 +141,13 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
-def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, unroll):
     from cvae_jax.train import accumulated_grads
 
     _, parts, state = setup()
     batch, key = batch_of(small_digits, 16), jax.random.key(3)
-    grads, metrics = jax.jit(accumulated_grads(parts.loss, 4))(state.params, batch, key, 0)
+    grads, metrics = jax.jit(accumulated_grads(parts.loss, 4, unroll))(state.params, batch, key, 0)
     # Independent: four separate gradients of 4-example chunks, chunk i with key fold_in(key, i).
     chunks = [jax.grad(parts.loss, has_aux=True)(state.params, jax.tree.map(lambda x: x[4 * i:4 * i + 4], batch),
                                                  jax.random.fold_in(key, i), 0) for i in range(4)]
@@ -172,9 +173,13 @@ def test_microbatches_leave_a_noise_free_gradient_unchanged(small_digits):
 
     batch = batch_of(small_digits, 16)
     whole, _ = accumulated_grads(loss, 1)(state.params, batch, jax.random.key(0), 0)
-    chunked, _ = accumulated_grads(loss, 8)(state.params, batch, jax.random.key(0), 0)
-    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    for unroll in (False, True):
+        grads_fn = jax.jit(accumulated_grads(loss, 8, unroll))
+        chunked, _ = grads_fn(state.params, batch, jax.random.key(0), 0)
+        for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+        # a loop over the chunks, or (unrolled) the chunks written out and no loop left
+        assert ("while" in grads_fn.lower(state.params, batch, jax.random.key(0), 0).as_text()) == (not unroll)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
