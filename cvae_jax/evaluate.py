@@ -86,8 +86,16 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
     images, labels = test.images[:n], test.labels[:n]
     chunk = min(chunk, num_importance_samples)
     key = jax.random.key(seed)
-    terms_fn = jax.jit(objectives.make_elbo_terms(model, num_classes=dataset.num_classes,
-                                                  binarize=config.data.binarize))
+    elbo_terms = objectives.make_elbo_terms(model, num_classes=dataset.num_classes, binarize=config.data.binarize)
+
+    @jax.jit
+    def terms_fn(params, batch, batch_key):
+        """ELBO terms, and the posterior mean, log-variance and one sample z of every example."""
+        x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(batch_key, 9), mean.shape)
+        return elbo_terms(params, batch, batch_key), mean, log_var, z
+
     log_px = jax.jit(make_log_likelihood(model, num_classes=dataset.num_classes, num_samples=num_importance_samples,
                                          chunk=chunk, binarize=config.data.binarize))
     terms, lls, means, log_vars, zs = [], [], [], [], []
@@ -100,12 +108,11 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
     for i in range(0, n, batch_size):
         batch = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
         batch_key = jax.random.fold_in(key, i)
-        terms.append(jax.device_get(terms_fn(params, batch, batch_key)))
-        x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
-        mean, log_var = model.apply(params, x, condition, method=model.encode)
-        means.append(np.asarray(mean))
-        log_vars.append(np.asarray(log_var))
-        zs.append(np.asarray(mean + np.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(batch_key, 9), mean.shape)))
+        batch_terms, mean, log_var, z = jax.device_get(terms_fn(params, batch, batch_key))
+        terms.append(batch_terms)
+        means.append(mean)
+        log_vars.append(log_var)
+        zs.append(z)
     ll = np.concatenate(lls)
     mean, log_var, z = np.concatenate(means), np.concatenate(log_vars), np.concatenate(zs)
     merged = {k: np.concatenate([t[k] for t in terms]) for k in terms[0]}
