@@ -141,6 +141,25 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
+def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, monkeypatch):
+    """train.unroll_microbatches goes from the config to the compiled step, and a run with unrolled
+    chunks ends with the parameters of the same run with scanned chunks."""
+    from cvae_jax import train
+
+    seen = []
+    real = train.accumulated_grads
+    monkeypatch.setattr(train, "accumulated_grads", lambda *a: seen.append(a[1:]) or real(*a))
+    runs = []
+    for unroll in ("false", "true"):
+        cfg = apply_overrides(get_config("vae"), ["model.latent_dim=4", "model.encoder_hidden=32",
+                                                  "model.decoder_hidden=32", "train.epochs=1",
+                                                  "train.microbatches=4", f"train.unroll_microbatches={unroll}"])
+        runs.append(train_and_evaluate(cfg, None, dataset=small_digits, progress=False))
+    assert (4, False) in seen and (4, True) in seen
+    for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(runs[1].state.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("unroll", [False, True])
 def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, unroll):
     from cvae_jax.train import accumulated_grads
