@@ -100,19 +100,25 @@ def _conv_fwd(x, kernel, stride):
     return _conv(x, kernel, stride), (x, kernel)
 
 
+def _tap_rows(padded: jax.Array, starts, size: tuple[int, int], stride: int) -> jax.Array:
+    """Rows [N, len(starts)*C] of a padded [B, H, W, C] array: for each (row, col) start, the
+    size[0] x size[1] grid of pixels from there in steps of `stride`, taps concatenated tap-major."""
+    batch, _, _, channels = padded.shape
+    taps = [jax.lax.slice(padded, (0, r, c, 0), (batch, r + stride * (size[0] - 1) + 1,
+                                                 c + stride * (size[1] - 1) + 1, channels), (1, stride, stride, 1))
+            for r, c in starts]
+    return jnp.concatenate(taps, axis=-1).reshape(-1, len(starts) * channels)
+
+
 def _conv_bwd(stride, residuals, grad):
     # y[b, i, j] = sum_{p, q} xpad[b, s*i + p, s*j + q] kernel[p, q], so
-    # dk[p, q] = sum_{b, i, j} xpad[b, s*i + p, s*j + q]^T grad[b, i, j]: stack the kh*kw strided
-    # slices of the padded input as patches [N, kh*kw*c_in] and contract with grad [N, c_out].
+    # dk[p, q] = sum_{b, i, j} xpad[b, s*i + p, s*j + q]^T grad[b, i, j]: the kh*kw strided slices of
+    # the padded input as patches [N, kh*kw*c_in], contracted with grad [N, c_out].
     x, kernel = residuals
     kh, kw, c_in, c_out = kernel.shape
-    batch, out_h, out_w = grad.shape[:3]
     pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    limit = lambda p, q: (batch, p + stride * (out_h - 1) + 1, q + stride * (out_w - 1) + 1, c_in)  # noqa: E731
-    taps = [jax.lax.slice(padded, (0, p, q, 0), limit(p, q), (1, stride, stride, 1))
-            for p in range(kh) for q in range(kw)]
-    patches = jnp.stack(taps, axis=3).reshape(-1, kh * kw * c_in)
+    patches = _tap_rows(padded, [(p, q) for p in range(kh) for q in range(kw)], grad.shape[1:3], stride)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
     d_x = jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0]
     return d_x, d_kernel
@@ -206,14 +212,8 @@ def _conv_transpose_bwd(stride, residuals, grad):
     (low_h, _), (low_w, _) = _transpose_padding(kh, stride), _transpose_padding(kw, stride)
     pad = max(kh, kw)
     padded = jnp.pad(grad, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    batch, height, width = x.shape[:3]
-    taps = []
-    for a in range(kh):
-        for b in range(kw):
-            start = (0, low_h - a + pad, low_w - b + pad, 0)
-            limit = (batch, start[1] + stride * (height - 1) + 1, start[2] + stride * (width - 1) + 1, c_out)
-            taps.append(jax.lax.slice(padded, start, limit, (1, stride, stride, 1)))
-    rows = jnp.concatenate(taps, axis=-1).reshape(-1, kh * kw * c_out)
+    starts = [(low_h - a + pad, low_w - b + pad) for a in range(kh) for b in range(kw)]
+    rows = _tap_rows(padded, starts, x.shape[1:3], stride)
     d_x = (rows @ _taps_matrix(kernel).T).reshape(x.shape)
     d_kernel = (x.reshape(-1, c_in).T @ rows).reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3)
     return d_x, d_kernel.astype(kernel.dtype)
