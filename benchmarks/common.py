@@ -47,5 +47,5 @@ def record(impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s:
     return {"kind": "train", "impl": impl, "model": spec["model"], "batch": batch, "mode": "", "devices": 1,
             "samples_per_s": n / seconds, "steps_per_s": n / batch / seconds,
             "compile_s": max(first_epoch_s - seconds, 0.0), "epoch_s": epoch_s, "steps_per_epoch": n // batch,
-            "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "platform": "cpu",
-            **extra}
+            "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            **{"platform": "cpu", **extra}}
