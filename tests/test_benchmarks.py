@@ -84,3 +84,28 @@ def test_set_overrides_reach_the_measured_config():
 
     cells = plan(Args)
     assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
+
+
+def test_step_profile_times_the_step_and_its_pieces():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--model", "article-vae",
+                           "--batch-size", "64", "--steps", "4", "--repeats", "2", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert (r["model"], r["batch"], r["steps"]) == ("article-vae", 64, 4)
+    assert all(r[f"{piece}_ms"] > 0 for piece in ("step", "grad", "update", "gather"))
+    assert abs(r["samples_per_s"] - 64 / (r["step_ms"] / 1e3)) < 1e-6 * r["samples_per_s"]
+    assert r["train_flops_per_sample"] == _flops("article-vae")
+    assert r["fusions"] > 0 and r["compile_s"] > 0
+
+
+def test_kernel_counts_reads_fusions_and_library_calls_from_hlo_text():
+    from benchmarks.step_profile import kernel_counts
+
+    hlo = """
+  %fusion.1 = f32[4096,512]{1,0} fusion(f32[4096,784]{1,0} %p0), kind=kLoop, calls=%fused_computation
+  %custom-call.2 = (f32[4096,512]{1,0}, s8[0]{0}) custom-call(f32[4096,784]{1,0} %fusion.1), custom_call_target="__cublas$gemm"
+  %fusion.3 = f32[] fusion(f32[4096,512]{1,0} %gte), kind=kInput, calls=%fused_reduce
+  %add.4 = f32[] add(f32[] %a, f32[] %b)
+"""
+    assert kernel_counts(hlo) == {"fusions": 2, "library_calls": 1}
