@@ -101,14 +101,16 @@ def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[st
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | batch | impl | mode | devices | samples/s | compile s | peak frac. | host MiB | "
+    head = ("| model | batch | impl | mode | devices | samples/s | compile s | peak frac. | host MiB | device MiB | "
             "cvae_jax / this |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         frac = f"{r['peak_fraction']:.0%}" if "peak_fraction" in r else ""
         ratio = f"{r['cvae_jax_ratio']:.2f}x" if "cvae_jax_ratio" in r else ""
+        device = f"{r['peak_device_mib']:.0f}" if "peak_device_mib" in r else ""  # none on XLA:CPU
         lines.append(f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
-                     f"{r['samples_per_s']:,.0f} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | {ratio} |")
+                     f"{r['samples_per_s']:,.0f} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | {device} | "
+                     f"{ratio} |")
     return "\n".join(lines)
 
 

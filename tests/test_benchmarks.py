@@ -109,3 +109,27 @@ def test_kernel_counts_reads_fusions_and_library_calls_from_hlo_text():
   %add.4 = f32[] add(f32[] %a, f32[] %b)
 """
     assert kernel_counts(hlo) == {"fusions": 2, "library_calls": 1}
+
+
+def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_mode():
+    from benchmarks.throughput import summarize, table
+
+    def rec(impl, mode, sps, device_bytes=None, round_index=0):
+        return {"kind": "train", "impl": impl, "model": "mlp-vae", "batch": 128, "mode": mode, "devices": 1,
+                "samples_per_s": sps, "compile_s": 1.0, "peak_host_bytes": 2**30, "platform": "gpu",
+                "peak_device_bytes": device_bytes, "round": round_index,
+                **({"train_flops_per_sample": 1e6} if impl == "cvae_jax" else {})}  # as the references report
+
+    results = [rec("cvae_jax", "step", s, 3 * 2**20, i) for i, s in enumerate((100.0, 300.0, 200.0))]
+    results += [rec("cvae_jax", "fused", s, 5 * 2**20, i) for i, s in enumerate((400.0, 600.0, 500.0))]
+    results += [rec("torch", "", s, None, i) for i, s in enumerate((50.0, 250.0, 125.0))]
+    results += [{"kind": "error", "module": "x", "arg": "{}", "error": ["boom"]}]
+    rows = {(r["impl"], r["mode"]): r for r in summarize(results, peak=1e9)}
+    assert rows[("cvae_jax", "step")]["samples_per_s"] == 200.0 and rows[("cvae_jax", "step")]["rounds"] == 3
+    assert rows[("cvae_jax", "fused")]["samples_per_s"] == 500.0
+    assert rows[("cvae_jax", "fused")]["peak_fraction"] == 500.0 * 1e6 / 1e9
+    assert rows[("torch", "")]["cvae_jax_ratio"] == 500.0 / 125.0  # best cvae_jax median / reference median
+    assert rows[("cvae_jax", "fused")]["peak_device_mib"] == 5 and "peak_device_mib" not in rows[("torch", "")]
+    text = table(list(rows.values()))
+    assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 1.00 | 50% | 1024 | 5 |  |" in text
+    assert "| mlp-vae | 128 | torch |  | 1 | 125 | 1.00 |  | 1024 |  | 4.00x |" in text
