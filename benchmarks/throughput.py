@@ -44,6 +44,17 @@ def _device_env(devices: int) -> dict[str, str]:
     return {"XLA_FLAGS": flags} if flags else {}
 
 
+MIN_STEPS = 10
+
+
+def short_epochs(samples: int, batch_sizes: list[int]) -> list[str]:
+    """Warnings for batch sizes (global, whatever the device count) whose epochs hold fewer than
+    MIN_STEPS steps: the timed unit is an epoch, and an epoch of a few steps is dominated by
+    per-epoch overhead and timer noise."""
+    return [f"--samples {samples} gives {samples // b} steps per epoch at batch {b}: timings over so few "
+            f"steps are noisy; use --samples >= {MIN_STEPS * b}" for b in batch_sizes if samples // b < MIN_STEPS]
+
+
 def plan(args) -> list[dict[str, Any]]:
     cells = []
     for model in args.model:
@@ -161,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = _run_cell("benchmarks.jax_cell", "matmul")
     emit(peak)
     results = []
+    for warning in short_epochs(args.samples, args.batch_size):
+        print(f"warning: {warning}", file=sys.stderr)
     cells = plan(args)
     for round_index in range(args.rounds):
         # Rotate the order each round so no cell always runs first (or right after a heavy one).

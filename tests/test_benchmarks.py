@@ -133,3 +133,12 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
     text = table(list(rows.values()))
     assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 1.00 | 50% | 1024 | 5 |  |" in text
     assert "| mlp-vae | 128 | torch |  | 1 | 125 | 1.00 |  | 1024 |  | 4.00x |" in text
+
+
+def test_short_epochs_are_flagged():
+    from benchmarks.throughput import MIN_STEPS, short_epochs
+
+    assert short_epochs(60000, [32, 128, 1024, 4096]) == []  # 14 steps at 4096
+    [warning] = short_epochs(30720, [128, 4096])  # 7 steps at 4096
+    assert "7 steps per epoch at batch 4096" in warning and f">= {MIN_STEPS * 4096}" in warning
+    assert len(short_epochs(4096, [32, 1024, 4096])) == 2
