@@ -110,7 +110,8 @@ class VAE(nn.Module):
 def measure(spec: dict) -> dict:
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     a, batch = ARCH[spec["model"]], int(spec["batch"])
     images, labels = random_data(int(spec.get("samples", 60000)), batch)
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)  # NCHW, as PyTorch users store it
@@ -129,7 +130,7 @@ def measure(spec: dict) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
@@ -137,8 +138,8 @@ def measure(spec: dict) -> dict:
     times = [epoch() for _ in range(int(spec.get("repeats", 5)))]
     return record(spec["impl"], spec, times, first, n, torch=torch.__version__,
                   threads=torch.get_num_threads(), flush_denormal=True, platform=device.type,
-                  device_kind=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  **({"peak_device_bytes": torch.cuda.max_memory_allocated()} if device.type == "cuda" else {}))
+                  device_kind=torch.cuda.get_device_name() if cuda else "cpu",
+                  **({"peak_device_bytes": torch.cuda.max_memory_allocated()} if cuda else {}))
 
 
 if __name__ == "__main__":

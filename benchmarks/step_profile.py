@@ -25,15 +25,10 @@ ROWS = ("step", "grad", "update", "gather")
 
 
 def _median_ms(fn, steps: int, repeats: int) -> float:
-    import jax
+    from benchmarks.jax_cell import _timed
 
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times) / steps
+    _timed(fn)  # warm-up
+    return 1e3 * statistics.median(_timed(fn) for _ in range(repeats)) / steps
 
 
 def kernel_counts(hlo: str) -> dict[str, int]:
@@ -48,6 +43,7 @@ def profile(spec: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from benchmarks.common import random_data
     from benchmarks.jax_cell import _device_info
     from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
     from cvae_jax.run import build, init_for
@@ -57,11 +53,10 @@ def profile(spec: dict) -> dict:
     config = config_for(spec["model"], batch, spec.get("set", []))
     parts = build(config, IMAGE_SHAPE, NUM_CLASSES)
     state = init_for(parts, config, IMAGE_SHAPE, NUM_CLASSES)
-    rng = np.random.default_rng(0)
     n = batch * steps
-    data = {"image": jnp.asarray(rng.random((n, *IMAGE_SHAPE), np.float32)),
-            "label": jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32))}
-    perm = jnp.asarray(rng.permutation(n).astype(np.int32))
+    images, labels = random_data(n, batch)
+    data = {"image": jnp.asarray(images), "label": jnp.asarray(labels.astype(np.int32))}
+    perm = jnp.asarray(np.random.default_rng(1).permutation(n).astype(np.int32))
     key = jax.random.key(0)
     tx, c = parts.tx, config.train
 
@@ -112,7 +107,7 @@ def profile(spec: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.throughput import _csv, _run_cell
+    from benchmarks.throughput import _csv, _run_cell, check_choices
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=_csv(str), default=["mlp-vae"])
@@ -123,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object per (model, batch)")
     args = p.parse_args(argv)
     from benchmarks.models import MODELS
-    for name in args.model:
-        if name not in MODELS:
-            p.error(f"--model {name!r}: choose from {', '.join(MODELS)}")
+    check_choices(p, "--model", args.model, MODELS)
     if args.steps < 1 or args.repeats < 1 or any(b < 1 for b in args.batch_size):
         p.error("--steps, --repeats and --batch-size must be >= 1")
     print("| model | batch | step ms | grad ms | update ms | gather ms | samples/s | GFLOP/s | fusions | "

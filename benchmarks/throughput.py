@@ -125,6 +125,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_choices(parser: argparse.ArgumentParser, flag: str, values: list[str], choices) -> None:
+    """A usage error naming the first of `values` that is not one of `choices`."""
+    for value in values:
+        if value not in choices:
+            parser.error(f"{flag} {value!r}: choose from {', '.join(choices)}")
+
+
 def _csv(kind):
     return lambda text: [kind(v) for v in text.split(",") if v]
 
@@ -148,15 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.model, args.batch_size, args.mode = ["article-vae"], [128], ["step", "fused"]
         args.rounds, args.repeats, args.samples = 1, 2, 16384
-    for name in args.model:
-        if name not in MODELS:
-            p.error(f"--model {name!r}: choose from {', '.join(MODELS)}")
-    for mode in args.mode:
-        if mode not in MODES:
-            p.error(f"--mode {mode!r}: choose from {', '.join(MODES)}")
-    for ref in args.compare:
-        if ref not in REFERENCES:
-            p.error(f"--compare {ref!r}: choose from {', '.join(REFERENCES)}")
+    check_choices(p, "--model", args.model, MODELS)
+    check_choices(p, "--mode", args.mode, MODES)
+    check_choices(p, "--compare", args.compare, REFERENCES)
     if any(b < 1 for b in args.batch_size) or any(d < 1 for d in args.devices):
         p.error("--batch-size and --devices must be >= 1")
 
@@ -169,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if result.get("kind") == "error":
             print(f"cell failed: {result}", file=sys.stderr)
 
+    for warning in short_epochs(args.samples, args.batch_size):  # before any measuring
+        print(f"warning: {warning}", file=sys.stderr)
     peak = _run_cell("benchmarks.jax_cell", "matmul")
     emit(peak)
     results = []
-    for warning in short_epochs(args.samples, args.batch_size):
-        print(f"warning: {warning}", file=sys.stderr)
     cells = plan(args)
     for round_index in range(args.rounds):
         # Rotate the order each round so no cell always runs first (or right after a heavy one).
