@@ -15,16 +15,12 @@ against flax):
   images): one matmul to every tap's output and shifted sums (`conv_output_taps`), whose
   gradients are plain matmuls (conv VAE step: 102 -> 92 ms), the kernel's as in wide_matmul
   (2.3 -> 0.7 ms for 3x3x32x1 at batch 128);
-- strided conv with many input channels, on CPU (`conv_patches`): one matmul over the input's
-  patches, which the kernel gradient reuses; XLA:CPU's forward and kernel gradient took ~12 ms of a
-  conv VAE step for 32 -> 64 channels at stride 2 (14x14 -> 7x7, batch 128);
 - transposed conv: XLA's kernel gradient is an rhs-dilated convolution run by a slow generic
   loop (286 of a conv VAE step's 394 ms), its input gradient a strided convolution; here both are
   one matmul against the concatenated strided rows of the output gradient (119 -> 102 ms). On CPU
   the forward too is one matmul, to every tap's output (`_conv_transpose_taps`; XLA:CPU convolves
-  the zero-dilated input, 4x the work at stride 2), and strided rows are read from the stride
-  phases of the array (one transpose, then contiguous slices): conv VAE step at batch 128 ~93 ->
-  ~80 ms, at batch 32 ~15 -> ~13.7 ms;
+  the zero-dilated input, 4x the work at stride 2): conv VAE train step at batch 128 ~101 -> ~90 ms,
+  at batch 32 ~18.6 -> ~16.8 ms (one process, round-robin, medians);
 - dense kernel gradient of a wide-input layer (in >= 8 x out, batch >= 64) and of a tall product
   (the tap matmul above, [100,352, 32] x [32, 9]): x^T g reads the big x transposed (6.0 ms for
   25,088 -> 64 at batch 128); (g^T x)^T reads the small g transposed and transposes the result
@@ -109,32 +105,12 @@ def _conv_fwd(x, kernel, stride):
 
 def _tap_rows(padded: jax.Array, starts, size: tuple[int, int], stride: int) -> jax.Array:
     """Rows [N, len(starts)*C] of a padded [B, H, W, C] array: for each (row, col) start, the
-    size[0] x size[1] grid of pixels from there in steps of `stride`, taps concatenated tap-major.
-    On CPU with stride > 1 the array is first split into its stride x stride phases (one transpose)
-    and every tap is a contiguous slice of one phase: XLA:CPU runs strided slices slowly."""
-    batch, height, width, channels = padded.shape
-    if stride == 1 or jax.default_backend() != "cpu":
-        taps = [jax.lax.slice(padded, (0, r, c, 0), (batch, r + stride * (size[0] - 1) + 1,
-                                                     c + stride * (size[1] - 1) + 1, channels), (1, stride, stride, 1))
-                for r, c in starts]
-    else:
-        high_h, high_w = -height % stride, -width % stride
-        padded = jnp.pad(padded, ((0, 0), (0, high_h), (0, high_w), (0, 0)))
-        phases = padded.reshape(batch, (height + high_h) // stride, stride, (width + high_w) // stride, stride,
-                                channels).transpose(2, 4, 0, 1, 3, 5)  # [s, s, B, H/s, W/s, C]
-        taps = [jax.lax.slice(phases[r % stride, c % stride], (0, r // stride, c // stride, 0),
-                              (batch, r // stride + size[0], c // stride + size[1], channels)) for r, c in starts]
+    size[0] x size[1] grid of pixels from there in steps of `stride`, taps concatenated tap-major."""
+    batch, _, _, channels = padded.shape
+    taps = [jax.lax.slice(padded, (0, r, c, 0), (batch, r + stride * (size[0] - 1) + 1,
+                                                 c + stride * (size[1] - 1) + 1, channels), (1, stride, stride, 1))
+            for r, c in starts]
     return jnp.concatenate(taps, axis=-1).reshape(-1, len(starts) * channels)
-
-
-def _patches(x: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
-    """The "SAME" patches of x [B, H, W, C] for a kernel_hw kernel: rows [B*H'*W', kh*kw*C], tap-major
-    (the row order of kernel.reshape(kh*kw*C, C_out) for an HWIO kernel)."""
-    kh, kw = kernel_hw
-    pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
-    out_hw = (-(-x.shape[1] // stride), -(-x.shape[2] // stride))
-    return _tap_rows(jnp.pad(x, ((0, 0), *pads, (0, 0))), [(p, q) for p in range(kh) for q in range(kw)], out_hw,
-                     stride)
 
 
 def _conv_bwd(stride, residuals, grad):
@@ -143,37 +119,15 @@ def _conv_bwd(stride, residuals, grad):
     # the padded input as patches [N, kh*kw*c_in], contracted with grad [N, c_out].
     x, kernel = residuals
     kh, kw, c_in, c_out = kernel.shape
-    patches = _patches(x, (kh, kw), stride)
+    pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    patches = _tap_rows(padded, [(p, q) for p in range(kh) for q in range(kw)], grad.shape[1:3], stride)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
     d_x = jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0]
     return d_x, d_kernel
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_patches(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """lax.conv_general_dilated (NHWC, HWIO, "SAME") as one matmul over the input's patches, which
-    the kernel gradient reuses ((g^T patches)^T); the input gradient is XLA's."""
-    return _conv_patches_fwd(x, kernel, stride)[0]
-
-
-def _conv_patches_fwd(x, kernel, stride):
-    c_out = kernel.shape[-1]
-    patches = _patches(x, kernel.shape[:2], stride)
-    y = patches @ kernel.reshape(-1, c_out)
-    return y.reshape(x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), c_out), (x, patches, kernel)
-
-
-def _conv_patches_bwd(stride, residuals, grad):
-    x, patches, kernel = residuals
-    d_kernel = jax.lax.optimization_barrier(grad.reshape(-1, kernel.shape[-1]).T @ patches).T
-    d_x = jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0]
-    return d_x, d_kernel.reshape(kernel.shape).astype(kernel.dtype)
-
-
-conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
 
 
 def _taps_matrix(kernel: jax.Array) -> jax.Array:
@@ -225,8 +179,6 @@ class Conv(nn.Module):
             y = conv(x, kernel, self.stride)
         elif self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
-        elif self.stride > 1 and jax.default_backend() == "cpu":
-            y = conv_patches(x, kernel, self.stride)
         else:
             y = _conv(x, kernel, self.stride)
         return y + bias
@@ -255,7 +207,7 @@ def _conv_transpose_taps(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Ar
     """lax.conv_transpose "SAME" as one matmul to every tap's output, t = x @ [c_in, kh*kw*c_out], then
     for each of the stride x stride output phases the sum of its taps' maps, shifted into place, and
     the phases interleaved. XLA:CPU runs the transposed convolution over the zero-dilated input
-    (4x the multiply-adds at stride 2): 13 -> 8 ms for 64 -> 32 channels, 14x14 -> 28x28, batch 128."""
+    (4x the multiply-adds at stride 2)."""
     kh, kw, c_in, c_out = kernel.shape
     batch, height, width, _ = x.shape
     taps = (x.reshape(-1, c_in) @ _taps_matrix(kernel)).reshape(batch, height, width, kh, kw, c_out)
