@@ -10,7 +10,12 @@ against flax):
 - conv kernel gradient with few input channels (k*k*c_in <= c_out): XLA lowers it to a
   convolution with the batch as its feature dimension (3.9 ms for a 3x3x1x32 kernel on 28x28
   inputs); here it is one matmul over extracted patches (1.3 ms); with many input channels the
-  patches grow k*k-fold and XLA's form is faster (10 vs 87 ms for 3x3x32x1), so it is kept;
+  patches grow k*k-fold and XLA's form is faster (10 vs 87 ms for 3x3x32x1), so it is kept,
+  except for strided convs on CPU: inside a lax.scan XLA:CPU ran the kernel gradient of the conv
+  VAE's 32 -> 64 channel, stride-2 conv 15x slower than stepped (64 vs 4.4 ms at batch 128), which
+  made fused epochs of conv models 2x slower than stepping. There the kernel gradient is the patch
+  matmul and the input gradient one matmul to every tap's input-side map, summed per stride phase
+  (`_phase_sum`); a conv VAE step in a scan went 128 -> 65 ms (stepped: 86 -> 77 ms);
 - conv with few output channels (k*k*c_out <= c_in, stride 1, e.g. a last layer to 1-channel
   images): one matmul to every tap's output and shifted sums (`conv_output_taps`), whose
   gradients are plain matmuls (conv VAE step: 102 -> 92 ms), the kernel's as in wide_matmul
@@ -94,8 +99,9 @@ def _conv(x, kernel, stride: int):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """lax.conv_general_dilated (NHWC, HWIO, "SAME", equal strides), with the kernel gradient
-    computed as one matmul over the input's patches."""
+    """lax.conv_general_dilated (NHWC, HWIO, "SAME", equal strides), with the kernel gradient computed
+    as one matmul over the input's patches and, on CPU with stride > 1, the input gradient as one
+    matmul to every tap's input-side map, summed over each stride phase of the input."""
     return _conv(x, kernel, stride)
 
 
@@ -123,8 +129,16 @@ def _conv_bwd(stride, residuals, grad):
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     patches = _tap_rows(padded, [(p, q) for p in range(kh) for q in range(kw)], grad.shape[1:3], stride)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
-    d_x = jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0]
-    return d_x, d_kernel
+    if stride == 1 or jax.default_backend() != "cpu":
+        return jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0], d_kernel
+    # x[i] gets g[o] k[a]^T where i = s*o + a - low = s*(o + q) + r, (q, r) = divmod(a - low, s): input
+    # phase r, offset q. XLA:CPU's own input gradient is a transposed convolution over the dilated g.
+    taps_t = kernel.transpose(3, 0, 1, 2).reshape(c_out, kh * kw * c_in)
+    taps = (grad.reshape(-1, c_out) @ taps_t).reshape(*grad.shape[:3], kh, kw, c_in)
+    (low_h, _), (low_w, _) = pads
+    d_x = _phase_sum(taps, [divmod(a - low_h, stride)[::-1] for a in range(kh)],
+                     [divmod(b - low_w, stride)[::-1] for b in range(kw)], stride)
+    return d_x[:, :x.shape[1], :x.shape[2]].astype(x.dtype), d_kernel
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
@@ -179,6 +193,8 @@ class Conv(nn.Module):
             y = conv(x, kernel, self.stride)
         elif self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
+        elif self.stride > 1 and jax.default_backend() == "cpu":
+            y = conv(x, kernel, self.stride)
         else:
             y = _conv(x, kernel, self.stride)
         return y + bias
@@ -209,18 +225,24 @@ def _conv_transpose_taps(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Ar
     the phases interleaved. XLA:CPU runs the transposed convolution over the zero-dilated input
     (4x the multiply-adds at stride 2)."""
     kh, kw, c_in, c_out = kernel.shape
-    batch, height, width, _ = x.shape
-    taps = (x.reshape(-1, c_in) @ _taps_matrix(kernel)).reshape(batch, height, width, kh, kw, c_out)
+    taps = (x.reshape(-1, c_in) @ _taps_matrix(kernel)).reshape(*x.shape[:3], kh, kw, c_out)
     # Tap a adds x[i] k[a] at output row p = low + s*i - a = s*(i + d) + r: phase r, offset d.
     (low_h, _), (low_w, _) = _transpose_padding(kh, stride), _transpose_padding(kw, stride)
-    rows = [((low_h - a) % stride, (low_h - a) // stride) for a in range(kh)]
-    cols = [((low_w - b) % stride, (low_w - b) // stride) for b in range(kw)]
+    return _phase_sum(taps, [divmod(low_h - a, stride)[::-1] for a in range(kh)],
+                      [divmod(low_w - b, stride)[::-1] for b in range(kw)], stride)
+
+
+def _phase_sum(taps: jax.Array, rows, cols, stride: int) -> jax.Array:
+    """taps [B, H, W, kh, kw, C] -> y [B, s*H, s*W, C], y[s*m + r, s*n + c] = the sum over the taps (a, b)
+    with rows[a] = (r, d) and cols[b] = (c, e) of taps[m - d, n - e, a, b] (zero outside [0, H) x [0, W)):
+    each of the s*s output phases sums its taps' maps, shifted into place; the phases are interleaved."""
+    batch, height, width, kh, kw, channels = taps.shape
     phases = [[sum((_shift(_shift(taps[:, :, :, a, b], rows[a][1], 1, height), cols[b][1], 2, width)
                     for a in range(kh) if rows[a][0] == r for b in range(kw) if cols[b][0] == c),
-                   jnp.zeros((batch, height, width, c_out), taps.dtype))
+                   jnp.zeros((batch, height, width, channels), taps.dtype))
                for c in range(stride)] for r in range(stride)]
     y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, H, s, W, s, C]
-    return y.reshape(batch, height * stride, width * stride, c_out)
+    return y.reshape(batch, height * stride, width * stride, channels)
 
 
 def _conv_transpose_fwd(x, kernel, stride):
