@@ -10,12 +10,13 @@ against flax):
 - conv kernel gradient with few input channels (k*k*c_in <= c_out): XLA lowers it to a
   convolution with the batch as its feature dimension (3.9 ms for a 3x3x1x32 kernel on 28x28
   inputs); here it is one matmul over extracted patches (1.3 ms); with many input channels the
-  patches grow k*k-fold and XLA's form is faster (10 vs 87 ms for 3x3x32x1), so it is kept,
-  except for strided convs on CPU: inside a lax.scan XLA:CPU ran the kernel gradient of the conv
-  VAE's 32 -> 64 channel, stride-2 conv 15x slower than stepped (64 vs 4.4 ms at batch 128), which
-  made fused epochs of conv models 2x slower than stepping. There the kernel gradient is the patch
-  matmul and the input gradient one matmul to every tap's input-side map, summed per stride phase
-  (`_phase_sum`); a conv VAE step in a scan went 128 -> 65 ms (stepped: 86 -> 77 ms);
+  patches grow k*k-fold and XLA's form is faster stepped (10 vs 87 ms for 3x3x32x1) -- but
+  inside a lax.scan XLA:CPU runs its own kernel gradients up to 15x slower than stepped (the conv
+  VAE's 32 -> 64 channel, stride-2 conv: 64 vs 4.4 ms at batch 128), which made fused epochs of
+  conv models 2-4x slower than stepping. So on CPU every conv not taken by `conv_output_taps` uses
+  the patch-matmul kernel gradient, and the input gradient is one matmul to every tap's input-side
+  map, summed per stride phase (`_phase_sum`): a conv VAE step in a scan 128 -> 65 ms (stepped 86
+  -> 77 ms); fused epochs, now the fastest mode for conv models too, are the default everywhere;
 - conv with few output channels (k*k*c_out <= c_in, stride 1, e.g. a last layer to 1-channel
   images): one matmul to every tap's output and shifted sums (`conv_output_taps`), whose
   gradients are plain matmuls (conv VAE step: 102 -> 92 ms), the kernel's as in wide_matmul
@@ -100,8 +101,8 @@ def _conv(x, kernel, stride: int):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """lax.conv_general_dilated (NHWC, HWIO, "SAME", equal strides), with the kernel gradient computed
-    as one matmul over the input's patches and, on CPU with stride > 1, the input gradient as one
-    matmul to every tap's input-side map, summed over each stride phase of the input."""
+    as one matmul over the input's patches and, on CPU, the input gradient as one matmul to every
+    tap's input-side map, summed over each stride phase of the input."""
     return _conv(x, kernel, stride)
 
 
@@ -129,10 +130,10 @@ def _conv_bwd(stride, residuals, grad):
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     patches = _tap_rows(padded, [(p, q) for p in range(kh) for q in range(kw)], grad.shape[1:3], stride)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
-    if stride == 1 or jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu":
         return jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0], d_kernel
     # x[i] gets g[o] k[a]^T where i = s*o + a - low = s*(o + q) + r, (q, r) = divmod(a - low, s): input
-    # phase r, offset q. XLA:CPU's own input gradient is a transposed convolution over the dilated g.
+    # phase r, offset q. XLA:CPU's own input gradient (a transposed convolution) is slow in a scan.
     taps_t = kernel.transpose(3, 0, 1, 2).reshape(c_out, kh * kw * c_in)
     taps = (grad.reshape(-1, c_out) @ taps_t).reshape(*grad.shape[:3], kh, kw, c_in)
     (low_h, _), (low_w, _) = pads
@@ -174,9 +175,10 @@ def conv_output_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 class Conv(nn.Module):
     """A 2-D convolution with the parameters and values of flax's
-    nn.Conv(features, (k, k), strides=(s, s), padding="SAME"), with the patch-matmul kernel gradient
-    where its patches are small (k*k*c_in <= features, e.g. a first layer on 1-channel images) and
-    as `conv_output_taps` where its outputs are few (stride 1, k*k*features <= c_in)."""
+    nn.Conv(features, (k, k), strides=(s, s), padding="SAME"): `conv_output_taps` where its outputs are
+    few (stride 1, k*k*features <= c_in), else the patch-matmul kernel gradient where its patches are
+    small (k*k*c_in <= features, e.g. a first layer on 1-channel images) and on CPU (where XLA's own
+    conv gradients are slow inside lax.scan); XLA's convolution otherwise."""
 
     features: int
     kernel_size: int = 3
@@ -187,13 +189,14 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = _cast_params(self, x, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
         # The patches are no larger than the output gradient only when k*k*c_in <= c_out; the tap maps
-        # no larger than the input only when k*k*c_out <= c_in; otherwise XLA's convolution is faster.
+        # no larger than the input only when k*k*c_out <= c_in; otherwise XLA's convolution is faster
+        # stepped, but on CPU not inside a scan (fused epochs), so there `conv` is taken anyway.
         taps = self.kernel_size ** 2
         if taps * x.shape[-1] <= self.features:
             y = conv(x, kernel, self.stride)
         elif self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
-        elif self.stride > 1 and jax.default_backend() == "cpu":
+        elif jax.default_backend() == "cpu":
             y = conv(x, kernel, self.stride)
         else:
             y = _conv(x, kernel, self.stride)

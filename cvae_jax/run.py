@@ -68,11 +68,11 @@ def init_for(parts: Parts, config: Config, image_shape, num_classes: int) -> Tra
 
 
 def steps_per_call(config: Config, steps_per_epoch: int) -> int:
-    """Configured, or auto: a whole epoch per call, except convolutional models on CPU (1 per call)."""
+    """Configured, or auto: a whole epoch per call (the fastest mode measured for every benchmarked
+    model on CPU and GPU; see docs/performance.md)."""
     if config.train.steps_per_call:
         return min(config.train.steps_per_call, steps_per_epoch)
-    has_conv = bool(config.model.encoder_conv or config.model.decoder_conv)
-    return 1 if has_conv and jax.default_backend() == "cpu" else steps_per_epoch
+    return steps_per_epoch
 
 
 def _check_fits(config: Config, dataset: data_lib.Dataset, global_batch: int, num_shards: int) -> None:

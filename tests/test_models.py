@@ -103,10 +103,9 @@ def _layer_cases():
     from cvae_jax import layers
 
     # (ours, flax's, input shape). ConvTranspose: strides 2 and 3 (the tap-output forward on CPU).
-    # Conv: the first three take the patch kernel gradient (k*k*c_in <= features), the fourth and the
-    # seventh and eighth (strides 2, 3; odd sizes) too, with the tap-matmul input gradient on CPU, the
-    # fifth and sixth conv_output_taps (stride 1, k*k*features <= c_in), the last XLA's. Dense: the
-    # first two take wide_matmul (in >= 8 out, batch >= 64).
+    # Conv: the fifth and sixth take conv_output_taps (stride 1, k*k*features <= c_in), the others the
+    # patch kernel gradient (k*k*c_in <= features; on CPU always, with the tap-matmul input gradient;
+    # strides 1, 2, 3, odd sizes). Dense: the first two take wide_matmul (in >= 8 out, batch >= 64).
     return [
         *[(layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
           for shape, f in [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)]],
@@ -151,8 +150,8 @@ def test_layers_take_the_custom_gradient_where_documented():
         text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
         kind = type(ours).__name__
         output_taps = kind == "Conv" and ours.stride == 1 and 9 * ours.features <= shape[-1]
-        strided_cpu = kind == "Conv" and ours.stride > 1 and jax.default_backend() == "cpu"
-        expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features or output_taps or strided_cpu,
+        cpu = jax.default_backend() == "cpu"
+        expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features or output_taps or cpu,
                     "Dense": shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]
         assert ("custom_vjp" in text) == expected, (kind, shape)  # output taps: the tap matmul's kernel grad
         if kind == "Conv":
