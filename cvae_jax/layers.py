@@ -134,8 +134,7 @@ def _conv_bwd(stride, residuals, grad):
         return jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0], d_kernel
     # x[i] gets g[o] k[a]^T where i = s*o + a - low = s*(o + q) + r, (q, r) = divmod(a - low, s): input
     # phase r, offset q. XLA:CPU's own input gradient (a transposed convolution) is slow in a scan.
-    taps_t = kernel.transpose(3, 0, 1, 2).reshape(c_out, kh * kw * c_in)
-    taps = (grad.reshape(-1, c_out) @ taps_t).reshape(*grad.shape[:3], kh, kw, c_in)
+    taps = (grad.reshape(-1, c_out) @ kernel.reshape(-1, c_out).T).reshape(*grad.shape[:3], kh, kw, c_in)
     (low_h, _), (low_w, _) = pads
     d_x = _phase_sum(taps, [divmod(a - low_h, stride)[::-1] for a in range(kh)],
                      [divmod(b - low_w, stride)[::-1] for b in range(kw)], stride)
@@ -192,11 +191,10 @@ class Conv(nn.Module):
         # no larger than the input only when k*k*c_out <= c_in; otherwise XLA's convolution is faster
         # stepped, but on CPU not inside a scan (fused epochs), so there `conv` is taken anyway.
         taps = self.kernel_size ** 2
-        if taps * x.shape[-1] <= self.features:
-            y = conv(x, kernel, self.stride)
-        elif self.stride == 1 and taps * self.features <= x.shape[-1]:
+        small_patches = taps * x.shape[-1] <= self.features
+        if not small_patches and self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
-        elif jax.default_backend() == "cpu":
+        elif small_patches or jax.default_backend() == "cpu":
             y = conv(x, kernel, self.stride)
         else:
             y = _conv(x, kernel, self.stride)
