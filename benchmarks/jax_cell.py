@@ -124,14 +124,19 @@ def measure(spec: dict) -> dict:
             return state
 
     _timed(epoch)  # warm-up (allocations, caches); not counted
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = [_timed(epoch) for _ in range(repeats)]
+    # Host pages touched for the first time while timing: temporaries that the allocator handed back
+    # to the OS and faults in again on every call (see "Host memory" in benchmarks/RESULTS.md).
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (repeats * steps)
     seconds = statistics.median(times)
     samples_per_s = steps * global_batch / seconds
     label = f"{mode} ({' '.join(spec['set'])})" if spec.get("set") else mode
     return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": label,
             "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
             "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
-            "achieved_flops_per_s": flops * samples_per_s, **_memory(), **_device_info()}
+            "achieved_flops_per_s": flops * samples_per_s, "host_page_faults_per_step": faults, **_memory(),
+            **_device_info()}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python -m benchmarks.throughput --model article-vae,article-cvae --batch-size 32,128 --mode step,fused
     python -m benchmarks.throughput --model mlp-vae --devices 1,2,4,8 --json   # virtual CPU devices
     python -m benchmarks.throughput --model article-vae --compare keras,torch  # needs pip install .[compare]
+    python -m benchmarks.throughput --table benchmarks/results/cpu_full_cvae.jsonl  # re-render saved lines
 
 Every cell (implementation x model x batch x mode x devices) runs in its own fresh process, one at a
 time; cells are interleaved round by round so that a noisy machine hurts all alike, and the table
@@ -125,6 +126,28 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], float | None]:
+    """The measurements and the median matmul peak in files of JSON lines written by --out/--json."""
+    results, peaks = [], []
+    for path in paths:
+        try:
+            with open(path) as f:
+                lines = [(n, line) for n, line in enumerate(f, 1) if line.strip().startswith("{")]
+        except OSError as e:
+            raise SystemExit(f"--table: cannot read {path}: {e.strerror}")
+        for n, line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"--table: {path}:{n} is not a JSON object ({e.msg}); pass files written by --out")
+            if record.get("kind") == "matmul_peak" and record.get("flops_per_s"):
+                peaks.append(record["flops_per_s"])
+            results.append(record)
+    if not any(r.get("kind") == "train" for r in results):
+        raise SystemExit(f"--table: no training measurements in {', '.join(paths)}")
+    return results, statistics.median(peaks) if peaks else None
+
+
 def check_choices(parser: argparse.ArgumentParser, flag: str, values: list[str], choices) -> None:
     """A usage error naming the first of `values` that is not one of `choices`."""
     for value in values:
@@ -151,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument("--table", nargs="+", metavar="FILE",
+                   help="measure nothing: print the summary table of JSON lines saved with --out")
     args = p.parse_args(argv)
+    if args.table:
+        results, peak = load_results(args.table)
+        print(table(summarize(results, peak)))
+        return 0
     if args.quick:
         args.model, args.batch_size, args.mode = ["article-vae"], [128], ["step", "fused"]
         args.rounds, args.repeats, args.samples = 1, 2, 16384

@@ -8,6 +8,11 @@ block from its heap and never give freed memory back to the OS, so the next step
 The cost: the process keeps its peak memory until it exits.
 
 cvae_jax applies it on import on Linux with glibc; set CVAE_JAX_KEEP_FREED_MEMORY=0 to opt out.
+
+What it cannot reach: XLA's worker threads allocate from glibc's per-thread arenas, whose heaps
+hold at most 64 MB, and glibc always mmaps (and on free unmaps) a bigger block there. One call
+whose temporaries exceed that (article CVAE stepped at batch 1024) still faults them in each time;
+MALLOC_ARENA_MAX=1 in the environment avoids it at a cost to small batches (docs/performance.md).
 """
 
 from __future__ import annotations

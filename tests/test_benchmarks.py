@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax.run import build, init_for
 
@@ -33,9 +35,10 @@ def test_flops_match_the_closed_form_of_the_layers():
                                       + 28 * 28 * 9 * 32)
 
 
-def test_quick_mode_runs_and_reports_every_cell():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+def test_quick_mode_runs_and_reports_every_cell(tmp_path):
+    saved = tmp_path / "quick.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json", "--out", str(saved)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     peak = [r for r in lines if r["kind"] == "matmul_peak"]
@@ -45,9 +48,31 @@ def test_quick_mode_runs_and_reports_every_cell():
     for r in train:
         assert r["samples_per_s"] > 0 and r["compile_s"] > 0 and r["peak_host_bytes"] > 0
         assert abs(r["steps_per_s"] * r["batch"] - r["samples_per_s"]) < 1e-6 * r["samples_per_s"]
+        assert r["host_page_faults_per_step"] >= 0
         # Achieved FLOP/s cannot beat the machine: a sanity bound on the timing and the FLOP count.
         assert r["achieved_flops_per_s"] < 2 * peak[0]["flops_per_s"]
     assert "| article-vae | 128 | cvae_jax | fused |" in proc.stdout
+    # --table re-renders the saved lines: the same table as the run printed, nothing measured again.
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    again = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--table", str(saved)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines() == printed and len(printed) == 4
+
+
+def test_table_of_missing_or_corrupt_files_says_what_is_wrong(tmp_path):
+    from benchmarks.throughput import main
+
+    with pytest.raises(SystemExit, match="cannot read .*nope.jsonl"):
+        main(["--table", str(tmp_path / "nope.jsonl")])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "train", "samples_per_s": 1}\n{"kind": "tra\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:2 is not a JSON object"):
+        main(["--table", str(bad)])
+    peak_only = tmp_path / "peak.jsonl"
+    peak_only.write_text('{"kind": "matmul_peak", "flops_per_s": 1e9}\n')
+    with pytest.raises(SystemExit, match="no training measurements"):
+        main(["--table", str(peak_only)])
 
 
 def test_reference_architectures_match_the_cvae_jax_models():

@@ -49,6 +49,7 @@ def test_whole_runs_agree_across_modes_and_repeat_exactly():
     assert r["sharded_repeat"] == 0.0 and r["history_repeat_equal"]  # reproducible for a fixed device count
     assert r["sharded_vs_pmap"] < 1e-5 and r["history_sharded_vs_pmap"] < 1e-2
     assert r["conv_sharded_vs_pmap"] < 1e-5  # a conv model, one step per call, too
+    assert r["conv_fused_vs_one_step"] < 1e-5  # and its fused epochs (CPU conv gradients in a sharded scan)
     assert r["single_vs_sharded_1"] == 0.0 and r["history_single_equal"]
     assert r["per_device_vs_global"] == 0.0  # 8 per device x 8 devices is the global batch 64
     assert r["eight_vs_one_device"] > 1e-4  # other device count, other shards and noise: other numbers
