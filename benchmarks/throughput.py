@@ -90,9 +90,11 @@ def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[st
             groups.setdefault(_key(r), []).append(r)
     rows = []
     for key, rs in groups.items():
-        med = statistics.median(r["samples_per_s"] for r in rs)
+        speeds = [r["samples_per_s"] for r in rs]
+        med = statistics.median(speeds)
         row = {"model": key[0], "batch": key[1], "impl": key[2], "mode": key[3], "devices": key[4],
-               "samples_per_s": med, "rounds": len(rs), "compile_s": statistics.median(r["compile_s"] for r in rs)}
+               "samples_per_s": med, "rounds": len(rs), "spread": (max(speeds) - min(speeds)) / med,
+               "compile_s": statistics.median(r["compile_s"] for r in rs)}
         if peak and rs[0].get("train_flops_per_sample"):
             physical = 1 if rs[0].get("platform") == "cpu" else key[4]  # virtual CPU devices share the cores
             row["peak_fraction"] = med * rs[0]["train_flops_per_sample"] / (peak * physical)
@@ -113,16 +115,17 @@ def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[st
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | batch | impl | mode | devices | samples/s | compile s | peak frac. | host MiB | device MiB | "
-            "cvae_jax / this |")
+    head = ("| model | batch | impl | mode | devices | samples/s | spread | compile s | peak frac. | host MiB | "
+            "device MiB | cvae_jax / this |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         frac = f"{r['peak_fraction']:.0%}" if "peak_fraction" in r else ""
         ratio = f"{r['cvae_jax_ratio']:.2f}x" if "cvae_jax_ratio" in r else ""
         device = f"{r['peak_device_mib']:.0f}" if "peak_device_mib" in r else ""  # none on XLA:CPU
+        spread = f"{r['spread']:.0%}" if r.get("rounds", 1) > 1 else ""
         lines.append(f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
-                     f"{r['samples_per_s']:,.0f} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | {device} | "
-                     f"{ratio} |")
+                     f"{r['samples_per_s']:,.0f} | {spread} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | "
+                     f"{device} | {ratio} |")
     return "\n".join(lines)
 
 

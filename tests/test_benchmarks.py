@@ -156,8 +156,9 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
     assert rows[("torch", "")]["cvae_jax_ratio"] == 500.0 / 125.0  # best cvae_jax median / reference median
     assert rows[("cvae_jax", "fused")]["peak_device_mib"] == 5 and "peak_device_mib" not in rows[("torch", "")]
     text = table(list(rows.values()))
-    assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 1.00 | 50% | 1024 | 5 |  |" in text
-    assert "| mlp-vae | 128 | torch |  | 1 | 125 | 1.00 |  | 1024 |  | 4.00x |" in text
+    assert rows[("torch", "")]["spread"] == (250.0 - 50.0) / 125.0  # (max - min) / median over rounds
+    assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |" in text
+    assert "| mlp-vae | 128 | torch |  | 1 | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |" in text
 
 
 def test_short_epochs_are_flagged():
