@@ -32,6 +32,37 @@ ARCH = {
 }
 
 
+# Widest first: the vector extension that bounds a float32 matmul on this CPU.
+_VECTOR_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "asimd")
+
+
+def describe_cpu(cpuinfo: str) -> dict[str, Any]:
+    """The host CPU from /proc/cpuinfo text: model name, family/model numbers (which tell, say, a Zen 3
+    from a Zen 4 EPYC when both are named "AMD EPYC") and the widest vector ISA. Results from two
+    instances of one "machine class" differ by up to 2.5x when one lacks AVX-512; ratios measured in
+    one run stay comparable, absolutes only with the same CPU."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
+    family, model = fields.get("cpu family"), fields.get("model")
+    return {"cpu_model": fields.get("model name", "?"),
+            "cpu_family_model": f"{family}/{model}" if family and model else "?",
+            "cpu_isa": next((isa for isa in _VECTOR_ISAS if isa in flags), "?")}
+
+
+def host_cpu() -> dict[str, Any]:
+    """describe_cpu of this machine; "?" fields where /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return describe_cpu(f.read())
+    except OSError:
+        return describe_cpu("")
+
+
 def random_data(samples: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`samples` rounded down to whole batches: float32 images in [0, 1) [N, 28, 28, 1], int labels [N]."""
     n = (samples // batch) * batch

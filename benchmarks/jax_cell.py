@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import host_cpu
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax import loop, parallel
 from cvae_jax.config import ParallelConfig
@@ -32,7 +33,7 @@ from cvae_jax.train import make_train_step
 
 def _device_info() -> dict:
     dev = jax.local_devices()[0]
-    return {"platform": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__}
+    return {"platform": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__, **host_cpu()}
 
 
 def matmul_flops(n: int, repeats: int = 10) -> float:

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             emit(result)
     rows = summarize(results, peak.get("flops_per_s"))
     print(f"\nmatmul peak: {peak.get('flops_per_s', float('nan')) / 1e9:.0f} GFLOP/s "
-          f"({peak.get('device_kind', '?')}, float32, n={peak.get('n')})", file=sys.stderr)
+          f"({peak.get('device_kind', '?')}, float32, n={peak.get('n')}; host CPU {peak.get('cpu_model', '?')}, "
+          f"family/model {peak.get('cpu_family_model', '?')}, {peak.get('cpu_isa', '?')})", file=sys.stderr)
     print(table(rows))
     failed = [r for r in results if r.get("kind") == "error"]
     return 1 if failed else 0

@@ -168,3 +168,19 @@ def test_short_epochs_are_flagged():
     [warning] = short_epochs(30720, [128, 4096])  # 7 steps at 4096
     assert "7 steps per epoch at batch 4096" in warning and f">= {MIN_STEPS * 4096}" in warning
     assert len(short_epochs(4096, [32, 1024, 4096])) == 2
+
+
+def test_the_host_cpu_is_described_by_its_first_processor_and_widest_vector_isa():
+    from benchmarks.common import describe_cpu
+
+    def block(model_name, family, model, flags):
+        return f"processor\t: 0\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: {model_name}\nflags\t\t: {flags}\n"
+
+    zen4 = block("AMD EPYC", 25, 17, "fpu sse4_2 avx avx2 fma avx512f avx512bw")
+    zen3 = block("AMD EPYC", 25, 1, "fpu sse4_2 avx avx2 fma")
+    assert describe_cpu(zen4) == {"cpu_model": "AMD EPYC", "cpu_family_model": "25/17", "cpu_isa": "avx512f"}
+    assert describe_cpu(zen3)["cpu_isa"] == "avx2" and describe_cpu(zen3)["cpu_family_model"] == "25/1"
+    # Only the first processor counts; a second block with other flags does not change the answer.
+    assert describe_cpu(zen3 + "\n" + zen4)["cpu_isa"] == "avx2"
+    assert describe_cpu("Features\t: fp asimd\n")["cpu_isa"] == "asimd"  # aarch64 names its flags so
+    assert describe_cpu("") == {"cpu_model": "?", "cpu_family_model": "?", "cpu_isa": "?"}
