@@ -10,6 +10,14 @@ update (`update`), the on-device batch gather (`gather`) — as ms per step (med
 calls, blocking on the result). Also the compiled step's kernel counts (XLA fusions and library
 calls such as cuBLAS GEMMs, read from the compiled HLO) and the achieved FLOP/s. Pieces do not add
 up exactly to the step: XLA fuses across their borders.
+
+`--ops N` also traces one call of the step (jax.profiler, no extra packages) and lists the N
+compiled ops (XLA instructions: fusions, dots, library calls) that took longest, as ms per step,
+with each op's shape and the JAX operation it came from. On XLA:CPU independent ops run at the same
+time on different threads, and ops handed to a thread pool (Eigen's dots) show only their launch:
+read the list as "where to look", not as parts that sum to the step.
+
+    python -m benchmarks.step_profile --model article-cvae --batch-size 128 --ops 12
 """
 
 from __future__ import annotations
@@ -36,6 +44,57 @@ def kernel_counts(hlo: str) -> dict[str, int]:
     def count(op: str) -> int:  # instructions `name = <type, maybe a tuple> op(operands)`, one per line
         return len(re.findall(rf"= [^=\n]* {op}\(", hlo))
     return {"fusions": count("fusion"), "library_calls": count("custom-call")}
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ")
+
+
+def hlo_instructions(hlo: str) -> dict[str, dict[str, str]]:
+    """Each instruction of a compiled module's text: its result shape and the JAX operation it came
+    from (the op_name metadata, e.g. "jit(run)/while/body/.../Dense_0/dot_general")."""
+    found = {}
+    for line in hlo.splitlines():
+        m = _INSTRUCTION.match(line)
+        if m:
+            op = re.search(r'op_name="([^"]*)"', line)
+            found.setdefault(m.group(1), {"shape": m.group(2), "op_name": op.group(1) if op else ""})
+    return found
+
+
+def op_times(trace_events: list[dict], instructions: dict[str, dict[str, str]], steps: int,
+             top: int) -> list[dict]:
+    """The `top` compiled instructions by total traced time ("X" events named after them), as ms
+    and calls per step, longest first; events of anything else (Python, the runtime) are left out."""
+    total: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    for e in trace_events:
+        name = e.get("name")
+        if e.get("ph") == "X" and name in instructions:
+            total[name] = total.get(name, 0.0) + float(e.get("dur", 0.0))  # microseconds
+            calls[name] = calls.get(name, 0) + 1
+    ranked = sorted(total, key=total.get, reverse=True)[:top]
+    return [{"name": n, "ms_per_step": total[n] / 1e3 / steps, "calls_per_step": calls[n] / steps,
+             **instructions[n]} for n in ranked]
+
+
+def traced_op_times(fn, hlo: str, steps: int, top: int) -> list[dict]:
+    """Run fn() once under jax.profiler.trace and rank the compiled module's ops by time (op_times)."""
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            jax.block_until_ready(fn())
+        paths = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
+        if not paths:
+            raise RuntimeError(f"jax.profiler wrote no *.trace.json.gz under {tmp}: cannot rank ops")
+        with gzip.open(paths[0]) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    return op_times(events, hlo_instructions(hlo), steps, top)
 
 
 def profile(spec: dict) -> dict:
@@ -98,12 +157,13 @@ def profile(spec: dict) -> dict:
           "grad": _median_ms(lambda: g_fn(p), steps, repeats),
           "update": _median_ms(lambda: u_fn(p, o), steps, repeats),
           "gather": _median_ms(d_fn, steps, repeats)}
+    ops = traced_op_times(run_steps, compiled.as_text(), steps, int(spec["ops"])) if spec.get("ops") else []
     flops = training_flops_per_sample(parts.model, p)
     samples_per_s = batch / (ms["step"] / 1e3)
     return {"kind": "step_profile", "model": spec["model"], "batch": batch, "set": spec.get("set", []),
             "steps": steps, **{f"{k}_ms": v for k, v in ms.items()}, "samples_per_s": samples_per_s,
             "achieved_flops_per_s": flops * samples_per_s, "train_flops_per_sample": flops,
-            "compile_s": compile_s, **kernel_counts(compiled.as_text()), **_device_info()}
+            "compile_s": compile_s, **kernel_counts(compiled.as_text()), "ops": ops, **_device_info()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,19 +175,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per compiled scan")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per piece (median)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="also list the N compiled ops that took longest in one traced call")
     p.add_argument("--json", action="store_true", help="print one JSON object per (model, batch)")
     args = p.parse_args(argv)
     from benchmarks.models import MODELS
     check_choices(p, "--model", args.model, MODELS)
     if args.steps < 1 or args.repeats < 1 or any(b < 1 for b in args.batch_size):
         p.error("--steps, --repeats and --batch-size must be >= 1")
+    if args.ops < 0:
+        p.error("--ops must be >= 0 (0: no op list)")
     print("| model | batch | step ms | grad ms | update ms | gather ms | samples/s | GFLOP/s | fusions | "
           "library calls |\n|---|---|---|---|---|---|---|---|---|---|", file=sys.stderr if args.json else sys.stdout,
           flush=True)
-    failed = 0
+    failed, op_lists = 0, []
     for model in args.model:
         for batch in args.batch_size:
-            spec = {"model": model, "batch": batch, "steps": args.steps, "repeats": args.repeats, "set": args.set}
+            spec = {"model": model, "batch": batch, "steps": args.steps, "repeats": args.repeats, "set": args.set,
+                    "ops": args.ops}
             r = _run_cell("benchmarks.step_profile", json.dumps(spec))  # a fresh process per cell
             if r.get("kind") == "error":
                 failed += 1
@@ -139,7 +204,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {model} | {batch} | " + " | ".join(f"{r[f'{k}_ms']:.3f}" for k in ROWS)
                       + f" | {r['samples_per_s']:,.0f} | {r['achieved_flops_per_s'] / 1e9:,.0f} | {r['fusions']} | "
                       f"{r['library_calls']} |", flush=True)
+                op_lists.append((model, batch, r["ops"]))
+    for model, batch, ops in op_lists if args.ops else []:
+        print(ops_table(model, batch, ops))
     return 1 if failed else 0
+
+
+def ops_table(model: str, batch: int, ops: list[dict]) -> str:
+    """The longest ops of one profiled step as a markdown table (the JAX operation shortened to the
+    part after the scan body's prefix)."""
+    lines = [f"\n{model}, batch {batch}: the longest compiled ops (one traced call; times overlap on CPU)\n",
+             "| ms/step | calls/step | op | shape | from |", "|---|---|---|---|---|"]
+    for o in ops:
+        origin = o["op_name"].split("/body/", 1)[-1].replace("closed_call/", "")
+        lines.append(f"| {o['ms_per_step']:.3f} | {o['calls_per_step']:g} | {o['name']} | {o['shape']} | {origin} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def test_set_overrides_reach_the_measured_config():
 
 def test_step_profile_times_the_step_and_its_pieces():
     proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--model", "article-vae",
-                           "--batch-size", "64", "--steps", "4", "--repeats", "2", "--json"], cwd=ROOT,
+                           "--batch-size", "64", "--steps", "4", "--repeats", "2", "--ops", "3", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [r] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -122,6 +122,32 @@ def test_step_profile_times_the_step_and_its_pieces():
     assert abs(r["samples_per_s"] - 64 / (r["step_ms"] / 1e3)) < 1e-6 * r["samples_per_s"]
     assert r["train_flops_per_sample"] == _flops("article-vae")
     assert r["fusions"] > 0 and r["compile_s"] > 0
+    # The traced op list: the three longest compiled ops of the step, longest first, each with its
+    # shape and the JAX operation it came from.
+    times = [o["ms_per_step"] for o in r["ops"]]
+    assert len(times) == 3 and times == sorted(times, reverse=True) and times[-1] > 0
+    assert all(o["shape"] and o["calls_per_step"] > 0 for o in r["ops"])
+    assert any(o["op_name"].startswith("jit(") for o in r["ops"])  # traced back to the JAX program
+
+
+def test_op_times_rank_the_compiled_instructions_by_traced_time():
+    from benchmarks.step_profile import hlo_instructions, op_times
+
+    hlo = """
+  %dot.7 = f32[32,64]{1,0} dot(%a, %b), metadata={op_name="jit(run)/while/body/encoder/Dense_0/dot_general"}
+  ROOT %fusion.2 = f32[25088,64]{1,0} fusion(%c), kind=kLoop, calls=%fc, metadata={op_name="jit(run)/add"}
+  %copy.1 = f32[3]{0} copy(%d)
+"""
+    instructions = hlo_instructions(hlo)
+    assert instructions["dot.7"] == {"shape": "f32[32,64]{1,0}", "op_name": "jit(run)/while/body/encoder/Dense_0/dot_general"}
+    assert instructions["fusion.2"]["op_name"] == "jit(run)/add" and instructions["copy.1"]["op_name"] == ""
+    events = [{"ph": "X", "name": "dot.7", "dur": 300.0}, {"ph": "X", "name": "dot.7", "dur": 500.0},
+              {"ph": "X", "name": "fusion.2", "dur": 1000.0}, {"ph": "X", "name": "copy.1", "dur": 10.0},
+              {"ph": "X", "name": "$api.py:2479 block_until_ready", "dur": 9e6},  # not an instruction
+              {"ph": "i", "name": "fusion.2", "dur": 9e6}]  # not a complete ("X") event
+    ranked = op_times(events, instructions, steps=2, top=2)
+    assert [o["name"] for o in ranked] == ["fusion.2", "dot.7"]
+    assert ranked[0]["ms_per_step"] == 0.5 and ranked[1]["ms_per_step"] == 0.4 and ranked[1]["calls_per_step"] == 1.0
 
 
 def test_kernel_counts_reads_fusions_and_library_calls_from_hlo_text():
