@@ -179,3 +179,25 @@ def test_split_blocks_divide_a_long_contraction_into_blocks_near_512():
     assert (split_blocks(25088), split_blocks(8192), split_blocks(4608)) == (49, 16, 9)
     assert split_blocks(1000) == 2 and split_blocks(257 * 263) == 257  # blocks of 500 and 263
     assert split_blocks(8209) == 1 and split_blocks(300) == 1  # a prime; too short for two blocks
+
+
+def test_split_matmul_sums_bfloat16_blocks_in_float32():
+    """The blocked product of a long bfloat16 layer is no coarser than bfloat16 rounding of the exact
+    product (its 16 partial products are summed in float32), in value and gradients."""
+    from cvae_jax.layers import split_matmul
+
+    x = jax.random.normal(jax.random.key(0), (4, 8192))
+    kernel = jax.random.normal(jax.random.key(1), (8192, 6)) / 90.0
+    exact = np.asarray(x, np.float64) @ np.asarray(kernel, np.float64)
+    xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+    inputs_exact = np.asarray(xb, np.float64) @ np.asarray(kb, np.float64)  # the rounded inputs, exactly
+    y = split_matmul(xb, kb)
+    assert y.dtype == jnp.bfloat16
+    scale = np.abs(exact).max()
+    # One bfloat16 rounding of the output (2^-8 relative) from the exact product of the rounded inputs.
+    np.testing.assert_allclose(np.asarray(y, np.float64), inputs_exact, atol=2.0 ** -8 * scale)
+    dx, dk = jax.grad(lambda x, k: jnp.sum(split_matmul(x, k).astype(jnp.float32)), argnums=(0, 1))(xb, kb)
+    np.testing.assert_allclose(np.asarray(dk, np.float64), np.repeat(np.asarray(xb, np.float64).sum(0)[:, None], 6, 1),
+                               atol=2.0 ** -7 * np.abs(np.asarray(xb, np.float64)).sum(0).max())
+    np.testing.assert_allclose(np.asarray(dx, np.float64), np.repeat(np.asarray(kb, np.float64).sum(1)[None], 4, 0),
+                               atol=2.0 ** -7 * 6 * np.abs(np.asarray(kb, np.float64)).max())
