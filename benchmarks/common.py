@@ -38,9 +38,9 @@ _VECTOR_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "asimd")
 
 def describe_cpu(cpuinfo: str) -> dict[str, Any]:
     """The host CPU from /proc/cpuinfo text: model name, family/model numbers (which tell, say, a Zen 3
-    from a Zen 4 EPYC when both are named "AMD EPYC") and the widest vector ISA. Results from two
-    instances of one "machine class" differ by up to 2.5x when one lacks AVX-512; ratios measured in
-    one run stay comparable, absolutes only with the same CPU."""
+    from a Zen 4 EPYC when both are named "AMD EPYC") and the widest vector ISA. Instances of one
+    "machine class" differ (session 18's AVX2 EPYC measured ~2.5x lower than earlier instances);
+    ratios measured in one run stay comparable, absolutes only with the same CPU."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         if not line.strip():

@@ -157,13 +157,14 @@ def profile(spec: dict) -> dict:
           "grad": _median_ms(lambda: g_fn(p), steps, repeats),
           "update": _median_ms(lambda: u_fn(p, o), steps, repeats),
           "gather": _median_ms(d_fn, steps, repeats)}
-    ops = traced_op_times(run_steps, compiled.as_text(), steps, int(spec["ops"])) if spec.get("ops") else []
+    hlo = compiled.as_text()
+    ops = traced_op_times(run_steps, hlo, steps, int(spec["ops"])) if spec.get("ops") else []
     flops = training_flops_per_sample(parts.model, p)
     samples_per_s = batch / (ms["step"] / 1e3)
     return {"kind": "step_profile", "model": spec["model"], "batch": batch, "set": spec.get("set", []),
             "steps": steps, **{f"{k}_ms": v for k, v in ms.items()}, "samples_per_s": samples_per_s,
             "achieved_flops_per_s": flops * samples_per_s, "train_flops_per_sample": flops,
-            "compile_s": compile_s, **kernel_counts(compiled.as_text()), "ops": ops, **_device_info()}
+            "compile_s": compile_s, **kernel_counts(hlo), "ops": ops, **_device_info()}
 
 
 def main(argv: list[str] | None = None) -> int:
