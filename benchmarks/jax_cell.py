@@ -140,6 +140,13 @@ def measure(spec: dict) -> dict:
             **_device_info()}
 
 
+def no_compile_cache() -> None:
+    """Compile times are measured, so never loaded from a persistent compilation cache that the user
+    or the test suite (JAX_COMPILATION_CACHE_DIR) has set up; called by each cell process."""
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
 if __name__ == "__main__":
+    no_compile_cache()
     arg = sys.argv[1]
     print(json.dumps(matmul_peak() if arg == "matmul" else measure(json.loads(arg))))

@@ -1,3 +1,19 @@
+"""Shared fixtures. Every test and the subprocesses they start (which inherit os.environ) share one
+persistent XLA compilation cache for the session: the suite starts ~40 fresh processes that compile
+the same programs (a CLI run compiled 76 programs in 13 of its 23 s; with the cache warm it took
+10 s). A cached executable is the same compiled program, so results are unchanged; the benchmarks
+switch the cache off, since they time compilation."""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before jax is imported; pytest-xdist workers inherit it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cvae_jax_test_xla_cache_")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 import numpy as np
 import pytest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +36,21 @@ def test_flops_match_the_closed_form_of_the_layers():
                                       + 28 * 28 * 9 * 32)
 
 
+def _own_cache(tmp_path: Path) -> dict[str, str]:
+    """The environment with a persistent compilation cache of the test's own (tmp_path/xla_cache)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache")}
+
+
+def _wrote_to_cache(tmp_path: Path) -> list[str]:
+    return [p.name for p in (tmp_path / "xla_cache").glob("*")]
+
+
 def test_quick_mode_runs_and_reports_every_cell(tmp_path):
     saved = tmp_path / "quick.jsonl"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json", "--out", str(saved)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not _wrote_to_cache(tmp_path)  # compile times are measured, never loaded from a cache
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     peak = [r for r in lines if r["kind"] == "matmul_peak"]
     train = [r for r in lines if r["kind"] == "train"]
@@ -111,11 +122,12 @@ def test_set_overrides_reach_the_measured_config():
     assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
 
 
-def test_step_profile_times_the_step_and_its_pieces():
+def test_step_profile_times_the_step_and_its_pieces(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--model", "article-vae",
                            "--batch-size", "64", "--steps", "4", "--repeats", "2", "--ops", "3", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not _wrote_to_cache(tmp_path)
     [r] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert (r["model"], r["batch"], r["steps"]) == ("article-vae", 64, 4)
     assert all(r[f"{piece}_ms"] > 0 for piece in ("step", "grad", "update", "gather"))
