@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from cvae_jax import inference
 from cvae_jax.config import ConfigError, apply_overrides, get_config
 from cvae_jax.models import build_model
 from cvae_jax.train import init_state
@@ -231,3 +232,23 @@ def test_split_matmul_sums_bfloat16_blocks_in_float32():
                                atol=2.0 ** -7 * np.abs(np.asarray(xb, np.float64)).sum(0).max())
     np.testing.assert_allclose(np.asarray(dx, np.float64), np.repeat(np.asarray(kb, np.float64).sum(1)[None], 4, 0),
                                atol=2.0 ** -7 * 6 * np.abs(np.asarray(kb, np.float64)).max())
+
+
+def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():
+    cfg = apply_overrides(get_config("cvae"), ["model.latent_dim=3", "model.encoder_hidden=16", "model.decoder_hidden=16"])
+    model = build_model(cfg.model, (28, 28, 1))
+    x, c = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1)), jnp.eye(10)[:4]
+    params = model.init(jax.random.key(0), x, c)
+    by_hand = model.apply(params, x, c, method=model.encode)  # flax, op by op
+    assert np.allclose(inference.encode(model, params, x, c)[0], by_hand[0], atol=1e-6)
+    compiled = inference.encode.jitted._cache_size()
+    assert compiled >= 1
+    # A model with a list field cannot be a compile-time constant: the same function runs it op by op.
+    unhashable = model.clone(encoder=model.encoder.clone(hidden=[16]))
+    with pytest.raises(TypeError):
+        hash(unhashable)
+    assert np.allclose(inference.encode(unhashable, params, x, c)[0], by_hand[0], atol=1e-6)
+    assert inference.encode.jitted._cache_size() == compiled  # not through the compiled path
+    key = jax.random.key(2)
+    np.testing.assert_allclose(inference.sample(unhashable, params, key, 4, c), inference.sample(model, params, key, 4, c),
+                               atol=1e-6)
