@@ -44,7 +44,8 @@ def _compiled(*static: int):
     """The decorated fn(model, ...) as one compiled program per model and input shapes, the model (and
     the arguments at positions `static`) compile-time constants; a model that cannot be hashed (a
     custom prior with, say, a list field) runs op by op instead, with the same values up to rounding.
-    Run op by op, a fresh process compiled each operation on its own (a run's pictures: 6 s)."""
+    Op by op, a fresh process compiles every operation on its own: a run's pictures took 7.1 s so,
+    5.3 s compiled (CVAE with a 2-D latent, 2-core CPU)."""
     def wrap(fn):
         jitted = jax.jit(fn, static_argnums=(0, *static))
 

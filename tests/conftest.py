@@ -1,5 +1,5 @@
 """Shared fixtures. Every test and the subprocesses they start (which inherit os.environ) share one
-persistent XLA compilation cache for the session: the suite starts ~40 fresh processes that compile
+persistent XLA compilation cache for the session: many tests start fresh processes that compile
 the same programs (a CLI run compiled 76 programs in 13 of its 23 s; with the cache warm it took
 10 s). A cached executable is the same compiled program, so results are unchanged; the benchmarks
 switch the cache off, since they time compilation."""
