@@ -50,12 +50,12 @@ def _compiled(*static: int):
         jitted = jax.jit(fn, static_argnums=(0, *static))
 
         @functools.wraps(fn)
-        def call(model, *args):
+        def call(model, *args, **kwargs):
             try:
                 hash(model)
             except TypeError:
-                return fn(model, *args)
-            return jitted(model, *args)
+                return fn(model, *args, **kwargs)
+            return jitted(model, *args, **kwargs)
         call.jitted = jitted
         return call
     return wrap

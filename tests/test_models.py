@@ -252,3 +252,6 @@ def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():
     key = jax.random.key(2)
     np.testing.assert_allclose(inference.sample(unhashable, params, key, 4, c), inference.sample(model, params, key, 4, c),
                                atol=1e-6)
+    # Keyword arguments still reach the function (num by name stays a compile-time constant).
+    np.testing.assert_array_equal(inference.sample(model, params, key, num=4, condition=c),
+                                  inference.sample(model, params, key, 4, c))
