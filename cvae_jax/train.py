@@ -210,7 +210,7 @@ def make_eval_step(terms_fn: Callable):
 
 def evaluate_dataset(eval_step: Callable, params, data: dict[str, np.ndarray], batch_size: int, key) -> dict[str, float]:
     """Mean per-example terms over a whole split; the last batch is padded and masked, so one shape compiles."""
-    n = len(data["image"])
+    n = len(next(iter(data.values())))
     batch_size = min(batch_size, n)
     totals = None
     for batch_index, start in enumerate(range(0, n, batch_size)):

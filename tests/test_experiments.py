@@ -58,3 +58,14 @@ def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
     # the trained run is a real run directory: the CLI scores with it
     run = tmp_path / "runs" / "holdout_0" / "run"
     assert (run / "config.json").exists()
+
+
+def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):
+    _run("molecules.py", "--train", "512", "--test", "100", "--epochs", "1", "--samples", "40", tmp_path=tmp_path)
+    result = json.loads((tmp_path / "results" / "molecules.json").read_text())
+    assert result["data"]["train_molecules"] == 512 and len(result["history"]) == 2
+    assert result["history"][1]["test"]["neg_elbo"] < result["history"][0]["test"]["neg_elbo"]
+    assert 0 <= result["active_units"] <= 32
+    assert result["samples"]["num_samples"] == 40 and 0.0 <= result["samples"]["validity"] <= 1.0
+    assert set(result["control"]) == set(result["levels"]) == {"logp", "tpsa", "mw"}
+    assert all(len(rows) == 3 and rows[0]["target"] < rows[2]["target"] for rows in result["levels"].values())

@@ -1,0 +1,173 @@
+"""A (conditional) VAE over token sequences, e.g. SMILES strings (Gomez-Bombarelli et al. 2018 with a
+GRU decoder fed the previous token, as in Bowman et al. 2016 and Lim et al. 2018's molecular CVAE).
+
+  encoder: embed tokens -> GRU (stops at each row's end token) -> [final state, c] -> (mean, log_var)
+  decoder: h0 = tanh([z, c] W0); GRU over the previous tokens, [z, c] added to every step's gates
+           -> logits over the vocabulary at every position
+  p(x | z, c) = prod_t Categorical(x_t | x_<t, z, c), over the tokens up to and including EOS.
+
+Batches are {"tokens": int32 [B, L], "condition": float32 [B, C]} (see cvae_jax.smiles). The prior is
+any `cvae_jax.priors.Prior` that does not need an image encoder (standard normal by default), so
+the KL, its schedules and free bits are those of the image models.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cvae_jax import distributions as D
+from cvae_jax import objectives, priors, recurrent
+from cvae_jax.models import VAE
+from cvae_jax.smiles import BOS, EOS, PAD
+
+
+class SmilesEncoder(nn.Module):
+    vocab_size: int
+    latent_dim: int
+    embed_dim: int = 64
+    hidden: int = 256
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, condition: jax.Array | None = None):
+        length = jnp.sum(tokens != PAD, axis=1)
+        gates = nn.Dense(3 * self.hidden, name="input")(nn.Embed(self.vocab_size, self.embed_dim)(tokens))
+        w_h, b_hn = recurrent.Recurrent(self.hidden, name="recurrent")()
+        h0 = jnp.zeros((tokens.shape[0], self.hidden), gates.dtype)
+        _, h = recurrent.run(gates, h0, w_h, b_hn, length)
+        if condition is not None:
+            h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
+        return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="log_var")(h)
+
+
+class SmilesDecoder(nn.Module):
+    vocab_size: int
+    length: int  # tokens per sequence, the EOS included
+    embed_dim: int = 64
+    hidden: int = 512
+    word_dropout: float = 0.0  # training only: share of previous tokens hidden from the decoder (Bowman et al.)
+
+    def setup(self):
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        self.input = nn.Dense(3 * self.hidden)
+        self.context = nn.Dense(3 * self.hidden, use_bias=False)
+        self.initial = nn.Dense(self.hidden)
+        self.recurrent = recurrent.Recurrent(self.hidden)
+        self.out_kernel = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, self.vocab_size))
+        self.out_bias = self.param("out_bias", nn.initializers.zeros, (self.vocab_size,))
+
+    def _start(self, z, condition):
+        context = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
+        # Every token's input gates, as one [vocab, 3H] table: a gather per step instead of a product.
+        table = self.input(self.embed.embedding)
+        return table, self.context(context), jnp.tanh(self.initial(context))
+
+    def __call__(self, z: jax.Array, condition: jax.Array | None, tokens: jax.Array,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        """Teacher forcing: logits [B, L, vocab] of every position given the tokens before it. With a
+        `dropout_key` and word_dropout > 0, that share of the previous tokens (never BOS) is replaced
+        by PAD, so the decoder must take more from z: a cure for posterior collapse."""
+        table, context_gates, h0 = self._start(z, condition)
+        previous = jnp.concatenate([jnp.full((tokens.shape[0], 1), BOS, tokens.dtype), tokens[:, :-1]], axis=1)
+        if dropout_key is not None and self.word_dropout > 0:
+            hide = jax.random.bernoulli(dropout_key, self.word_dropout, previous.shape).at[:, 0].set(False)
+            previous = jnp.where(hide, PAD, previous)
+        w_h, b_hn = self.recurrent()
+        states, _ = recurrent.run(table[previous] + context_gates[:, None], h0, w_h, b_hn)
+        return states @ self.out_kernel + self.out_bias
+
+    def generate(self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0):
+        """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD."""
+        table, context_gates, h0 = self._start(z, condition)
+        w_h, b_hn = self.recurrent()
+        rows = z.shape[0]
+
+        def body(carry, t):
+            h, previous, done = carry
+            h = recurrent.update(table[previous] + context_gates, h, w_h, b_hn)
+            logits = h @ self.out_kernel + self.out_bias
+            if temperature == 0:
+                token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            else:
+                token = jax.random.categorical(jax.random.fold_in(key, t), logits / temperature).astype(jnp.int32)
+            token = jnp.where(done, PAD, token)
+            return (h, token, done | (token == EOS)), token
+
+        start = (h0, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
+        _, tokens = jax.lax.scan(body, start, jnp.arange(self.length))
+        return tokens.T
+
+
+class SmilesVAE(VAE):
+    """VAE (condition_dim = 0) or CVAE over token sequences; prior, KL and sampling as in `VAE`."""
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition_dim > 0
+
+    def encode(self, tokens: jax.Array, condition: jax.Array | None = None):
+        if tokens.ndim != 2 or tokens.shape[1] != self.decoder.length or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"tokens must be integers of shape [N, {self.decoder.length}] for this model, got "
+                             f"{tokens.dtype} {tuple(tokens.shape)} (see cvae_jax.smiles.encode)")
+        self._check(condition, tokens.shape[0])
+        return self.encoder(tokens, condition)
+
+    def decode(self, z: jax.Array, condition: jax.Array | None = None, tokens: jax.Array | None = None,
+               dropout_key: jax.Array | None = None):
+        if tokens is None:
+            raise ValueError("a sequence decoder scores tokens given the ones before them: pass tokens=, "
+                             "or use generate() to draw new sequences")
+        self._check(condition, z.shape[0])
+        return {"token_logits": self.decoder(z, condition, tokens, dropout_key)}
+
+    def generate(self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0):
+        self._check(condition, z.shape[0])
+        return self.decoder.generate(z, condition, key, temperature)
+
+    def __call__(self, tokens: jax.Array, condition: jax.Array | None = None):
+        mean, _ = self.encode(tokens, condition)
+        self.prior_log_prob(mean, condition)
+        return self.decode(mean, condition, tokens)
+
+
+def build(vocab_size: int, length: int, *, latent_dim: int = 32, condition_dim: int = 0, embed_dim: int = 64,
+          encoder_hidden: int = 256, decoder_hidden: int = 512, word_dropout: float = 0.0,
+          prior: priors.Prior | None = None) -> SmilesVAE:
+    return SmilesVAE(encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
+                     decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout),
+                     prior=prior if prior is not None else priors.StandardNormal(latent_dim),
+                     condition_dim=condition_dim)
+
+
+def token_log_likelihood(tokens: jax.Array, logits: jax.Array) -> jax.Array:
+    """log p(tokens | logits) per row [B]: summed over the positions before PAD (the EOS included)."""
+    log_p = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(tokens != PAD, log_p, 0.0), axis=1)
+
+
+WORD_DROPOUT = 3  # key purpose inside a step, after objectives' BINARIZE, LATENT, PRIOR_LATENT
+
+
+def make_terms(model: SmilesVAE, *, training: bool = False) -> Callable:
+    """terms(params, batch, key) -> {"recon", "kl", "neg_elbo"} [B] (+ "kl_per_dim" for N(0, I)), in nats
+    per sequence, with one reparameterized z ~ q(z | x, c): the same conventions as the image models.
+    `training` applies the decoder's word dropout (the loss); evaluation scores the model without it."""
+
+    def terms(params, batch, key):
+        tokens = batch["tokens"]
+        condition = batch["condition"].astype(jnp.float32) if model.conditional else None
+        mean, log_var = model.apply(params, tokens, condition, method=model.encode)
+        z = D.sample_diag_gaussian(jax.random.fold_in(key, objectives.LATENT), mean, log_var)
+        dropout_key = jax.random.fold_in(key, WORD_DROPOUT) if training else None
+        logits = model.apply(params, z, condition, tokens, dropout_key, method=model.decode)["token_logits"]
+        recon = -token_log_likelihood(tokens, logits)
+        kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
+        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+        if isinstance(model.prior, priors.StandardNormal):
+            out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
+        return out
+
+    return terms

@@ -1,0 +1,129 @@
+"""SMILES strings as token sequences: tokenizer, vocabulary, padded integer arrays, MOSES files.
+
+Tokens are atoms and bonds as chemists write them (Schwaller et al. 2019's regular expression):
+bracket atoms such as `[nH]` or `[C@@H]`, two-letter `Br` / `Cl`, ring-closure digits, `%nn`.
+A sequence array is int32 [N, L]: the tokens, then one EOS, then PAD up to L. The decoder reads
+BOS followed by the same row shifted right, so BOS never appears in the array.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+PAD, BOS, EOS = 0, 1, 2
+SPECIAL = ("<pad>", "<bos>", "<eos>")
+_TOKEN = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
+
+
+def tokenize(smiles: str) -> list[str]:
+    """The tokens of one SMILES string; raises ValueError on characters no token covers."""
+    tokens = _TOKEN.findall(smiles)
+    if "".join(tokens) != smiles:
+        covered = 0
+        for token in tokens:  # findall skips what it cannot match: find the first gap
+            if smiles.startswith(token, covered):
+                covered += len(token)
+            else:
+                break
+        raise ValueError(f"SMILES {smiles!r} has a character no token covers at position {covered} "
+                         f"({smiles[covered:covered + 5]!r}...)")
+    return tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Token <-> id. Ids 0, 1, 2 are PAD, BOS, EOS; the rest are sorted tokens."""
+
+    tokens: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    def ids(self) -> dict[str, int]:
+        return {token: i for i, token in enumerate(self.tokens)}
+
+    def to_json(self) -> str:
+        return json.dumps(list(self.tokens))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Vocab":
+        tokens = tuple(json.loads(text))
+        if tokens[:3] != SPECIAL:
+            raise ValueError(f"not a SMILES vocabulary: it must start with {SPECIAL}, got {tokens[:3]}")
+        return cls(tokens)
+
+
+def build_vocab(smiles: Iterable[str]) -> Vocab:
+    seen = set()
+    for s in smiles:
+        seen.update(tokenize(s))
+    return Vocab(SPECIAL + tuple(sorted(seen)))
+
+
+def encode(smiles: Sequence[str], vocab: Vocab, length: int) -> np.ndarray:
+    """int32 [N, length]: tokens, EOS, PAD. Raises ValueError for a string longer than length - 1
+    tokens or with a token outside the vocabulary (naming the string)."""
+    ids = vocab.ids()
+    out = np.full((len(smiles), length), PAD, np.int32)
+    for row, s in enumerate(smiles):
+        tokens = tokenize(s)
+        if len(tokens) >= length:
+            raise ValueError(f"SMILES {s!r} has {len(tokens)} tokens; sequences of length {length} hold at most "
+                             f"{length - 1} (one place is the end token): raise the length or filter the data")
+        unknown = [t for t in tokens if t not in ids]
+        if unknown:
+            raise ValueError(f"SMILES {s!r} has tokens outside the vocabulary: {unknown}")
+        out[row, :len(tokens)] = [ids[t] for t in tokens]
+        out[row, len(tokens)] = EOS
+    return out
+
+
+def decode(rows: np.ndarray, vocab: Vocab) -> list[str]:
+    """SMILES strings of int rows [N, L]: the tokens before the first EOS (PAD and BOS skipped)."""
+    out = []
+    for row in np.asarray(rows):
+        text = []
+        for i in row:
+            if i == EOS:
+                break
+            if i > EOS:
+                text.append(vocab.tokens[i])
+        out.append("".join(text))
+    return out
+
+
+def lengths(rows: np.ndarray) -> np.ndarray:
+    """Tokens per row including the EOS (the positions the likelihood scores)."""
+    return np.sum(np.asarray(rows) != PAD, axis=1)
+
+
+def load_csv(path: str | Path, limit: int | None = None, column: str = "SMILES") -> list[str]:
+    """The `column` of a (gzipped) CSV with a header line, e.g. MOSES's train/test files; the first
+    `limit` rows when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no SMILES file at {path}: give a CSV (or .csv.gz) with a {column!r} column, "
+                                f"e.g. ../shared/data/moses_train.csv.gz")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or column not in reader.fieldnames:
+                raise ValueError(f"{path} has no {column!r} column (its header: {reader.fieldnames})")
+            out = []
+            for row in reader:
+                if limit is not None and len(out) >= limit:
+                    break
+                out.append(row[column].strip())
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} could not be read as a (gzipped) CSV file: {e}") from e
+    return out

@@ -1,0 +1,212 @@
+"""Conditional molecule generation: SMILES tokens, the GRU, the sequence ELBO and a CVAE trained on
+real MOSES molecules, each checked against a second implementation, a closed form or a property."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cvae_jax import chem, molecules, recurrent, sequence, smiles
+from cvae_jax.config import ConfigError, TrainConfig
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAIN, TEST = str(DATA / "moses_train.csv.gz"), str(DATA / "moses_test.csv.gz")
+
+
+@pytest.fixture(scope="module")
+def moses():
+    return smiles.load_csv(TEST, limit=3000)
+
+
+def test_real_moses_smiles_round_trip_through_tokens(moses):
+    vocab = smiles.build_vocab(moses)
+    length = 1 + max(len(smiles.tokenize(s)) for s in moses)
+    rows = smiles.encode(moses, vocab, length)
+    assert smiles.decode(rows, vocab) == moses
+    assert np.all(np.sum(rows == smiles.EOS, axis=1) == 1)
+    assert np.array_equal(smiles.lengths(rows), [len(smiles.tokenize(s)) + 1 for s in moses])
+    assert {"Cl", "Br", "[nH]"} <= set(vocab.tokens)  # multi-character tokens stay whole
+    assert smiles.Vocab.from_json(vocab.to_json()) == vocab
+
+
+def test_bad_smiles_input_gets_clear_errors(moses, tmp_path):
+    vocab = smiles.build_vocab(moses[:100])
+    with pytest.raises(ValueError, match="position 2"):
+        smiles.tokenize("CC{C")
+    with pytest.raises(ValueError, match="at most 3"):
+        smiles.encode(["CCCCC"], vocab, 4)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        smiles.encode(["C[Se]C"], vocab, 10)
+    with pytest.raises(FileNotFoundError, match="moses_train"):
+        smiles.load_csv(tmp_path / "missing.csv.gz")
+    (tmp_path / "x.csv").write_text("smiles_typo\nCCO\n")
+    with pytest.raises(ValueError, match="no 'SMILES' column"):
+        smiles.load_csv(tmp_path / "x.csv")
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="could not be read"):
+        smiles.load_csv(tmp_path / "bad.csv.gz")
+    with pytest.raises(ConfigError, match="properties"):
+        molecules.MoleculeConfig(TRAIN, TEST, properties=("colour",))
+    with pytest.raises(ConfigError, match="batch_size"):
+        molecules.MoleculeConfig(TRAIN, TEST, num_train=10)
+
+
+def test_gru_equals_flax_gru_cell_and_stops_at_each_rows_length():
+    hidden, features = 16, 7
+    inputs = jax.random.normal(jax.random.key(0), (3, 9, features))
+    rnn = nn.RNN(nn.GRUCell(hidden), return_carry=True)
+    variables = rnn.init(jax.random.key(1), inputs)
+    leaves, tree = jax.tree.flatten(variables)  # every weight random, biases included (they start at 0)
+    keys = jax.random.split(jax.random.key(8), len(leaves))
+    variables = jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    carry, expected = rnn.apply(variables, inputs)
+    p = variables["params"]["cell"]
+    w_x = jnp.concatenate([p["ir"]["kernel"], p["iz"]["kernel"], p["in"]["kernel"]], axis=1)
+    b_x = jnp.concatenate([p["ir"]["bias"], p["iz"]["bias"], p["in"]["bias"]])
+    w_h = jnp.concatenate([p["hr"]["kernel"], p["hz"]["kernel"], p["hn"]["kernel"]], axis=1)
+    states, last = recurrent.run(inputs @ w_x + b_x, jnp.zeros((3, hidden)), w_h, p["hn"]["bias"])
+    np.testing.assert_allclose(states, expected, atol=1e-5)
+    np.testing.assert_allclose(last, carry, atol=1e-5)
+    lengths = jnp.array([9, 4, 1])
+    _, stopped = recurrent.run(inputs @ w_x + b_x, jnp.zeros((3, hidden)), w_h, p["hn"]["bias"], lengths)
+    np.testing.assert_allclose(stopped, states[jnp.arange(3), lengths - 1], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny(moses):
+    vocab = smiles.build_vocab(moses)
+    length = 1 + max(len(smiles.tokenize(s)) for s in moses)
+    model = sequence.build(vocab.size, length, latent_dim=4, condition_dim=2, embed_dim=8, encoder_hidden=16,
+                           decoder_hidden=24)
+    tokens = jnp.asarray(smiles.encode(moses[:6], vocab, length))
+    condition = jax.random.normal(jax.random.key(2), (6, 2))
+    params = model.init(jax.random.key(3), tokens, condition)
+    return model, params, tokens, condition
+
+
+def test_greedy_generation_is_what_teacher_forcing_scores_highest(tiny):
+    model, params, _, condition = tiny
+    z = jax.random.normal(jax.random.key(4), (6, 4)) * 3
+    generated = model.apply(params, z, condition, jax.random.key(5), 0.0, method=model.generate)
+    logits = model.apply(params, z, condition, generated, method=model.decode)["token_logits"]
+    # Up to the first EOS every generated token is the argmax given the ones before it; after it, PAD.
+    ended = jnp.cumsum(generated == smiles.EOS, axis=1) - (generated == smiles.EOS)
+    live = ended == 0
+    assert jnp.all(jnp.where(live, jnp.argmax(logits, -1) == generated, generated == smiles.PAD))
+    sampled = model.apply(params, z, condition, jax.random.key(6), 1.0, method=model.generate)
+    again = model.apply(params, z, condition, jax.random.key(6), 1.0, method=model.generate)
+    assert jnp.array_equal(sampled, again) and not jnp.array_equal(sampled, generated)
+
+
+def test_sequence_elbo_terms_match_a_direct_computation(tiny):
+    model, params, tokens, condition = tiny
+    terms = sequence.make_terms(model)
+    key = jax.random.key(7)
+    out = terms(params, {"tokens": tokens, "condition": condition}, key)
+    mean, log_var = model.apply(params, tokens, condition, method=model.encode)
+    z = mean + np.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(key, 1), mean.shape)
+    logits = np.asarray(model.apply(params, z, condition, tokens, method=model.decode)["token_logits"], np.float64)
+    log_p = logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
+    tok = np.asarray(tokens)
+    recon = np.array([-sum(log_p[b, t, tok[b, t]] for t in range(tok.shape[1]) if tok[b, t] != smiles.PAD)
+                      for b in range(len(tok))])
+    kl = 0.5 * np.sum(np.exp(log_var) + mean ** 2 - 1 - log_var, axis=1)
+    np.testing.assert_allclose(out["recon"], recon, rtol=1e-5)
+    np.testing.assert_allclose(out["kl"], kl, rtol=1e-5)
+    np.testing.assert_allclose(out["neg_elbo"], recon + kl, rtol=1e-5)
+    # Each row is scored from its own tokens only: decoding one row alone gives its logits in the batch.
+    alone = model.apply(params, z[:1], condition[:1], tokens[:1], method=model.decode)["token_logits"]
+    np.testing.assert_allclose(alone[0], logits[0], atol=1e-5)
+    # Word dropout hides previous tokens in the training loss only; the reported ELBO is the model's.
+    batch = {"tokens": tokens, "condition": condition}
+    np.testing.assert_array_equal(sequence.make_terms(model, training=True)(params, batch, key)["recon"], out["recon"])
+    dropping = model.clone(decoder=model.decoder.clone(word_dropout=0.5))
+    np.testing.assert_array_equal(sequence.make_terms(dropping)(params, batch, key)["recon"], out["recon"])
+    assert np.all(sequence.make_terms(dropping, training=True)(params, batch, key)["recon"] != out["recon"])
+    with pytest.raises(ValueError, match="tokens must be integers"):
+        model.apply(params, tokens.astype(jnp.float32), condition, method=model.encode)
+    with pytest.raises(ValueError, match="condition must have shape"):
+        model.apply(params, tokens, condition[:3], method=model.encode)
+
+
+def test_chem_metrics_and_properties_against_hand_counts():
+    assert chem.canonical("OCC") == chem.canonical("CCO") and chem.canonical("C1CC") is None
+    metrics = chem.sample_metrics(["CCO", "OCC", "c1ccccc1", "C1CC", "", "Xx"], ["CCO"])
+    assert metrics == {"num_samples": 6, "validity": 3 / 6, "uniqueness": 2 / 3, "novelty": 1 / 2}
+    props = chem.properties(["CCO", "C1CC"], ("mw", "tpsa"))
+    np.testing.assert_allclose(props[0], [2 * 12.011 + 6 * 1.008 + 15.999, 20.23], atol=1e-2)  # O-H: 20.23 A^2
+    assert np.isnan(props[1]).all()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=1024, num_test=256, latent_dim=8, embed_dim=16,
+                                   encoder_hidden=32, decoder_hidden=64,
+                                   train=TrainConfig(epochs=4, batch_size=64, eval_batch_size=128,
+                                                     learning_rate=3e-3))
+    data = molecules.prepare(cfg)
+    model, state, history = molecules.train(cfg, data, log=None)
+    return cfg, data, model, state, history
+
+
+def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
+    cfg, data, model, state, history = trained
+    assert data.train["tokens"].shape == (1024, data.length) and data.train["condition"].shape == (1024, 3)
+    np.testing.assert_allclose(data.train["condition"].mean(0), 0, atol=1e-4)  # standardized on train
+    np.testing.assert_allclose(data.train["condition"].std(0), 1, atol=1e-3)
+    recon_0, recon_4 = history[0]["test"]["recon"], history[-1]["test"]["recon"]
+    uniform = float(np.mean(smiles.lengths(data.test["tokens"]))) * np.log(data.vocab.size)
+    assert recon_0 > 0.9 * uniform and recon_4 < 0.6 * uniform  # far better than guessing tokens
+    rerun = molecules.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), data, log=None)
+    assert rerun[2][1]["test"] == history[1]["test"]  # same seed, same numbers
+    drawn = molecules.generate(model, state.params, jax.random.key(0), data.condition_for({"logp": 2.0}, 50),
+                               data.vocab)
+    assert len(drawn) == 50 and all(isinstance(s, str) for s in drawn)
+    assert set("".join(drawn)) <= set("".join(data.vocab.tokens[3:]))
+    condition = data.condition_for({"logp": 2.0}, 2)
+    np.testing.assert_allclose(condition[:, 0], (2.0 - data.mean[0]) / data.std[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="not on"):
+        data.condition_for({"qed": 0.5}, 2)
+
+
+def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
+    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=256, num_test=64, latent_dim=4, embed_dim=8,
+                                   encoder_hidden=16, decoder_hidden=16,
+                                   train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64))
+    data = molecules.prepare(cfg)
+    _, state, history = molecules.train(cfg, data, workdir=tmp_path / "run", log=None)
+    steps = sorted(p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert [p.name for p in steps] == ["4", "8"]  # one checkpoint per epoch of 4 steps
+    shutil.rmtree(steps[-1])  # as if the process had died during epoch 2
+    _, resumed, history_resumed = molecules.train(cfg, data, workdir=tmp_path / "run", log=None)
+    assert history_resumed[2]["test"] == history[2]["test"]
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    model, params, saved = molecules.load(tmp_path / "run", "latest")
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    assert saved.vocab == data.vocab and np.array_equal(saved.condition_for({"mw": 300.0}, 1),
+                                                        data.condition_for({"mw": 300.0}, 1))
+    assert len(molecules.generate(model, params, jax.random.key(0), saved.condition_for({}, 3), saved.vocab)) == 3
+    other = dataclasses.replace(cfg, latent_dim=5)
+    with pytest.raises(ConfigError, match="another config"):
+        molecules.train(other, data, workdir=tmp_path / "run", log=None)
+    with pytest.raises(ConfigError, match="no molecule run"):
+        molecules.load(_image_run(tmp_path / "images"))
+
+
+def _image_run(workdir):
+    from cvae_jax.config import apply_overrides, get_config
+    from cvae_jax.run import train_and_evaluate
+
+    config = apply_overrides(get_config("vae"), ["train.epochs=1", "model.encoder_hidden=16", "model.decoder_hidden=16",
+                                                 "checkpoint.async_save=false"])
+    train_and_evaluate(config, workdir, progress=False)
+    return workdir
