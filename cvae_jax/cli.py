@@ -185,6 +185,31 @@ def _score(args) -> int:
     return 0
 
 
+def _sample_molecules(args) -> int:
+    import jax
+
+    from cvae_jax import molecules
+
+    targets = {}
+    for item in args.property:
+        name, _, value = item.partition("=")
+        try:
+            targets[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--property takes NAME=NUMBER (e.g. logp=3.0), got {item!r}") from None
+    model, params, data = molecules.load(args.workdir, args.checkpoint)
+    if targets and not model.conditional:
+        raise ValueError("this molecule model is unconditional: it takes no --property")
+    condition = data.condition_for(targets, args.num) if model.conditional else None
+    drawn = molecules.generate(model, params, jax.random.key(args.seed), condition, data.vocab, num=args.num,
+                               temperature=args.temperature)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(drawn) + "\n")
+    print(f"saved {len(drawn)} SMILES to {args.out} (conditioned on {targets or 'the training medians'})",
+          file=sys.stderr)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +281,18 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--out", required=True, help="output .npy of float64 [N] scores; a .json summary beside it")
     score.set_defaults(func=_score)
+
+    mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules")
+    mol.add_argument("--workdir", required=True)
+    mol.add_argument("--checkpoint", default="best", help="best (default, by test -ELBO), latest, or a step number")
+    mol.add_argument("--num", type=int, default=100)
+    mol.add_argument("--property", action="append", default=[], metavar="NAME=VALUE",
+                     help="requested property in its own units, e.g. --property logp=3.0 --property mw=350 "
+                          "(others: the training median)")
+    mol.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    mol.add_argument("--seed", type=int, default=0)
+    mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
+    mol.set_defaults(func=_sample_molecules)
     return parser
 
 

@@ -242,9 +242,13 @@ def _generate_tokens(model, params, z, condition, key, temperature: float) -> np
 def generate(model, params, key, condition: np.ndarray | None, vocab: smiles.Vocab, num: int | None = None,
              temperature: float = 1.0) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if condition is not None:
         condition = jnp.asarray(condition, jnp.float32)
         num = condition.shape[0]
+    if not num or num < 1:
+        raise ValueError(f"the number of molecules to draw must be a positive integer, got {num}")
     z = model.apply(params, jax.random.fold_in(key, 0), num, condition, method=model.prior_sample)
     return smiles.decode(_generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), temperature),
                          vocab)

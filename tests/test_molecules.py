@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import chem, molecules, recurrent, sequence, smiles
+from cvae_jax import chem, cli, molecules, recurrent, sequence, smiles
 from cvae_jax.config import ConfigError, TrainConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -195,6 +195,16 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
     assert saved.vocab == data.vocab and np.array_equal(saved.condition_for({"mw": 300.0}, 1),
                                                         data.condition_for({"mw": 300.0}, 1))
     assert len(molecules.generate(model, params, jax.random.key(0), saved.condition_for({}, 3), saved.vocab)) == 3
+    out = tmp_path / "drawn.smi"
+    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--num", "7", "--property", "logp=2.5",
+                     "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 7 and set("".join(lines)) <= set("".join(data.vocab.tokens[3:]))
+    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "logp=high",
+                     "--out", str(out)]) == 2
+    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "colour=1",
+                     "--out", str(out)]) == 2
+    assert out.read_text().splitlines() == lines  # a failed call leaves the earlier output alone
     other = dataclasses.replace(cfg, latent_dim=5)
     with pytest.raises(ConfigError, match="another config"):
         molecules.train(other, data, workdir=tmp_path / "run", log=None)
