@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from cvae_jax import distributions as D
 from cvae_jax import objectives, priors, recurrent
+from cvae_jax.config import ConfigError
 from cvae_jax.models import VAE
 from cvae_jax.smiles import BOS, EOS, PAD
 
@@ -136,6 +137,9 @@ class SmilesVAE(VAE):
 def build(vocab_size: int, length: int, *, latent_dim: int = 32, condition_dim: int = 0, embed_dim: int = 64,
           encoder_hidden: int = 256, decoder_hidden: int = 512, word_dropout: float = 0.0,
           prior: priors.Prior | None = None) -> SmilesVAE:
+    if prior is not None and prior.needs_encoder:
+        raise ConfigError(f"{type(prior).__name__} needs the encoder's image pseudo-inputs; a sequence model takes "
+                          "priors of z alone (standard normal, learned Gaussian, mixture, flow, or your own)")
     return SmilesVAE(encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
                      decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout),
                      prior=prior if prior is not None else priors.StandardNormal(latent_dim),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import chem, cli, molecules, recurrent, sequence, smiles
+from cvae_jax import chem, cli, molecules, priors, recurrent, sequence, smiles
 from cvae_jax.config import ConfigError, TrainConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -220,3 +220,24 @@ def _image_run(workdir):
                                                  "checkpoint.async_save=false"])
     train_and_evaluate(config, workdir, progress=False)
     return workdir
+
+
+def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
+    model, _, tokens, condition = tiny
+    mixture = sequence.build(model.decoder.vocab_size, model.decoder.length, latent_dim=4, condition_dim=2,
+                             embed_dim=8, encoder_hidden=16, decoder_hidden=24,
+                             prior=priors.MixtureOfGaussians(latent_dim=4, num_components=3))
+    params = mixture.init(jax.random.key(3), tokens, condition)
+    assert "prior" in params["params"]
+    key = jax.random.key(9)
+    out = sequence.make_terms(mixture)(params, {"tokens": tokens, "condition": condition}, key)
+    mean, log_var = mixture.apply(params, tokens, condition, method=mixture.encode)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(key, 1), mean.shape)
+    p = params["params"]["prior"]  # the one-sample KL: log q(z | x) - log p(z), p a 3-component mixture
+    log_q = np.sum(-0.5 * ((z - mean) ** 2 / np.exp(log_var) + log_var + np.log(2 * np.pi)), axis=1)
+    comps = [np.sum(-0.5 * ((z - m) ** 2 / np.exp(v) + v + np.log(2 * np.pi)), axis=1)
+             for m, v in zip(p["means"], p["log_vars"])]
+    log_p = np.log(np.sum(np.exp(np.stack(comps)) * jax.nn.softmax(p["logits"])[:, None], axis=0))
+    np.testing.assert_allclose(out["kl"], log_q - log_p, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="pseudo-inputs"):
+        sequence.build(10, 5, prior=priors.VampPrior(latent_dim=4))
