@@ -131,11 +131,45 @@ def _conditioning(cfg: MoleculeConfig, data: MoleculeData) -> dict:
             "mean": data.mean.tolist(), "std": data.std.tolist(), "median": data.median.tolist()}
 
 
+_PROGRAMS: dict = {}  # compiled functions by (model, what else shapes them): reused within a process
+
+
+def _cached(key, build: Callable):
+    """build(), or what it returned for an equal key earlier in this process. Models with
+    unhashable fields (a custom prior holding a list) are built anew each time."""
+    try:
+        hash(key)
+    except TypeError:
+        return build()
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= 16:
+            _PROGRAMS.clear()
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
 def _fresh_state(cfg: MoleculeConfig, model, tx, length: int):
     tokens = jnp.zeros((2, length), jnp.int32)
     condition = jnp.zeros((2, model.condition_dim)) if model.conditional else None
-    params = jax.jit(model.init)(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
+    init = _cached(("init", model), lambda: jax.jit(model.init))
+    params = init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
     return train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def _programs(model, tc: TrainConfig, steps: int):
+    """(epoch_fn, eval_step, eval terms) of a run: training again, resuming or loading in the same
+    process compiles nothing new."""
+
+    def build():
+        tx = train_lib.make_optimizer(tc)
+        terms = sequence.make_terms(model)
+        loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc,
+                                         total_steps=steps * tc.epochs)
+        epoch_fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(loss, tx), tc.batch_size, steps),
+                           donate_argnums=0)
+        return epoch_fn, jax.jit(train_lib.make_eval_step(terms))
+
+    return _cached(("train", model, json.dumps(dataclasses.asdict(tc), sort_keys=True), steps), build)
 
 
 def _checkpoints(workdir) -> Checkpoints:
@@ -157,11 +191,7 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     n = len(train_set["tokens"])
     steps = n // tc.batch_size
     state = _fresh_state(cfg, model, tx, data.length)
-    terms = sequence.make_terms(model)
-    loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=steps * tc.epochs)
-    epoch_fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(loss, tx), tc.batch_size, steps),
-                       donate_argnums=0)
-    eval_step = jax.jit(train_lib.make_eval_step(terms))
+    epoch_fn, eval_step = _programs(model, tc, steps)
     device_data = jax.device_put(train_set)
     shuffle_key = train_lib.purpose_key(cfg.seed, train_lib.SHUFFLE)
     train_key = train_lib.purpose_key(cfg.seed, train_lib.TRAIN)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from cvae_jax import chem, cli, molecules, priors, recurrent, sequence, smiles
-from cvae_jax.config import ConfigError, TrainConfig
+from cvae_jax.checkpoint import Checkpoints
+from cvae_jax.config import CheckpointConfig, ConfigError, TrainConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN, TEST = str(DATA / "moses_train.csv.gz"), str(DATA / "moses_test.csv.gz")
@@ -87,7 +88,7 @@ def tiny(moses):
                            decoder_hidden=24)
     tokens = jnp.asarray(smiles.encode(moses[:6], vocab, length))
     condition = jax.random.normal(jax.random.key(2), (6, 2))
-    params = model.init(jax.random.key(3), tokens, condition)
+    params = jax.jit(model.init)(jax.random.key(3), tokens, condition)
     return model, params, tokens, condition
 
 
@@ -208,18 +209,10 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
     other = dataclasses.replace(cfg, latent_dim=5)
     with pytest.raises(ConfigError, match="another config"):
         molecules.train(other, data, workdir=tmp_path / "run", log=None)
+    with Checkpoints(tmp_path / "other", CheckpointConfig(async_save=False)) as other_run:  # a run of another kind
+        other_run.save(state, jax.random.key_data(jax.random.key(0)), {"position": {"epoch": 1, "batch": 0}})
     with pytest.raises(ConfigError, match="no molecule run"):
-        molecules.load(_image_run(tmp_path / "images"))
-
-
-def _image_run(workdir):
-    from cvae_jax.config import apply_overrides, get_config
-    from cvae_jax.run import train_and_evaluate
-
-    config = apply_overrides(get_config("vae"), ["train.epochs=1", "model.encoder_hidden=16", "model.decoder_hidden=16",
-                                                 "checkpoint.async_save=false"])
-    train_and_evaluate(config, workdir, progress=False)
-    return workdir
+        molecules.load(tmp_path / "other")
 
 
 def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
@@ -227,10 +220,10 @@ def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
     mixture = sequence.build(model.decoder.vocab_size, model.decoder.length, latent_dim=4, condition_dim=2,
                              embed_dim=8, encoder_hidden=16, decoder_hidden=24,
                              prior=priors.MixtureOfGaussians(latent_dim=4, num_components=3))
-    params = mixture.init(jax.random.key(3), tokens, condition)
+    params = jax.jit(mixture.init)(jax.random.key(3), tokens, condition)
     assert "prior" in params["params"]
     key = jax.random.key(9)
-    out = sequence.make_terms(mixture)(params, {"tokens": tokens, "condition": condition}, key)
+    out = jax.jit(sequence.make_terms(mixture))(params, {"tokens": tokens, "condition": condition}, key)
     mean, log_var = mixture.apply(params, tokens, condition, method=mixture.encode)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(key, 1), mean.shape)
     p = params["params"]["prior"]  # the one-sample KL: log q(z | x) - log p(z), p a 3-component mixture
