@@ -2,7 +2,8 @@
 
     data = molecules.prepare(cfg)                      # SMILES -> tokens; RDKit properties -> condition
     model, state, history = molecules.train(cfg, data) # the library's train step, one fused scan per epoch
-    smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 1000))
+    smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 1000), data.vocab)
+    model, params, data = molecules.load(workdir)      # a run trained with train(..., workdir=...)
 
 The condition is the property vector standardized with the training set's mean and std; ask for
 values in the properties' own units through `MoleculeData.condition_for`. Training is the image
