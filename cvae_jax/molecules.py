@@ -266,7 +266,11 @@ def _generate_jit(model, params, z, condition, key, temperature):
 
 
 def _generate_tokens(model, params, z, condition, key, temperature: float) -> np.ndarray:
-    """Compiled once per model, temperature and shape."""
+    """Compiled once per model, temperature and shape (a model that cannot be hashed runs op by op)."""
+    try:
+        hash(model)
+    except TypeError:
+        return np.asarray(model.apply(params, z, condition, key, float(temperature), method=model.generate))
     return np.asarray(_generate_jit(model, params, z, condition, key, temperature=float(temperature)))
 
 

@@ -234,3 +234,20 @@ def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
     np.testing.assert_allclose(out["kl"], log_q - log_p, rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="pseudo-inputs"):
         sequence.build(10, 5, prior=priors.VampPrior(latent_dim=4))
+
+
+class _TaggedPrior(priors.StandardNormal):
+    tags: list | None = None  # a list field: the model can no longer be hashed
+
+
+def test_generation_runs_an_unhashable_model_op_by_op_with_the_same_samples(tiny, moses):
+    model, params, _, condition = tiny
+    vocab = smiles.build_vocab(moses)
+    unhashable = model.clone(prior=_TaggedPrior(latent_dim=4, tags=["mine"]))
+    with pytest.raises(TypeError):
+        hash(unhashable)
+    key = jax.random.key(11)
+    expected = molecules.generate(model, params, key, condition, vocab)
+    assert molecules.generate(unhashable, params, key, condition, vocab) == expected
+    with pytest.raises(ValueError, match="temperature"):
+        molecules.generate(model, params, key, condition, vocab, temperature=-1.0)
