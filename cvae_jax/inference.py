@@ -40,7 +40,7 @@ def condition_for(model, labels, num_classes: int, num: int) -> jax.Array | None
     return one_hot(labels, num_classes)
 
 
-def _compiled(*static: int):
+def compiled_per_model(*static: int):
     """The decorated fn(model, ...) as one compiled program per model and input shapes, the model (and
     the arguments at positions `static`) compile-time constants; a model that cannot be hashed (a
     custom prior with, say, a list field) runs op by op instead, with the same values up to rounding.
@@ -61,26 +61,26 @@ def _compiled(*static: int):
     return wrap
 
 
-@_compiled()
+@compiled_per_model()
 def encode(model, params, images, condition=None):
     """Posterior (mean, log_var) of q(z | x[, c])."""
     return model.apply(params, images, condition, method=model.encode)
 
 
-@_compiled()
+@compiled_per_model()
 def decode_mean(model, params, z, condition=None) -> jax.Array:
     """The likelihood mean of p(x | z[, c]), in [0, 1]: [N, H, W, C]."""
     return likelihoods.mean(model.apply(params, z, condition, method=model.decode))
 
 
-@_compiled()
+@compiled_per_model()
 def reconstruct(model, params, images, condition=None) -> jax.Array:
     """Decodes the posterior mean of each image."""
     mean, _ = encode(model, params, images, condition)
     return decode_mean(model, params, mean, condition)
 
 
-@_compiled(3)
+@compiled_per_model(3)
 def sample(model, params, key, num: int, condition=None) -> jax.Array:
     """Draws z from the model's prior p(z[ | c]) and returns the decoded likelihood means, [num, H, W, C]."""
     z = model.apply(params, key, num, condition, method=model.prior_sample)

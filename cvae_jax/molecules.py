@@ -14,7 +14,6 @@ models' step (`cvae_jax.train.make_train_step`) with the ELBO, KL schedules and 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import chem, objectives, sequence, smiles
+from cvae_jax import chem, inference, objectives, sequence, smiles
 from cvae_jax import train as train_lib
 from cvae_jax.checkpoint import Checkpoints
 from cvae_jax.config import CheckpointConfig, ConfigError, TrainConfig
@@ -158,8 +157,8 @@ def _fresh_state(cfg: MoleculeConfig, model, tx, length: int):
 
 
 def _programs(model, tc: TrainConfig, steps: int):
-    """(epoch_fn, eval_step, eval terms) of a run: training again, resuming or loading in the same
-    process compiles nothing new."""
+    """(epoch_fn, eval_step) of a run: training again or resuming in the same process compiles
+    nothing new."""
 
     def build():
         tx = train_lib.make_optimizer(tc)
@@ -207,11 +206,11 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
 
     try:
         if ckpts is not None and ckpts.steps():
-            meta = ckpts.read_meta(ckpts.resolve("latest"))
-            if meta.get("molecules") != saved:
+            latest = ckpts.resolve("latest")
+            if ckpts.read_meta(latest).get("molecules") != saved:
                 raise ConfigError(f"{workdir} holds a molecule run with another config or data set; "
                                   "use a new workdir (nothing there was changed)")
-            state, _, meta = ckpts.restore(ckpts.resolve("latest"), state, key_data)
+            state, _, meta = ckpts.restore(latest, state, key_data)
             history = meta["history"]
         else:
             history = [{"epoch": 0, "test": test_scores(0)}]
@@ -260,18 +259,10 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
     return model, state.params, data
 
 
-@functools.partial(jax.jit, static_argnames=("model", "temperature"))
-def _generate_jit(model, params, z, condition, key, temperature):
+@inference.compiled_per_model(5)
+def _generate_tokens(model, params, z, condition, key, temperature: float):
+    """Token rows [N, L] from latents z; compiled once per model, temperature and shape."""
     return model.apply(params, z, condition, key, temperature, method=model.generate)
-
-
-def _generate_tokens(model, params, z, condition, key, temperature: float) -> np.ndarray:
-    """Compiled once per model, temperature and shape (a model that cannot be hashed runs op by op)."""
-    try:
-        hash(model)
-    except TypeError:
-        return np.asarray(model.apply(params, z, condition, key, float(temperature), method=model.generate))
-    return np.asarray(_generate_jit(model, params, z, condition, key, temperature=float(temperature)))
 
 
 def generate(model, params, key, condition: np.ndarray | None, vocab: smiles.Vocab, num: int | None = None,
@@ -285,15 +276,15 @@ def generate(model, params, key, condition: np.ndarray | None, vocab: smiles.Voc
     if not num or num < 1:
         raise ValueError(f"the number of molecules to draw must be a positive integer, got {num}")
     z = model.apply(params, jax.random.fold_in(key, 0), num, condition, method=model.prior_sample)
-    return smiles.decode(_generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), temperature),
-                         vocab)
+    tokens = _generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), float(temperature))
+    return smiles.decode(np.asarray(tokens), vocab)
 
 
 def reconstruction(model, params, arrays: dict[str, np.ndarray], vocab: smiles.Vocab) -> dict[str, float]:
     """Greedy decoding of each molecule's posterior mean: the share decoded exactly, and per token."""
     condition = jnp.asarray(arrays["condition"]) if model.conditional else None
     mean, _ = model.apply(params, jnp.asarray(arrays["tokens"]), condition, method=model.encode)
-    out = _generate_tokens(model, params, mean, condition, jax.random.key(0), 0.0)
+    out = np.asarray(_generate_tokens(model, params, mean, condition, jax.random.key(0), 0.0))
     tokens = arrays["tokens"]
     scored = tokens != smiles.PAD
     exact = [a == b for a, b in zip(smiles.decode(out, vocab), smiles.decode(tokens, vocab))]

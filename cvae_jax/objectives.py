@@ -68,12 +68,18 @@ def make_elbo_terms(model: VAE, *, num_classes: int, binarize: bool = False,
         else:
             log_prior = model.apply(params, z, condition, method=model.prior_log_prob)
             kl = distributions.diag_gaussian_log_prob(z, mean, log_var) - log_prior
-        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
-        if isinstance(model.prior, priors.StandardNormal):
-            out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
-        return out
+        return elbo_terms(model, recon, kl, mean, log_var)
 
     return terms
+
+
+def elbo_terms(model: VAE, recon: jax.Array, kl: jax.Array, mean: jax.Array, log_var: jax.Array) -> Terms:
+    """{"recon", "kl", "neg_elbo"} [B], plus "kl_per_dim" [B, D] when the prior is N(0, I) (what free bits
+    and the per-dimension evaluation read). Shared by every model's terms function."""
+    out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+    if isinstance(model.prior, priors.StandardNormal):
+        out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
+    return out
 
 
 def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z):

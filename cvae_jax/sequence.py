@@ -169,9 +169,6 @@ def make_terms(model: SmilesVAE, *, training: bool = False) -> Callable:
         logits = model.apply(params, z, condition, tokens, dropout_key, method=model.decode)["token_logits"]
         recon = -token_log_likelihood(tokens, logits)
         kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
-        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
-        if isinstance(model.prior, priors.StandardNormal):
-            out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
-        return out
+        return objectives.elbo_terms(model, recon, kl, mean, log_var)
 
     return terms
