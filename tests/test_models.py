@@ -22,7 +22,7 @@ def dense(n_in, n_out):
 
 def test_article_vae_has_the_articles_layers():
     model = build_model(get_config("vae", "article").model, (28, 28, 1))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))  # shapes only
     # 784 -> 256 -> (mean 2, log_var 2); 2 -> 256 -> 784
     expected = dense(784, 256) + 2 * dense(256, 2) + dense(2, 256) + dense(256, 784)
     assert count(params) == expected
@@ -50,10 +50,14 @@ def test_encode_decode_shapes(kind, overrides):
     model = build_model(cfg.model, (28, 28, 1))
     x = jnp.zeros((3, 28, 28, 1))
     c = jnp.eye(10)[:3] if kind == "cvae" else None
-    params = model.init(jax.random.key(0), x, c)
-    mean, log_var = model.apply(params, x, c, method=model.encode)
+
+    def encode_decode(x, c):
+        params = model.init(jax.random.key(0), x, c)
+        mean, log_var = model.apply(params, x, c, method=model.encode)
+        return mean, log_var, model.apply(params, mean, c, method=model.decode)
+
+    mean, log_var, out = jax.eval_shape(encode_decode, x, c)  # shapes: traced, not compiled
     assert mean.shape == log_var.shape == (3, 5)
-    out = model.apply(params, mean, c, method=model.decode)
     for value in out.values():
         assert value.shape == (3, 28, 28, 1)
 
@@ -62,8 +66,8 @@ def test_learned_scale_is_a_parameter_and_fixed_scale_is_not():
     fixed = apply_overrides(get_config("vae"), ["model.likelihood=gaussian"])
     learned = apply_overrides(fixed, ["model.learn_scale=true"])
     x = jnp.zeros((1, 28, 28, 1))
-    p_fixed = build_model(fixed.model, (28, 28, 1)).init(jax.random.key(0), x)
-    p_learned = build_model(learned.model, (28, 28, 1)).init(jax.random.key(0), x)
+    p_fixed = jax.eval_shape(build_model(fixed.model, (28, 28, 1)).init, jax.random.key(0), x)
+    p_learned = jax.eval_shape(build_model(learned.model, (28, 28, 1)).init, jax.random.key(0), x)
     assert count(p_learned) - count(p_fixed) == 28 * 28
 
 
@@ -93,12 +97,13 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
         cfg = apply_overrides(get_config("cvae"), [f"model.compute_dtype={dtype}", "model.encoder_conv=8",
                                                    "model.decoder_conv=8"])
         model = build_model(cfg.model, (28, 28, 1), 10)
-        params = model.init(jax.random.key(0), images, jax.nn.one_hot(batch["label"], 10))
+        params = jax.jit(model.init)(jax.random.key(0), images, jax.nn.one_hot(batch["label"], 10))
         assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # master weights stay float32
         _, loss = objectives.make_objective(model, cfg.train, num_classes=10, binarize=False, total_steps=1)
-        value, metrics = loss(params, batch, jax.random.key(2))
+        value, metrics = jax.jit(loss)(params, batch, jax.random.key(2))
         assert value.dtype == jnp.float32 and metrics["kl"].dtype == jnp.float32
-        mean, _ = model.apply(params, images, jax.nn.one_hot(batch["label"], 10), method=model.encode)
+        mean, _ = jax.eval_shape(lambda p: model.apply(p, images, jax.nn.one_hot(batch["label"], 10),
+                                                       method=model.encode), params)
         assert mean.dtype == jnp.float32
         losses[dtype] = float(value)
     # Same parameters (same init key), bfloat16 matmuls: the loss agrees to bfloat16 precision.
@@ -131,20 +136,27 @@ def _layer_cases():
 def test_layers_match_flax_in_params_values_and_gradients(case):
     """cvae_jax's Dense, Conv and ConvTranspose (hand-written kernel gradients) against flax's."""
     ours, theirs, shape = _layer_cases()[case]
-    x = jax.random.normal(jax.random.key(0), shape)
-    params = ours.init(jax.random.key(1), x)
-    reference = theirs.init(jax.random.key(1), x)
+    x = np.random.default_rng(0).standard_normal(shape, np.float32)
+
+    def both(x):
+        params, reference = ours.init(jax.random.key(1), x), theirs.init(jax.random.key(1), x)
+        moved = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+        weights = jax.random.normal(jax.random.key(3), jax.eval_shape(ours.apply, moved, x).shape)
+
+        def loss(module):
+            return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
+
+        return (params, reference, ours.apply(moved, x), theirs.apply(moved, x),
+                jax.grad(loss(ours), argnums=(0, 1))(moved, x), jax.grad(loss(theirs), argnums=(0, 1))(moved, x))
+
+    # One program, its machine code unoptimized (LLVM -O0): the check is the math of the forward and
+    # gradients, which the codegen level does not change; op by op, or optimized, a case took 8-12 s
+    # on 2 cores, nearly all of it compiling.
+    program = jax.jit(both).lower(x).compile(compiler_options={"xla_backend_optimization_level": 0})
+    params, reference, out_ours, out_theirs, g_ours, g_theirs = program(x)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
     np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])  # same init
-    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
-    weights = jax.random.normal(jax.random.key(3), ours.apply(params, x).shape)
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
-
-    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=1e-5)
-    g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(params, x)
-    g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, x)
+    np.testing.assert_allclose(out_ours, out_theirs, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
@@ -155,7 +167,7 @@ def test_layers_take_the_custom_gradient_where_documented():
     so the flax comparison covers every path of each layer."""
     for ours, _, shape in _layer_cases():
         x = jnp.ones(shape)
-        params = ours.init(jax.random.key(0), x)
+        params = jax.eval_shape(ours.init, jax.random.key(0), x)
         text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
         kind = type(ours).__name__
         output_taps = kind == "Conv" and ours.stride == 1 and 9 * ours.features <= shape[-1]

@@ -11,7 +11,7 @@ from cvae_jax.run import train_and_evaluate
 
 @pytest.fixture(scope="module")
 def trained_cvae(digits):
-    cfg = apply_overrides(get_config("cvae"), ["model.latent_dim=8", "train.epochs=100"])
+    cfg = apply_overrides(get_config("cvae"), ["model.latent_dim=8", "train.epochs=60"])
     return train_and_evaluate(cfg, None, dataset=digits, progress=False)
 
 
