@@ -57,6 +57,20 @@ def kl_to_standard_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(log_var) + mean * mean - 1.0 - log_var, axis=-1)
 
 
+def normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """jax.random.normal(key, shape, dtype), drawn flat and reshaped: the same numbers (threefry numbers
+    its counters in row-major order, with jax_threefry_partitionable on or off), but XLA:CPU compiles a
+    multi-dimensional draw several times slower: the anomaly scorer with its [K, B, D] draws compiled
+    in 3.2-3.5 s, drawn flat in 0.8-0.9 s (2-core CPU)."""
+    shape = tuple(shape)
+    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
+def bernoulli(key: jax.Array, p: jax.Array) -> jax.Array:
+    """jax.random.bernoulli(key, p), drawn flat like `normal` (the same booleans, a faster compile)."""
+    return jax.random.bernoulli(key, p.reshape(-1)).reshape(p.shape)
+
+
 def sample_diag_gaussian(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """A reparameterized draw z = mean + std * eps."""
-    return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + jnp.exp(0.5 * log_var) * normal(key, mean.shape, mean.dtype)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import inference, objectives
+from cvae_jax import distributions, inference, objectives
 
 
 def conditional_samples(model, params, key, num_classes: int, per_class: int):
@@ -48,7 +48,7 @@ def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int
         mean, log_var = model.apply(params, x, condition, method=model.encode)
 
         def body(acc, i):
-            eps = jax.random.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
+            eps = distributions.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
             z = mean + jnp.exp(0.5 * log_var) * eps
             log_lik, log_prior, log_q = objectives.log_weight_parts(model, params, x, condition, mean, log_var, z)
             return jnp.logaddexp(acc, jax.nn.logsumexp(log_lik + log_prior - log_q, axis=0)), None
@@ -93,7 +93,7 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
         """ELBO terms, and the posterior mean, log-variance and one sample z of every example."""
         x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
-        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(batch_key, 9), mean.shape)
+        z = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.fold_in(batch_key, 9), mean.shape)
         return elbo_terms(params, batch, batch_key), mean, log_var, z
 
     log_px = jax.jit(make_log_likelihood(model, num_classes=dataset.num_classes, num_samples=num_importance_samples,

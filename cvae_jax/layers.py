@@ -41,6 +41,7 @@ against flax):
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -49,10 +50,19 @@ import jax.numpy as jnp
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """flax's nn.initializers.lecun_normal() (a truncated normal, variance 1 / fan_in, fan_in = the
+    product of all but the last axis), with the draw flat and reshaped: the same values, but
+    XLA:CPU compiles a 4-D draw several times slower (a conv VAE's init 6.5 -> 2.7 s, 2-core CPU)."""
+    variance = jnp.array(1.0 / math.prod(shape[:-1]), dtype)
+    stddev = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)  # the std of N(0, 1) cut at +-2
+    return (jax.random.truncated_normal(key, -2, 2, (math.prod(shape),), dtype) * stddev).reshape(shape)
+
+
 def _cast_params(layer: nn.Module, x: jax.Array, kernel_shape: tuple[int, ...]):
     """(x, kernel, bias) in `layer.dtype`, with flax's parameter names and initializers (lecun-normal
     kernel, zero bias); called inside the layer's compact __call__."""
-    kernel = layer.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
+    kernel = layer.param("kernel", lecun_normal, kernel_shape)
     bias = layer.param("bias", nn.initializers.zeros_init(), (layer.features,))
     return x.astype(layer.dtype), kernel.astype(layer.dtype), bias.astype(layer.dtype)
 

@@ -41,14 +41,14 @@ def condition_of(batch: dict[str, jax.Array], num_classes: int) -> jax.Array | N
 def inputs_of(model: VAE, batch, key, num_classes: int, binarize: bool):
     x = batch["image"]
     if binarize:
-        x = jax.random.bernoulli(jax.random.fold_in(key, BINARIZE), x).astype(x.dtype)
+        x = distributions.bernoulli(jax.random.fold_in(key, BINARIZE), x).astype(x.dtype)
     condition = condition_of(batch, num_classes) if model.conditional else None
     return x, condition
 
 
 def _latents(key, mean, log_var, num_samples: int):
     """num_samples reparameterized draws [K, B, D]; the same key gives the same first draws for any K."""
-    eps = jax.random.normal(jax.random.fold_in(key, LATENT), (num_samples, *mean.shape), mean.dtype)
+    eps = distributions.normal(jax.random.fold_in(key, LATENT), (num_samples, *mean.shape), mean.dtype)
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
