@@ -49,9 +49,14 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *
     """Trains SmallCNN with Adam on (images [N, H, W, C] in [0, 1], int labels)."""
     module = SmallCNN(num_classes)
     key = jax.random.key(seed)
-    params = module.init(key, jnp.zeros((1, *images.shape[1:])))
     tx = optax.adam(1e-3)
-    opt_state = tx.init(params)
+
+    @jax.jit  # one program: flax's initializers and Adam's zeros op by op compile a dozen programs
+    def init(key, x):
+        params = module.init(key, x)
+        return params, tx.init(params)
+
+    params, opt_state = init(key, jnp.zeros((1, *images.shape[1:])))
 
     @jax.jit
     def step(params, opt_state, x, y):

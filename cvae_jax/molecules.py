@@ -151,9 +151,9 @@ def _cached(key, build: Callable):
 def _fresh_state(cfg: MoleculeConfig, model, tx, length: int):
     tokens = jnp.zeros((2, length), jnp.int32)
     condition = jnp.zeros((2, model.condition_dim)) if model.conditional else None
-    init = _cached(("init", model), lambda: jax.jit(model.init))
-    params = init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
-    return train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    init = _cached(("init", model, json.dumps(dataclasses.asdict(cfg.train), sort_keys=True)),
+                   lambda: jax.jit(train_lib.fresh_state(model, tx)))
+    return init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
 
 
 def _programs(model, tc: TrainConfig, steps: int):
@@ -190,26 +190,27 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     train_set = _batch(data.train)
     n = len(train_set["tokens"])
     steps = n // tc.batch_size
+    saved = _conditioning(cfg, data)
+    ckpts = _checkpoints(workdir) if workdir is not None else None
+    latest = ckpts.resolve("latest") if ckpts is not None and ckpts.steps() else None
+    if latest is not None and ckpts.read_meta(latest).get("molecules") != saved:  # refused before compiling
+        ckpts.close()
+        raise ConfigError(f"{workdir} holds a molecule run with another config or data set; "
+                          "use a new workdir (nothing there was changed)")
     state = _fresh_state(cfg, model, tx, data.length)
     epoch_fn, eval_step = _programs(model, tc, steps)
     device_data = jax.device_put(train_set)
     shuffle_key = train_lib.purpose_key(cfg.seed, train_lib.SHUFFLE)
     train_key = train_lib.purpose_key(cfg.seed, train_lib.TRAIN)
     eval_key = train_lib.purpose_key(cfg.seed, train_lib.EVAL)
-    saved = _conditioning(cfg, data)
     key_data = jax.random.key_data(train_lib.base_key(cfg.seed))
-    ckpts = _checkpoints(workdir) if workdir is not None else None
 
     def test_scores(epoch):
         return train_lib.evaluate_dataset(eval_step, state.params, _batch(data.test), tc.eval_batch_size,
                                           jax.random.fold_in(eval_key, epoch))
 
     try:
-        if ckpts is not None and ckpts.steps():
-            latest = ckpts.resolve("latest")
-            if ckpts.read_meta(latest).get("molecules") != saved:
-                raise ConfigError(f"{workdir} holds a molecule run with another config or data set; "
-                                  "use a new workdir (nothing there was changed)")
+        if latest is not None:
             state, _, meta = ckpts.restore(latest, state, key_data)
             history = meta["history"]
         else:
