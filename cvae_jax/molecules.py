@@ -58,6 +58,17 @@ class MoleculeConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} is larger than num_train={self.num_train}")
 
 
+def recipe(train_path: str, test_path: str, *, num_train: int = 30_000, num_test: int = 2_000, epochs: int = 10,
+           free_bits: float = 0.1, word_dropout: float = 0.0, seed: int = 0, **fields) -> MoleculeConfig:
+    """The measured setting (experiments/README.md, "Conditional molecule generation"): batch 128, the
+    KL weight warmed up linearly over the first two epochs, `free_bits` nats per latent dimension;
+    `fields` sets any other MoleculeConfig field (properties, latent_dim, ...)."""
+    train = TrainConfig(epochs=epochs, batch_size=128, eval_batch_size=500, kl_schedule="linear",
+                        warmup_steps=2 * (num_train // 128), free_bits=free_bits)
+    return MoleculeConfig(train_path, test_path, num_train=num_train, num_test=num_test, seed=seed,
+                          word_dropout=word_dropout, train=train, **fields)
+
+
 @dataclasses.dataclass
 class MoleculeData:
     vocab: smiles.Vocab

@@ -24,7 +24,6 @@ import numpy as np
 
 import _shared
 from cvae_jax import chem, evaluate, molecules
-from cvae_jax.config import TrainConfig
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -44,11 +43,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    cfg = molecules.MoleculeConfig(
-        train_path=f"{args.data}/moses_train.csv.gz", test_path=f"{args.data}/moses_test.csv.gz",
-        num_train=args.train, num_test=args.test, seed=args.seed, word_dropout=args.word_dropout,
-        train=TrainConfig(epochs=args.epochs, batch_size=128, eval_batch_size=500, kl_schedule="linear",
-                          warmup_steps=2 * (args.train // 128), free_bits=args.free_bits))
+    cfg = molecules.recipe(f"{args.data}/moses_train.csv.gz", f"{args.data}/moses_test.csv.gz", num_train=args.train,
+                           num_test=args.test, epochs=args.epochs, free_bits=args.free_bits,
+                           word_dropout=args.word_dropout, seed=args.seed)
     start = time.perf_counter()
     data = molecules.prepare(cfg)
     prepare_seconds = time.perf_counter() - start

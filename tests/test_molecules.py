@@ -4,6 +4,7 @@ real MOSES molecules, each checked against a second implementation, a closed for
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -251,3 +252,22 @@ def test_generation_runs_an_unhashable_model_op_by_op_with_the_same_samples(tiny
     assert molecules.generate(unhashable, params, key, condition, vocab) == expected
     with pytest.raises(ValueError, match="temperature"):
         molecules.generate(model, params, key, condition, vocab, temperature=-1.0)
+
+
+def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    args = ["train-molecules", "--train-csv", TRAIN, "--test-csv", TEST, "--workdir", run, "--num-train", "256",
+            "--num-test", "64", "--epochs", "2", "--latent-dim", "4"]
+    assert cli.main(args) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert history[-1]["test"]["neg_elbo"] < history[0]["test"]["neg_elbo"]  # it learned
+    _, _, saved = molecules.load(run, "latest")
+    assert saved.names == ("logp", "tpsa", "mw")
+    assert cli.main(args) == 0  # a finished run: resumed, nothing retrained, the same history
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == history
+    capsys.readouterr()
+    assert cli.main(args[:-1] + ["5"]) == 2  # other settings in the same workdir: refused
+    assert "another config" in capsys.readouterr().err
+    assert cli.main(args[:5] + ["--workdir", str(tmp_path / "other"), "--properties", "logp,colour"]) == 2
+    assert "colour" in capsys.readouterr().err and not (tmp_path / "other").exists()
