@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import priors
+from cvae_jax import distributions, priors
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.models import build_model
 from cvae_jax.run import train_and_evaluate
@@ -21,12 +21,16 @@ def small_model(kind, prior, latent_dim=2):
                                              "model.prior_components=3", "model.flow_layers=3"])
     model = build_model(cfg.model, (6, 6, 1), num_classes=3)
     c = jnp.eye(3)[:1] if kind == "cvae" else None
-    params = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), c)
-    # Perturb every parameter so that no prior sits at a trivial (e.g. identity-flow) initialization.
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-    return model, params, c
+
+    @jax.jit  # one program (op by op, every shape's draw compiled on its own)
+    def init(c):
+        params = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), c)
+        # Perturb every parameter so that no prior sits at a trivial (e.g. identity-flow) initialization.
+        leaves, tree = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(1), len(leaves))
+        return jax.tree.unflatten(tree, [p + 0.1 * distributions.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+    return model, init(c), c
 
 
 def grid(extent=9.0, n=361):
@@ -40,12 +44,14 @@ def test_prior_normalizes_and_samples_match_density(kind, name):
     model, params, c = small_model(kind, name)
     z, cell = grid()
     cz = None if c is None else jnp.broadcast_to(c, (len(z), 3))
-    density = np.exp(np.asarray(model.apply(params, jnp.asarray(z), cz, method=model.prior_log_prob), np.float64))
+    log_prob = jax.jit(lambda p, z, c: model.apply(p, z, c, method=model.prior_log_prob))
+    density = np.exp(np.asarray(log_prob(params, jnp.asarray(z), cz), np.float64))
     assert density.sum() * cell == pytest.approx(1.0, abs=2e-3)
     # Sample moments match the moments of the density on the grid.
     n = 100_000
     cs = None if c is None else jnp.broadcast_to(c, (n, 3))
-    samples = np.asarray(model.apply(params, jax.random.key(5), n, cs, method=model.prior_sample), np.float64)
+    sample = jax.jit(lambda p, key, c: model.apply(p, key, n, c, method=model.prior_sample))
+    samples = np.asarray(sample(params, jax.random.key(5), cs), np.float64)
     weights = density * cell
     for f in (lambda v: v, lambda v: v**2):
         expected = (f(z) * weights[:, None]).sum(0)
