@@ -311,7 +311,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "column, e.g. MOSES's train split")
     tm.add_argument("--test-csv", required=True, help="held-out SMILES, the same format")
     tm.add_argument("--workdir", required=True, help="Orbax checkpoints after every epoch; a workdir holding a run "
-                    "of the same settings resumes it, one of other settings is refused")
+                    "of the same settings resumes it (a larger --epochs trains it on), one of other settings is refused")
     tm.add_argument("--num-train", type=int, default=30_000, help="the first N training molecules")
     tm.add_argument("--num-test", type=int, default=2_000)
     tm.add_argument("--properties", default="logp,tpsa,mw", help="the condition, comma-separated from logp, tpsa, "

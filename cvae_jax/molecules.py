@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import chem, inference, objectives, sequence, smiles
+from cvae_jax import chem, inference, objectives, resume, sequence, smiles
 from cvae_jax import train as train_lib
 from cvae_jax.checkpoint import Checkpoints
 from cvae_jax.config import CheckpointConfig, ConfigError, TrainConfig
@@ -183,6 +183,20 @@ def _programs(model, tc: TrainConfig, steps: int):
     return _cached(("train", model, json.dumps(dataclasses.asdict(tc), sort_keys=True), steps), build)
 
 
+# What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
+# it trains and the evaluation batch. Anything else changes the model, the data or the optimization.
+_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size")
+
+
+def _differences(saved: dict | None, wanted: dict) -> list[str]:
+    """'field: saved -> wanted' for what differs between a checkpoint's molecule settings and a run's."""
+    if not isinstance(saved, dict):
+        return ["the checkpoint holds no molecule run"]
+    a, b = resume.flatten(saved), resume.flatten(wanted)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" if len(repr(a.get(k))) < 80 else f"{k} differs"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in _RESUMABLE]
+
+
 def _checkpoints(workdir) -> Checkpoints:
     return Checkpoints(workdir, CheckpointConfig(keep=2, best_metric="neg_elbo", async_save=False))
 
@@ -194,7 +208,8 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
 
     With `workdir`, an Orbax checkpoint is written after every epoch (the last two and the best by
     test -ELBO are kept), and a workdir that holds a run of the same config and data resumes it:
-    the same numbers as a run that never stopped (a finished run returns at once)."""
+    the same numbers as a run that never stopped (a finished run returns at once). A larger
+    train.epochs trains a finished run on; other settings that differ are refused, by name."""
     tc = cfg.train
     model = build_model(cfg, data, prior)
     tx = train_lib.make_optimizer(tc)
@@ -204,10 +219,11 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     saved = _conditioning(cfg, data)
     ckpts = _checkpoints(workdir) if workdir is not None else None
     latest = ckpts.resolve("latest") if ckpts is not None and ckpts.steps() else None
-    if latest is not None and ckpts.read_meta(latest).get("molecules") != saved:  # refused before compiling
+    differences = _differences(ckpts.read_meta(latest).get("molecules"), saved) if latest is not None else []
+    if differences:  # refused before compiling anything
         ckpts.close()
-        raise ConfigError(f"{workdir} holds a molecule run with another config or data set; "
-                          "use a new workdir (nothing there was changed)")
+        raise ConfigError(f"{workdir} holds a molecule run with another config or data set ({'; '.join(differences[:4])}"
+                          f"{'; ...' if len(differences) > 4 else ''}); use a new workdir (nothing there was changed)")
     state = _fresh_state(cfg, model, tx, data.length)
     epoch_fn, eval_step = _programs(model, tc, steps)
     device_data = jax.device_put(train_set)

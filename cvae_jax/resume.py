@@ -47,11 +47,12 @@ def fingerprint(dataset) -> str:
     return h.hexdigest()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a.b.c': value} for a nested dict (tuples as lists, as JSON gives them back)."""
     out = {}
     for name, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{name}."))
+            out.update(flatten(value, f"{prefix}{name}."))
         else:
             out[f"{prefix}{name}"] = list(value) if isinstance(value, tuple) else value
     return out
@@ -59,7 +60,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: Config, wanted: Config) -> list[str]:
     """'field: saved -> wanted' for every field that differs and may not change on resume."""
-    a, b = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    a, b = flatten(saved.to_dict()), flatten(wanted.to_dict())
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not k.startswith(RESUMABLE)]
 

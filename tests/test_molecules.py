@@ -256,18 +256,24 @@ def test_generation_runs_an_unhashable_model_op_by_op_with_the_same_samples(tiny
 
 def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_path, capsys):
     run = str(tmp_path / "run")
-    args = ["train-molecules", "--train-csv", TRAIN, "--test-csv", TEST, "--workdir", run, "--num-train", "256",
-            "--num-test", "64", "--epochs", "2", "--latent-dim", "4"]
-    assert cli.main(args) == 0
+
+    def args(epochs=2, latent=4, workdir=run, *extra):
+        return ["train-molecules", "--train-csv", TRAIN, "--test-csv", TEST, "--workdir", workdir, "--num-train", "256",
+                "--num-test", "64", "--epochs", str(epochs), "--latent-dim", str(latent), *extra]
+
+    assert cli.main(args()) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [row["epoch"] for row in history] == [0, 1, 2]
     assert history[-1]["test"]["neg_elbo"] < history[0]["test"]["neg_elbo"]  # it learned
     _, _, saved = molecules.load(run, "latest")
     assert saved.names == ("logp", "tpsa", "mw")
-    assert cli.main(args) == 0  # a finished run: resumed, nothing retrained, the same history
+    assert cli.main(args()) == 0  # a finished run: resumed, nothing retrained, the same history
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == history
+    assert cli.main(args(epochs=3)) == 0  # more epochs: trained on from the saved state
+    longer = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["epoch"] for row in longer] == [0, 1, 2, 3] and longer[:3] == history
     capsys.readouterr()
-    assert cli.main(args[:-1] + ["5"]) == 2  # other settings in the same workdir: refused
-    assert "another config" in capsys.readouterr().err
-    assert cli.main(args[:5] + ["--workdir", str(tmp_path / "other"), "--properties", "logp,colour"]) == 2
+    assert cli.main(args(epochs=3, latent=5)) == 2  # other settings in the same workdir: refused, by name
+    assert "config.latent_dim: 4 -> 5" in capsys.readouterr().err
+    assert cli.main(args(2, 4, str(tmp_path / "other"), "--properties", "logp,colour")) == 2
     assert "colour" in capsys.readouterr().err and not (tmp_path / "other").exists()
