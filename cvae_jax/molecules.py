@@ -159,11 +159,15 @@ def _cached(key, build: Callable):
     return _PROGRAMS[key]
 
 
-def _fresh_state(cfg: MoleculeConfig, model, tx, length: int):
+def _train_key(tc: TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(tc), sort_keys=True)
+
+
+def _fresh_state(cfg: MoleculeConfig, model, length: int):
     tokens = jnp.zeros((2, length), jnp.int32)
     condition = jnp.zeros((2, model.condition_dim)) if model.conditional else None
-    init = _cached(("init", model, json.dumps(dataclasses.asdict(cfg.train), sort_keys=True)),
-                   lambda: jax.jit(train_lib.fresh_state(model, tx)))
+    init = _cached(("init", model, _train_key(cfg.train)),
+                   lambda: jax.jit(train_lib.fresh_state(model, train_lib.make_optimizer(cfg.train))))
     return init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
 
 
@@ -180,7 +184,7 @@ def _programs(model, tc: TrainConfig, steps: int):
                            donate_argnums=0)
         return epoch_fn, jax.jit(train_lib.make_eval_step(terms))
 
-    return _cached(("train", model, json.dumps(dataclasses.asdict(tc), sort_keys=True), steps), build)
+    return _cached(("train", model, _train_key(tc), steps), build)
 
 
 # What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
@@ -192,9 +196,7 @@ def _differences(saved: dict | None, wanted: dict) -> list[str]:
     """'field: saved -> wanted' for what differs between a checkpoint's molecule settings and a run's."""
     if not isinstance(saved, dict):
         return ["the checkpoint holds no molecule run"]
-    a, b = resume.flatten(saved), resume.flatten(wanted)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" if len(repr(a.get(k))) < 80 else f"{k} differs"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in _RESUMABLE]
+    return resume.differences(saved, wanted, _RESUMABLE)
 
 
 def _checkpoints(workdir) -> Checkpoints:
@@ -212,7 +214,6 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     train.epochs trains a finished run on; other settings that differ are refused, by name."""
     tc = cfg.train
     model = build_model(cfg, data, prior)
-    tx = train_lib.make_optimizer(tc)
     train_set = _batch(data.train)
     n = len(train_set["tokens"])
     steps = n // tc.batch_size
@@ -224,7 +225,7 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
         ckpts.close()
         raise ConfigError(f"{workdir} holds a molecule run with another config or data set ({'; '.join(differences[:4])}"
                           f"{'; ...' if len(differences) > 4 else ''}); use a new workdir (nothing there was changed)")
-    state = _fresh_state(cfg, model, tx, data.length)
+    state = _fresh_state(cfg, model, data.length)
     epoch_fn, eval_step = _programs(model, tc, steps)
     device_data = jax.device_put(train_set)
     shuffle_key = train_lib.purpose_key(cfg.seed, train_lib.SHUFFLE)
@@ -282,7 +283,7 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         data = MoleculeData(smiles.Vocab(tuple(saved["vocab"])), saved["length"], tuple(saved["names"]),
                             *(np.asarray(saved[k]) for k in ("mean", "std", "median")), empty, empty, [], [])
         model = build_model(cfg, data, prior)
-        target = _fresh_state(cfg, model, train_lib.make_optimizer(cfg.train), data.length)
+        target = _fresh_state(cfg, model, data.length)
         state, _, _ = ckpts.restore(step, target, jax.random.key_data(train_lib.base_key(cfg.seed)))
     return model, state.params, data
 

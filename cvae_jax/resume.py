@@ -58,11 +58,17 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differences(saved: dict[str, Any], wanted: dict[str, Any], resumable: tuple[str, ...]) -> list[str]:
+    """'field: saved -> wanted' for every field of two nested settings dicts that differs and whose
+    name does not start with one of `resumable` (a long value is only named, not printed)."""
+    a, b = flatten(saved), flatten(wanted)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" if len(repr(a.get(k))) < 80 else f"{k} differs"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(resumable)]
+
+
 def config_differences(saved: Config, wanted: Config) -> list[str]:
     """'field: saved -> wanted' for every field that differs and may not change on resume."""
-    a, b = flatten(saved.to_dict()), flatten(wanted.to_dict())
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE)]
+    return differences(saved.to_dict(), wanted.to_dict(), RESUMABLE)
 
 
 def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fingerprint: str, where: str) -> None:
