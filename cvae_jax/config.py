@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -89,6 +90,9 @@ class TrainConfig:
     kl_schedule: str = "constant"
     warmup_steps: int = 1000
     num_cycles: int = 4
+    # Cyclical: the length of one cycle in steps; 0 = the run's steps / num_cycles. A fixed length
+    # keeps the cycles when a run is trained on with more epochs (the default's would stretch).
+    cycle_steps: float = 0.0
     free_bits: float = 0.0  # per-dimension KL floor in nats (Kingma et al. 2016); 0 = off
     # Train steps fused into one compiled call with lax.scan. 0 = auto: the whole epoch for dense
     # models, 1 for convolutional models on CPU (XLA:CPU runs convolutions slowly inside scan).
@@ -246,6 +250,12 @@ def _require(ok: bool, message: str) -> None:
 def validate(config: Config) -> Config:
     """Checks every value that can be checked without the data; raises ConfigError naming the field."""
     m, d, t = config.model, config.data, config.train
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        for f in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
+            x = getattr(value, f.name)
+            _require(not isinstance(x, float) or math.isfinite(x),
+                     f"{section.name}.{f.name} must be a finite number, got {x}")
     _require(m.kind in MODELS, f"model.kind must be one of {MODELS}, got {m.kind!r}")
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")
@@ -285,6 +295,7 @@ def validate(config: Config) -> Config:
     _require(t.kl_schedule in KL_SCHEDULES, f"train.kl_schedule must be one of {KL_SCHEDULES}, got {t.kl_schedule!r}")
     _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
     _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
+    _require(t.cycle_steps >= 0, f"train.cycle_steps must be >= 0 (0 = steps / num_cycles), got {t.cycle_steps}")
     _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
     _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
     _require(t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}")

@@ -189,7 +189,7 @@ def _programs(model, tc: TrainConfig, steps: int):
 
 # What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
 # it trains and the evaluation batch. Anything else changes the model, the data or the optimization.
-_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size")
+_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size", "config.train.cycle_steps")
 
 
 def _differences(saved: dict | None, wanted: dict) -> list[str]:
@@ -220,11 +220,18 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     saved = _conditioning(cfg, data)
     ckpts = _checkpoints(workdir) if workdir is not None else None
     latest = ckpts.resolve("latest") if ckpts is not None and ckpts.steps() else None
-    differences = _differences(ckpts.read_meta(latest).get("molecules"), saved) if latest is not None else []
+    saved_run = ckpts.read_meta(latest).get("molecules") if latest is not None else None
+    differences = _differences(saved_run, saved) if latest is not None else []
     if differences:  # refused before compiling anything
         ckpts.close()
         raise ConfigError(f"{workdir} holds a molecule run with another config or data set ({'; '.join(differences[:4])}"
                           f"{'; ...' if len(differences) > 4 else ''}); use a new workdir (nothing there was changed)")
+    if latest is not None:
+        saved_train = TrainConfig(**saved_run["config"]["train"])
+        change = resume.kl_cycle_change(saved_train, steps * saved_train.epochs, tc, steps * tc.epochs)
+        if change:
+            ckpts.close()
+            raise ConfigError(f"{workdir} cannot be resumed with these settings: {change} (nothing there was changed)")
     state = _fresh_state(cfg, model, data.length)
     epoch_fn, eval_step = _programs(model, tc, steps)
     device_data = jax.device_put(train_set)

@@ -113,13 +113,21 @@ def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize:
     return terms
 
 
+def kl_period(cfg: TrainConfig, total_steps: int) -> float | None:
+    """The length in steps of one KL cycle (cyclical schedule; None for the others): cfg.cycle_steps,
+    or with 0 there, the run's total_steps / num_cycles."""
+    if cfg.kl_schedule != "cyclical":
+        return None
+    return float(cfg.cycle_steps) if cfg.cycle_steps > 0 else max(1.0, total_steps / cfg.num_cycles)
+
+
 def kl_weight(cfg: TrainConfig, step, total_steps: int) -> jax.Array:
     """beta at `step` under cfg.kl_schedule: constant, linear warm-up, or cyclical (Fu et al. 2019)."""
     step = jnp.asarray(step, jnp.float32)
     if cfg.kl_schedule == "linear":
         return cfg.beta * jnp.minimum(1.0, step / cfg.warmup_steps)
     if cfg.kl_schedule == "cyclical":
-        period = max(1.0, total_steps / cfg.num_cycles)
+        period = kl_period(cfg, total_steps)
         phase = jnp.mod(step, period) / period
         return cfg.beta * jnp.minimum(1.0, phase / 0.5)
     return jnp.asarray(cfg.beta, jnp.float32)

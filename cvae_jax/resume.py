@@ -1,7 +1,8 @@
 """What makes a stopped run resumable, and stopping it cleanly.
 
 * `fingerprint(dataset)`: a hash of the data a run trains and tests on, saved in every checkpoint;
-* `check_resumable(meta, config, fingerprint)`: names every difference that forbids resuming;
+* `check_resumable(meta, saved, wanted, fingerprint, where, total_steps)`: names every difference that
+  forbids resuming (`kl_cycle_change`: a cyclical KL schedule that would stretch mid-run);
 * `StopSignals`: SIGTERM/SIGINT set a flag that the epoch loop checks between compiled calls, so the
   run saves a checkpoint and stops with `Interrupted` instead of dying mid-step;
 * `read_history` / `write_history`: metrics.jsonl, cut back to the checkpoint being resumed.
@@ -22,7 +23,9 @@ from cvae_jax.config import Config
 
 # Fields that may differ between a saved run and the config resuming it: the length of training,
 # how it is executed, and how it is checkpointed. Anything else changes the model or the data.
-RESUMABLE = ("train.epochs", "train.steps_per_call", "train.eval_batch_size", "parallel.", "checkpoint.")
+# train.cycle_steps may change only where the KL cycles stay as they were (`kl_cycle_change`).
+RESUMABLE = ("train.epochs", "train.steps_per_call", "train.eval_batch_size", "train.cycle_steps", "parallel.",
+             "checkpoint.")
 
 
 class Interrupted(Exception):
@@ -71,8 +74,25 @@ def config_differences(saved: Config, wanted: Config) -> list[str]:
     return differences(saved.to_dict(), wanted.to_dict(), RESUMABLE)
 
 
-def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fingerprint: str, where: str) -> None:
-    """Raises CheckpointError naming what differs between a checkpoint and the run asking to resume it."""
+def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str | None:
+    """Why resuming would change a run's KL cycles from here on (None if it would not): the default
+    cycle length is the run's steps / num_cycles, so training a run on with more epochs would stretch
+    its cycles mid-run. `saved` and `wanted` are TrainConfigs; the totals count each run's steps."""
+    from cvae_jax.objectives import kl_period
+
+    before, after = kl_period(saved, saved_total), kl_period(wanted, wanted_total)
+    if before is None or after is None or before == after:
+        return None
+    return (f"its KL cycles are {before:g} steps long ({saved.num_cycles} cycles over {saved.epochs} epochs) and "
+            f"would be {after:g} steps from here on. To train on with its cycles as they are, set "
+            f"train.cycle_steps={before!r} (--set train.cycle_steps={before!r}); to spread train.num_cycles over "
+            "the new length, start a new workdir")
+
+
+def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fingerprint: str, where: str,
+                    total_steps: int) -> None:
+    """Raises CheckpointError naming what differs between a checkpoint and the run asking to resume it
+    (`total_steps`: the resuming run's steps in all)."""
     from cvae_jax.checkpoint import CheckpointError
 
     diffs = config_differences(saved, wanted)
@@ -80,6 +100,11 @@ def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fi
         raise CheckpointError(f"{where} holds a run with another config, so it cannot be resumed with this one: "
                               f"{'; '.join(diffs)}. Resume with the saved settings (cvae-jax train --workdir "
                               "with no model flags) or start a new --workdir")
+    saved_total = meta.get("total_steps") or total_steps * saved.train.epochs // wanted.train.epochs
+    change = kl_cycle_change(saved.train, saved_total, wanted.train, total_steps)
+    if change:
+        raise CheckpointError(f"{where} cannot be resumed with these settings: {change} "
+                              "(nothing there was changed)")
     if meta.get("data_fingerprint") != data_fingerprint:
         raise CheckpointError(f"{where} was trained on other data (data fingerprint {str(meta.get('data_fingerprint'))[:12]} "
                               f"vs {data_fingerprint[:12]} now; data.source={wanted.data.source!r}, "

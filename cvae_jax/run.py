@@ -157,7 +157,7 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
     if resume_step is not None:
         where = repr(str(workdir))
         meta = ckpts.read_meta(resume_step)
-        resume.check_resumable(meta, from_dict(meta["config"]), config, data_fingerprint, where)
+        resume.check_resumable(meta, from_dict(meta["config"]), config, data_fingerprint, where, steps_total)
         restored, saved_key, meta = ckpts.restore(resume_step, layout.global_value(state), key_data)
         state = layout.from_global(restored)
         key_data = np.asarray(jax.device_get(saved_key), np.uint32)
@@ -178,7 +178,7 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
     eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
     run_meta = {"config": config.to_dict(), "image_shape": list(dataset.image_shape),
                 "num_classes": dataset.num_classes, "data_name": dataset.name,
-                "data_fingerprint": data_fingerprint, "num_devices": layout.num_shards}
+                "data_fingerprint": data_fingerprint, "num_devices": layout.num_shards, "total_steps": steps_total}
 
     def record(entry: dict[str, Any]) -> None:
         history.append(entry)

@@ -9,6 +9,14 @@ import os
 import shutil
 import tempfile
 
+# LLVM's optimization level for what the tests compile (XLA's own HLO passes, fusion included, are
+# unchanged): -O0 compiles much faster (the priors tests: 91 -> 60 s), and the tests check what a
+# program computes, not how fast its machine code runs; both sides of every comparison are
+# compiled alike. CVAE_JAX_TEST_FULL_OPT=1 runs the suite at XLA's default level instead.
+TEST_XLA_FLAGS = "" if os.environ.get("CVAE_JAX_TEST_FULL_OPT") == "1" else "--xla_backend_optimization_level=0"
+if TEST_XLA_FLAGS and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before jax is imported; pytest-xdist workers inherit it
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cvae_jax_test_xla_cache_")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -18,6 +26,14 @@ import numpy as np
 import pytest
 
 from cvae_jax import data
+
+
+@pytest.fixture(scope="session")
+def full_opt_env() -> dict[str, str]:
+    """os.environ for a subprocess that runs its programs long enough for -O0 machine code to cost
+    more than it saves in compiling (a benchmark, a 60-epoch training): XLA_FLAGS without the -O0."""
+    return {**os.environ, "XLA_FLAGS": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                                if f != TEST_XLA_FLAGS)}
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The benchmark suite runs (quick mode, as CI runs it) and counts FLOPs right."""
+"""The benchmark suite runs (quick mode, as CI runs it, compiled at XLA's default optimization level
+like any benchmark) and counts FLOPs right."""
 
 from __future__ import annotations
 
@@ -36,19 +37,19 @@ def test_flops_match_the_closed_form_of_the_layers():
                                       + 28 * 28 * 9 * 32)
 
 
-def _own_cache(tmp_path: Path) -> dict[str, str]:
-    """The environment with a persistent compilation cache of the test's own (tmp_path/xla_cache)."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache")}
+def _own_cache(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` with a persistent compilation cache of the test's own (tmp_path/xla_cache)."""
+    return {**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache")}
 
 
 def _wrote_to_cache(tmp_path: Path) -> list[str]:
     return [p.name for p in (tmp_path / "xla_cache").glob("*")]
 
 
-def test_quick_mode_runs_and_reports_every_cell(tmp_path):
+def test_quick_mode_runs_and_reports_every_cell(tmp_path, full_opt_env):
     saved = tmp_path / "quick.jsonl"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json", "--out", str(saved)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path))
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path, full_opt_env))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _wrote_to_cache(tmp_path)  # compile times are measured, never loaded from a cache
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -122,10 +123,10 @@ def test_set_overrides_reach_the_measured_config():
     assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
 
 
-def test_step_profile_times_the_step_and_its_pieces(tmp_path):
+def test_step_profile_times_the_step_and_its_pieces(tmp_path, full_opt_env):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--model", "article-vae",
                            "--batch-size", "64", "--steps", "4", "--repeats", "2", "--ops", "3", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path))
+                          capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path, full_opt_env))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _wrote_to_cache(tmp_path)
     [r] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -213,6 +213,25 @@ def test_resuming_with_another_architecture_or_data_names_the_mismatch(straight,
     assert (workdir / "metrics.jsonl").read_text() == before  # nothing was touched
 
 
+def test_a_cyclical_run_trains_on_only_with_its_cycles_kept(small_digits, tmp_path):
+    """2 cycles over 2 epochs of 10 steps: 10-step cycles. Training on to 4 epochs would stretch them
+    to 20 steps mid-run, so it is refused; with train.cycle_steps=10 it goes on exactly as a run that
+    had 10-step cycles from the start."""
+    cyclical = ("train.kl_schedule=cyclical", "train.num_cycles=2")
+    workdir = tmp_path / "run"
+    train_and_evaluate(_cfg("train.epochs=2", *cyclical), workdir, dataset=small_digits, progress=False)
+    before = (workdir / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"KL cycles are 10 steps long .* would be 20 steps .* "
+                                              r"train.cycle_steps=10.0"):
+        train_and_evaluate(_cfg("train.epochs=4", *cyclical), workdir, dataset=small_digits, progress=False)
+    assert (workdir / "metrics.jsonl").read_text() == before
+    kept = _cfg("train.epochs=4", *cyclical, "train.cycle_steps=10")
+    train_and_evaluate(kept, workdir, dataset=small_digits, progress=False)
+    train_and_evaluate(kept, tmp_path / "straight", dataset=small_digits, progress=False)
+    assert _entries(workdir) == _entries(tmp_path / "straight")
+    assert _same(_params(workdir), _params(tmp_path / "straight"))
+
+
 def _poisoned(small_digits) -> data.Dataset:
     images = small_digits.train.images.copy()
     images[17] = np.nan  # one poisoned example: one non-finite batch per epoch

@@ -44,6 +44,10 @@ def test_kl_schedules():
     values = [float(objectives.kl_weight(cyc, s, 400)) for s in (0, 25, 50, 99, 100, 125)]
     assert values == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
     assert float(objectives.kl_weight(TrainConfig(beta=0.3), 123, 1000)) == pytest.approx(0.3)
+    fixed = TrainConfig(kl_schedule="cyclical", num_cycles=4, cycle_steps=100)  # the same cycles, any length
+    assert [float(objectives.kl_weight(fixed, s, 4000)) for s in (0, 25, 50, 99, 100, 125)] == values
+    assert objectives.kl_period(fixed, 4000) == objectives.kl_period(cyc, 400) == 100.0
+    assert objectives.kl_period(linear, 1000) is None
 
 
 def test_free_bits_floor_per_dimension(trained):

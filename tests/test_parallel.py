@@ -18,10 +18,13 @@ from cvae_jax import parallel
 from cvae_jax.config import ConfigError, ParallelConfig, apply_overrides, get_config
 
 HERE = Path(__file__).parent
+# The session's XLA flags (conftest.py's), less any device count: each subprocess sets its own.
+XLA_FLAGS = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
 
 
 def _python(args: list[str], devices: int, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip(),
+               JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -69,7 +72,7 @@ def _free_port() -> int:
 def test_two_processes_on_localhost_train_like_one_process_with_as_many_devices(tmp_path, mode):
     port, worker = str(_free_port()), str(HERE / "multihost_worker.py")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = XLA_FLAGS  # each process sets its own device count
     procs = [subprocess.Popen([sys.executable, worker, str(i), "2", port, str(tmp_path / "run"),
                                str(tmp_path / f"p{i}.npz"), mode], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
