@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--k", type=int, default=1000, help="importance samples for log p(x | c)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prefix", default="", help="put before the names of the files written "
+                        "(e.g. fashion_ for a Fashion-MNIST run)")
     args = parser.parse_args()
 
     run = _shared.trained(get_config("cvae"), args.workdir)
@@ -34,9 +36,9 @@ def main() -> None:
                                                         args.per_class)
     scores = evaluate.evaluate_model(run.model, run.params, run.config, dataset, num_importance_samples=args.k)
     images, _ = evaluate.conditional_samples(run.model, run.params, jax.random.fold_in(key, 1), dataset.num_classes, 10)
-    plots.save_grid(_shared.picture("conditional_generation"), images, dataset.num_classes, 10,
+    plots.save_grid(_shared.picture(args.prefix + "conditional_generation"), images, dataset.num_classes, 10,
                     title="samples by requested class (row = class)", row_labels=[str(k) for k in range(10)])
-    _shared.save_json("conditional_generation", {
+    _shared.save_json(args.prefix + "conditional_generation", {
         "workdir": args.workdir, "checkpoint_step": run.step,
         "conditional_accuracy": accuracy, "per_class_accuracy": np.round(per_class, 3),
         "samples_per_class": args.per_class, "judge_test_accuracy": judge.accuracy(dataset.test.images,
