@@ -65,15 +65,24 @@ def active_units(posterior_means: np.ndarray, threshold: float = 0.01) -> tuple[
     return int(np.sum(variances > threshold)), variances
 
 
-def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray) -> float:
+def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray, block: int = 512) -> float:
     """I(x; z) under q(x, z) = p_data(x) q(z | x), estimated as in He et al. (2019):
-    E_x[E_q log q(z|x)] - E_z[log q(z)], q(z) ~= (1/N) sum_n q(z | x_n) over the N examples given."""
+    E_x[E_q log q(z|x)] - E_z[log q(z)], q(z) ~= (1/N) sum_n q(z | x_n) over the N examples given.
+
+    log q(z_i | x_n) for all pairs is an [N, N] table, built `block` rows at a time, each by matrix
+    products (sum_d (z - m)^2 / v = z^2 . 1/v - 2 z . m/v + m^2 . 1/v): memory O(block N), where
+    the [N, N, D] broadcast took 13 GB per temporary at N = 10,000, D = 16."""
     mean, log_var, z = (np.asarray(a, np.float64) for a in (mean, log_var, z))
     n, d = mean.shape
     neg_entropy = np.mean(-0.5 * d * (math.log(2 * math.pi) + 1) - 0.5 * log_var.sum(1))
-    diff = (z[:, None, :] - mean[None, :, :]) ** 2 / np.exp(log_var)[None]
-    log_q = -0.5 * (diff + log_var[None] + math.log(2 * math.pi)).sum(-1)  # [N (z), N (x_n)]
-    log_agg = np.logaddexp.reduce(log_q, axis=1) - math.log(n)
+    inv_var = np.exp(-log_var)  # [N, D]
+    scaled_mean = mean * inv_var
+    offset = (mean * scaled_mean).sum(1) + log_var.sum(1) + d * math.log(2 * math.pi)  # [N (x_n)]
+    log_agg = np.empty(n)
+    for i in range(0, n, block):
+        zb = z[i:i + block]
+        log_q = -0.5 * ((zb * zb) @ inv_var.T - 2 * zb @ scaled_mean.T + offset)  # [block (z), N (x_n)]
+        log_agg[i:i + block] = np.logaddexp.reduce(log_q, axis=1) - math.log(n)
     return float(neg_entropy - np.mean(log_agg))
 
 

@@ -82,3 +82,20 @@ def test_mutual_information_zero_when_posterior_ignores_x_and_positive_otherwise
     z = means + 0.1 * rng.normal(size=(n, d))
     mi = evaluate.mutual_information(means, log_var, z)
     assert 3.0 < mi <= math.log(n) + 1e-6  # bounded by log N for N examples
+
+
+def test_mutual_information_in_blocks_equals_the_direct_table():
+    """The blocked matrix-product form against log q(z_i | x_n) written out as [N, N, D] Gaussians
+    (scipy's logpdf), with N not a multiple of the block."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    n, d = 300, 3
+    means, log_var = rng.normal(size=(n, d)) * 2, rng.normal(size=(n, d)) * 0.5
+    z = means + np.exp(0.5 * log_var) * rng.normal(size=(n, d))
+    log_q = norm.logpdf(z[:, None, :], means[None], np.exp(0.5 * log_var)[None]).sum(-1)  # [N (z), N (x_n)]
+    entropy = norm.entropy(scale=np.exp(0.5 * log_var)).sum(1)
+    expected = -entropy.mean() - np.mean(logsumexp(log_q, axis=1) - math.log(n))
+    for block in (7, 64, 1000):
+        assert evaluate.mutual_information(means, log_var, z, block=block) == pytest.approx(expected, rel=1e-10)
