@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,27 @@ def host_cpu() -> dict[str, Any]:
         return describe_cpu("")
 
 
-def random_data(samples: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`samples` rounded down to whole batches: float32 images in [0, 1) [N, 28, 28, 1], int labels [N]."""
+def random_data(samples: int, batch: int, seed: int = 0, data: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """`samples` rounded down to whole batches: float32 images in [0, 1) [N, 28, 28, 1], int labels [N];
+    random, or with `data` (a folder of MNIST-format IDX files, e.g. Fashion-MNIST) its first training
+    images, scaled to [0, 1]."""
     n = (samples // batch) * batch
+    if data:
+        return real_data(data, n)
     rng = np.random.default_rng(seed)
     return rng.random((n, *IMAGE_SHAPE), np.float32), rng.integers(0, NUM_CLASSES, n).astype(np.int64)
+
+
+def real_data(folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n training images ([n, 28, 28, 1] float32 in [0, 1]) and labels of an IDX folder."""
+    from cvae_jax.tfds_idx import find_split_files, read_idx
+
+    images_path, labels_path = find_split_files(Path(folder), "train")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.shape[1:3] != IMAGE_SHAPE[:2] or len(images) < n:
+        raise SystemExit(f"--data {folder}: {images.shape[0]} training images of {images.shape[1:]}; the benchmark "
+                         f"needs {n} of {IMAGE_SHAPE[:2]} (lower --samples)")
+    return (images[:n, ..., None] / np.float32(255)).astype(np.float32), labels[:n].astype(np.int64)
 
 
 def record(impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s: float, n: int,
@@ -79,4 +96,4 @@ def record(impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s:
             "samples_per_s": n / seconds, "steps_per_s": n / batch / seconds,
             "compile_s": max(first_epoch_s - seconds, 0.0), "epoch_s": epoch_s, "steps_per_epoch": n // batch,
             "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            **{"platform": "cpu", **extra}}
+            "data": spec.get("data") or "random", **{"platform": "cpu", **extra}}

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import host_cpu
+from benchmarks.common import host_cpu, random_data
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax import loop, parallel
 from cvae_jax.config import ParallelConfig
@@ -79,9 +79,8 @@ def measure(spec: dict) -> dict:
     config = config_for(model_name, batch, spec.get("set", []))
     layout = parallel.make_layout(ParallelConfig(num_devices=devices))
     global_batch = parallel.global_batch_size(batch, config.parallel, layout.num_shards)
-    rng = np.random.default_rng(0)
-    arrays = {"image": rng.random((n, *IMAGE_SHAPE), np.float32),
-              "label": rng.integers(0, NUM_CLASSES, n).astype(np.int32)}
+    images, labels = random_data(n, 1, data=spec.get("data", ""))
+    arrays = {"image": images, "label": labels.astype(np.int32)}
     parts = build(config, IMAGE_SHAPE, NUM_CLASSES)
     host_state = init_for(parts, config, IMAGE_SHAPE, NUM_CLASSES)
     flops = training_flops_per_sample(parts.model, host_state.params)
@@ -100,9 +99,11 @@ def measure(spec: dict) -> dict:
         compiled = step.lower(state, {k: v[:global_batch] for k, v in arrays.items()}, key).compile()
         compile_s = time.perf_counter() - t
 
+        orders = np.random.default_rng(1)
+
         def epoch():
             nonlocal state
-            order = rng.permutation(n)
+            order = orders.permutation(n)  # a new order each epoch, drawn on the host as users do
             for i in range(steps):
                 idx = order[i * global_batch:(i + 1) * global_batch]
                 state, metrics = compiled(state, {k: v[idx] for k, v in arrays.items()}, key)
@@ -138,7 +139,8 @@ def measure(spec: dict) -> dict:
     return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": label,
             "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
             "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
-            "achieved_flops_per_s": flops * samples_per_s, "host_page_faults_per_step": faults, **_memory(),
+            "achieved_flops_per_s": flops * samples_per_s, "host_page_faults_per_step": faults,
+            "data": spec.get("data") or "random", **_memory(),
             **_device_info()}
 
 

@@ -100,7 +100,7 @@ class EpochTimer(keras.callbacks.Callback):
 def measure(spec: dict) -> dict:
     keras.utils.set_random_seed(0)
     a, batch = ARCH[spec["model"]], int(spec["batch"])
-    images, labels = random_data(int(spec.get("samples", 60000)), batch)
+    images, labels = random_data(int(spec.get("samples", 60000)), batch, data=spec.get("data", ""))
     model = VAE(a)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=spec["impl"] == "keras_xla")
     timer = EpochTimer()

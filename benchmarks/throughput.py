@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from benchmarks.models import MODELS
@@ -63,10 +64,10 @@ def plan(args) -> list[dict[str, Any]]:
             for devices in args.devices:
                 for mode in args.mode:
                     cells.append({"impl": "cvae_jax", "model": model, "batch": batch, "mode": mode, "devices": devices,
-                                  "samples": args.samples, "repeats": args.repeats, "set": args.set})
+                                  "samples": args.samples, "repeats": args.repeats, "set": args.set, "data": args.data})
             for ref in args.compare:
                 cells.append({"impl": ref, "model": model, "batch": batch, "samples": args.samples,
-                              "repeats": args.repeats})
+                              "repeats": args.repeats, "data": args.data})
     return cells
 
 
@@ -79,7 +80,10 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key(r: dict[str, Any]) -> tuple:
-    return (r.get("model"), r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1))
+    """(model, batch, impl, mode, devices); the model named with its data where that is not random."""
+    data = r.get("data") or "random"
+    model = r.get("model") if data == "random" else f"{r.get('model')} ({Path(data).name})"
+    return (model, r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1))
 
 
 def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, Any]]:
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cells; the table shows medians")
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (median)")
     p.add_argument("--samples", type=int, default=60000, help="training examples per epoch (random MNIST-shaped)")
+    p.add_argument("--data", default="", help="a folder of MNIST-format IDX files (e.g. /usr/share/datasets/"
+                   "fashion-mnist): train on its first --samples images instead of random ones")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for the cvae_jax cells, e.g. train.microbatches=8 (repeatable)")
     p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")

@@ -117,7 +117,7 @@ def test_set_overrides_reach_the_measured_config():
 
     class Args:
         model, batch_size, devices, mode, compare = ["article-vae"], [64], [1], ["step"], ["torch"]
-        samples, repeats, set = 256, 1, ["train.microbatches=2"]
+        samples, repeats, set, data = 256, 1, ["train.microbatches=2"], ""
 
     cells = plan(Args)
     assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
@@ -223,3 +223,21 @@ def test_the_host_cpu_is_described_by_its_first_processor_and_widest_vector_isa(
     assert describe_cpu(zen3 + "\n" + zen4)["cpu_isa"] == "avx2"
     assert describe_cpu("Features\t: fp asimd\n")["cpu_isa"] == "asimd"  # aarch64 names its flags so
     assert describe_cpu("") == {"cpu_model": "?", "cpu_family_model": "?", "cpu_isa": "?"}
+
+
+def test_data_flag_trains_on_an_idx_folders_images_scaled_to_unit_range(tmp_path):
+    """--data: the first training images of an IDX folder (here one the test writes), whole batches,
+    each pixel its byte / 255; a folder with too few images is refused by name."""
+    import numpy as np
+    from test_data import make_idx_folder
+
+    from benchmarks.common import random_data
+
+    arrays = make_idx_folder(tmp_path / "idx", n_train=30)
+    images, labels = random_data(25, 4, data=str(tmp_path / "idx"))  # 6 whole batches of 4
+    assert images.shape == (24, 28, 28, 1) and images.dtype == np.float32
+    np.testing.assert_array_equal(np.rint(images[..., 0] * 255).astype(np.uint8), arrays["train"][0][:24])
+    assert images.min() >= 0 and images.max() <= 1
+    np.testing.assert_array_equal(labels, arrays["train"][1][:24])
+    with pytest.raises(SystemExit, match="30 training images .* needs 40"):
+        random_data(40, 1, data=str(tmp_path / "idx"))
