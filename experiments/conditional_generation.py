@@ -43,6 +43,9 @@ def main() -> None:
         "conditional_accuracy": accuracy, "per_class_accuracy": np.round(per_class, 3),
         "samples_per_class": args.per_class, "judge_test_accuracy": judge.accuracy(dataset.test.images,
                                                                                   dataset.test.labels),
+        "judge_test_accuracy_by_class": np.round([judge.accuracy(dataset.test.images[dataset.test.labels == k],
+                                                                 np.full(int(np.sum(dataset.test.labels == k)), k))
+                                                  for k in range(dataset.num_classes)], 3),
         "test_log_p_x_given_c": -scores["nll"], "num_importance_samples": args.k,
         "test_neg_elbo": scores["neg_elbo"], "bits_per_dim": scores["bits_per_dim"],
         "active_units": scores["active_units"], "latent_dim": scores["latent_dim"]})
