@@ -64,7 +64,7 @@ def host_cpu() -> dict[str, Any]:
         return describe_cpu("")
 
 
-def random_data(samples: int, batch: int, seed: int = 0, data: str = "") -> tuple[np.ndarray, np.ndarray]:
+def training_data(samples: int, batch: int, seed: int = 0, data: str = "") -> tuple[np.ndarray, np.ndarray]:
     """`samples` rounded down to whole batches: float32 images in [0, 1) [N, 28, 28, 1], int labels [N];
     random, or with `data` (a folder of MNIST-format IDX files, e.g. Fashion-MNIST) its first training
     images, scaled to [0, 1]."""

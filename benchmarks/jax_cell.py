@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import host_cpu, random_data
+from benchmarks.common import host_cpu, training_data
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax import loop, parallel
 from cvae_jax.config import ParallelConfig
@@ -79,7 +79,7 @@ def measure(spec: dict) -> dict:
     config = config_for(model_name, batch, spec.get("set", []))
     layout = parallel.make_layout(ParallelConfig(num_devices=devices))
     global_batch = parallel.global_batch_size(batch, config.parallel, layout.num_shards)
-    images, labels = random_data(n, 1, data=spec.get("data", ""))
+    images, labels = training_data(n, 1, data=spec.get("data", ""))
     arrays = {"image": images, "label": labels.astype(np.int32)}
     parts = build(config, IMAGE_SHAPE, NUM_CLASSES)
     host_state = init_for(parts, config, IMAGE_SHAPE, NUM_CLASSES)

@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from benchmarks.common import ARCH, IMAGE_SHAPE, NUM_CLASSES, random_data, record  # noqa: E402
+from benchmarks.common import ARCH, IMAGE_SHAPE, NUM_CLASSES, record, training_data  # noqa: E402
 
 
 def build(a: dict) -> tuple[keras.Model, keras.Model]:
@@ -100,7 +100,7 @@ class EpochTimer(keras.callbacks.Callback):
 def measure(spec: dict) -> dict:
     keras.utils.set_random_seed(0)
     a, batch = ARCH[spec["model"]], int(spec["batch"])
-    images, labels = random_data(int(spec.get("samples", 60000)), batch, data=spec.get("data", ""))
+    images, labels = training_data(int(spec.get("samples", 60000)), batch, data=spec.get("data", ""))
     model = VAE(a)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=spec["impl"] == "keras_xla")
     timer = EpochTimer()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import ARCH, IMAGE_SHAPE, NUM_CLASSES, random_data, record
+from benchmarks.common import ARCH, IMAGE_SHAPE, NUM_CLASSES, record, training_data
 
 
 class Encoder(nn.Module):
@@ -113,7 +113,7 @@ def measure(spec: dict) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     a, batch = ARCH[spec["model"]], int(spec["batch"])
-    images, labels = random_data(int(spec.get("samples", 60000)), batch, data=spec.get("data", ""))
+    images, labels = training_data(int(spec.get("samples", 60000)), batch, data=spec.get("data", ""))
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)  # NCHW, as PyTorch users store it
     c_all = F.one_hot(torch.from_numpy(labels), NUM_CLASSES).float().to(device) if a["conditional"] else None
     model = VAE(a).to(device)

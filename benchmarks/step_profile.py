@@ -102,7 +102,7 @@ def profile(spec: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.common import random_data
+    from benchmarks.common import training_data
     from benchmarks.jax_cell import _device_info
     from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
     from cvae_jax.run import build, init_for
@@ -113,7 +113,7 @@ def profile(spec: dict) -> dict:
     parts = build(config, IMAGE_SHAPE, NUM_CLASSES)
     state = init_for(parts, config, IMAGE_SHAPE, NUM_CLASSES)
     n = batch * steps
-    images, labels = random_data(n, batch)
+    images, labels = training_data(n, batch)
     data = {"image": jnp.asarray(images), "label": jnp.asarray(labels.astype(np.int32))}
     perm = jnp.asarray(np.random.default_rng(1).permutation(n).astype(np.int32))
     key = jax.random.key(0)

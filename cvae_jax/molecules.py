@@ -135,6 +135,12 @@ def _batch(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"tokens": arrays["tokens"], "condition": arrays["condition"]}
 
 
+def _saved_config(saved: dict) -> MoleculeConfig:
+    """The MoleculeConfig of a checkpoint's molecule settings (`_conditioning`'s "config", from JSON)."""
+    c = saved["config"]
+    return MoleculeConfig(**{**c, "properties": tuple(c["properties"]), "train": TrainConfig(**c["train"])})
+
+
 def _conditioning(cfg: MoleculeConfig, data: MoleculeData) -> dict:
     """What a saved model needs besides its weights: the config, vocabulary and condition units."""
     config = json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -227,7 +233,7 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
         raise ConfigError(f"{workdir} holds a molecule run with another config or data set ({'; '.join(differences[:4])}"
                           f"{'; ...' if len(differences) > 4 else ''}); use a new workdir (nothing there was changed)")
     if latest is not None:
-        saved_train = TrainConfig(**saved_run["config"]["train"])
+        saved_train = _saved_config(saved_run).train
         change = resume.kl_cycle_change(saved_train, steps * saved_train.epochs, tc, steps * tc.epochs)
         if change:
             ckpts.close()
@@ -284,8 +290,7 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         saved = ckpts.read_meta(step).get("molecules")
         if saved is None:
             raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
-        c = saved["config"]
-        cfg = MoleculeConfig(**{**c, "properties": tuple(c["properties"]), "train": TrainConfig(**c["train"])})
+        cfg = _saved_config(saved)
         empty = {"tokens": np.zeros((0, saved["length"]), np.int32)}
         data = MoleculeData(smiles.Vocab(tuple(saved["vocab"])), saved["length"], tuple(saved["names"]),
                             *(np.asarray(saved[k]) for k in ("mean", "std", "median")), empty, empty, [], [])

@@ -231,13 +231,13 @@ def test_data_flag_trains_on_an_idx_folders_images_scaled_to_unit_range(tmp_path
     import numpy as np
     from test_data import make_idx_folder
 
-    from benchmarks.common import random_data
+    from benchmarks.common import training_data
 
     arrays = make_idx_folder(tmp_path / "idx", n_train=30)
-    images, labels = random_data(25, 4, data=str(tmp_path / "idx"))  # 6 whole batches of 4
+    images, labels = training_data(25, 4, data=str(tmp_path / "idx"))  # 6 whole batches of 4
     assert images.shape == (24, 28, 28, 1) and images.dtype == np.float32
     np.testing.assert_array_equal(np.rint(images[..., 0] * 255).astype(np.uint8), arrays["train"][0][:24])
     assert images.min() >= 0 and images.max() <= 1
     np.testing.assert_array_equal(labels, arrays["train"][1][:24])
     with pytest.raises(SystemExit, match="30 training images .* needs 40"):
-        random_data(40, 1, data=str(tmp_path / "idx"))
+        training_data(40, 1, data=str(tmp_path / "idx"))
