@@ -2,7 +2,8 @@
 
     python -m benchmarks.jax_cell '{"model": "article-vae", "batch": 128, "mode": "fused", "devices": 1,
                                     "samples": 60000, "repeats": 5}'
-    python -m benchmarks.jax_cell matmul      # the device's float32 matmul peak
+    python -m benchmarks.jax_cell matmul           # the device's float32 matmul peak
+    python -m benchmarks.jax_cell matmul:bfloat16  # ... and its bfloat16 peak (float32 accumulation)
 
 Modes: "step" = a jitted train step per batch, fed from host (numpy) arrays shuffled on the host;
 "device" = data resident on the devices, one compiled step per call (batch gathered on device);
@@ -36,12 +37,12 @@ def _device_info() -> dict:
     return {"platform": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__, **host_cpu()}
 
 
-def matmul_flops(n: int, repeats: int = 10, budget_s: float = 1.5) -> float:
-    """float32 FLOP/s of an n x n matmul on the default device: the median of `repeats` products, or
-    of as many as fit in `budget_s` seconds, but at least 3 (on a 2-core CPU one n = 4096 product
-    takes ~1 s)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_flops(n: int, repeats: int = 10, budget_s: float = 1.5, dtype: str = "float32") -> float:
+    """FLOP/s of an n x n matmul of `dtype` inputs on the default device, at JAX's default precision
+    (the models' own): the median of `repeats` products, or of as many as fit in `budget_s` seconds,
+    but at least 3 (on a 2-core CPU one float32 n = 4096 product takes ~1 s)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
     f(a, b).block_until_ready()
     times = []
@@ -52,12 +53,13 @@ def matmul_flops(n: int, repeats: int = 10, budget_s: float = 1.5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def matmul_peak() -> dict:
-    """The device's float32 matmul peak: the best of a few large square sizes."""
+def matmul_peak(dtype: str = "float32") -> dict:
+    """The device's matmul peak for `dtype` inputs: the best of a few large square sizes. A model
+    computing in bfloat16 (model.compute_dtype) is measured against the bfloat16 peak."""
     sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (4096, 8192, 16384)
-    by_size = {n: matmul_flops(n) for n in sizes}
+    by_size = {n: matmul_flops(n, dtype=dtype) for n in sizes}
     best = max(by_size, key=by_size.get)
-    return {"kind": "matmul_peak", "n": best, "flops_per_s": by_size[best],
+    return {"kind": "matmul_peak", "dtype": dtype, "n": best, "flops_per_s": by_size[best],
             "by_size": {str(n): f for n, f in by_size.items()}, **_device_info()}
 
 
@@ -140,7 +142,7 @@ def measure(spec: dict) -> dict:
             "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
             "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
             "achieved_flops_per_s": flops * samples_per_s, "host_page_faults_per_step": faults,
-            "data": spec.get("data") or "random", **_memory(),
+            "compute_dtype": config.model.compute_dtype, "data": spec.get("data") or "random", **_memory(),
             **_device_info()}
 
 
@@ -153,4 +155,7 @@ def no_compile_cache() -> None:
 if __name__ == "__main__":
     no_compile_cache()
     arg = sys.argv[1]
-    print(json.dumps(matmul_peak() if arg == "matmul" else measure(json.loads(arg))))
+    if arg.startswith("matmul"):
+        print(json.dumps(matmul_peak(*arg.split(":")[1:])))
+    else:
+        print(json.dumps(measure(json.loads(arg))))

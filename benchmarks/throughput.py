@@ -86,8 +86,11 @@ def _key(r: dict[str, Any]) -> tuple:
     return (model, r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1))
 
 
-def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, Any]]:
-    """Median over rounds per configuration, with the FLOP fraction and the ratio to each reference."""
+def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[dict[str, Any]]:
+    """Median over rounds per configuration, with the FLOP fraction and the ratio to each reference.
+
+    peaks: matmul FLOP/s by input dtype; a cvae_jax cell's fraction is of the peak of its compute
+    dtype (model.compute_dtype), and no fraction is given where that peak was not measured."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
         if r.get("kind") == "train":
@@ -99,6 +102,7 @@ def summarize(results: list[dict[str, Any]], peak: float | None) -> list[dict[st
         row = {"model": key[0], "batch": key[1], "impl": key[2], "mode": key[3], "devices": key[4],
                "samples_per_s": med, "rounds": len(rs), "spread": (max(speeds) - min(speeds)) / med,
                "compile_s": statistics.median(r["compile_s"] for r in rs)}
+        peak = peaks.get(rs[0].get("compute_dtype", "float32"))
         if peak and rs[0].get("train_flops_per_sample"):
             physical = 1 if rs[0].get("platform") == "cpu" else key[4]  # virtual CPU devices share the cores
             row["peak_fraction"] = med * rs[0]["train_flops_per_sample"] / (peak * physical)
@@ -133,9 +137,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], float | None]:
-    """The measurements and the median matmul peak in files of JSON lines written by --out/--json."""
-    results, peaks = [], []
+def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The measurements and the median matmul peak per dtype in files of JSON lines written by
+    --out/--json (peaks recorded without a dtype are float32)."""
+    results, peaks = [], {}
     for path in paths:
         try:
             with open(path) as f:
@@ -148,11 +153,21 @@ def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], float | None]:
             except json.JSONDecodeError as e:
                 raise SystemExit(f"--table: {path}:{n} is not a JSON object ({e.msg}); pass files written by --out")
             if record.get("kind") == "matmul_peak" and record.get("flops_per_s"):
-                peaks.append(record["flops_per_s"])
+                peaks.setdefault(record.get("dtype", "float32"), []).append(record["flops_per_s"])
             results.append(record)
     if not any(r.get("kind") == "train" for r in results):
         raise SystemExit(f"--table: no training measurements in {', '.join(paths)}")
-    return results, statistics.median(peaks) if peaks else None
+    return results, {dtype: statistics.median(values) for dtype, values in peaks.items()}
+
+
+def compute_dtypes(overrides: list[str]) -> list[str]:
+    """The dtypes whose matmul peak a run needs: float32, and the model.compute_dtype set by --set."""
+    dtypes = ["float32"]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "model.compute_dtype" and value.strip() not in dtypes:
+            dtypes.append(value.strip())
+    return dtypes
 
 
 def check_choices(parser: argparse.ArgumentParser, flag: str, values: list[str], choices) -> None:
@@ -187,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure nothing: print the summary table of JSON lines saved with --out")
     args = p.parse_args(argv)
     if args.table:
-        results, peak = load_results(args.table)
-        print(table(summarize(results, peak)))
+        results, peaks = load_results(args.table)
+        print(table(summarize(results, peaks)))
         return 0
     if args.quick:
         args.model, args.batch_size, args.mode = ["article-vae"], [128], ["step", "fused"]
@@ -210,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for warning in short_epochs(args.samples, args.batch_size):  # before any measuring
         print(f"warning: {warning}", file=sys.stderr)
-    peak = _run_cell("benchmarks.jax_cell", "matmul")
-    emit(peak)
+    peaks = {}
+    for dtype in compute_dtypes(args.set):
+        peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
+        emit(peak)
+        if peak.get("flops_per_s"):
+            peaks[dtype] = peak["flops_per_s"]
     results = []
     cells = plan(args)
     for round_index in range(args.rounds):
@@ -222,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             result["round"] = round_index
             results.append(result)
             emit(result)
-    rows = summarize(results, peak.get("flops_per_s"))
-    print(f"\nmatmul peak: {peak.get('flops_per_s', float('nan')) / 1e9:.0f} GFLOP/s "
-          f"({peak.get('device_kind', '?')}, float32, n={peak.get('n')}; host CPU {peak.get('cpu_model', '?')}, "
-          f"family/model {peak.get('cpu_family_model', '?')}, {peak.get('cpu_isa', '?')})", file=sys.stderr)
+    rows = summarize(results, peaks)
+    for dtype, flops in peaks.items():
+        print(f"matmul peak: {flops / 1e9:.0f} GFLOP/s ({dtype})", file=sys.stderr)
+    print(f"device {peak.get('device_kind', '?')}; host CPU {peak.get('cpu_model', '?')}, "
+          f"family/model {peak.get('cpu_family_model', '?')}, {peak.get('cpu_isa', '?')}", file=sys.stderr)
     print(table(rows))
     failed = [r for r in results if r.get("kind") == "error"]
     return 1 if failed else 0

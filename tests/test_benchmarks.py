@@ -188,7 +188,7 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
     results += [rec("cvae_jax", "fused", s, 5 * 2**20, i) for i, s in enumerate((400.0, 600.0, 500.0))]
     results += [rec("torch", "", s, None, i) for i, s in enumerate((50.0, 250.0, 125.0))]
     results += [{"kind": "error", "module": "x", "arg": "{}", "error": ["boom"]}]
-    rows = {(r["impl"], r["mode"]): r for r in summarize(results, peak=1e9)}
+    rows = {(r["impl"], r["mode"]): r for r in summarize(results, {"float32": 1e9})}
     assert rows[("cvae_jax", "step")]["samples_per_s"] == 200.0 and rows[("cvae_jax", "step")]["rounds"] == 3
     assert rows[("cvae_jax", "fused")]["samples_per_s"] == 500.0
     assert rows[("cvae_jax", "fused")]["peak_fraction"] == 500.0 * 1e6 / 1e9
@@ -198,6 +198,34 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
     assert rows[("torch", "")]["spread"] == (250.0 - 50.0) / 125.0  # (max - min) / median over rounds
     assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |" in text
     assert "| mlp-vae | 128 | torch |  | 1 | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |" in text
+
+
+def test_peak_fraction_is_of_the_peak_of_the_cells_compute_dtype(tmp_path):
+    from benchmarks.throughput import compute_dtypes, load_results, summarize
+
+    def rec(mode, dtype):
+        return {"kind": "train", "impl": "cvae_jax", "model": "mlp-vae", "batch": 128, "mode": mode, "devices": 1,
+                "samples_per_s": 1000.0, "compile_s": 1.0, "peak_host_bytes": 2**20, "platform": "gpu",
+                "train_flops_per_sample": 1e6, **({"compute_dtype": dtype} if dtype else {})}
+
+    saved = tmp_path / "run.jsonl"
+    # peaks without a dtype (files written before peaks had one) are float32; medians per dtype
+    saved.write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "matmul_peak", "flops_per_s": 1e9}, {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 3e9},
+        {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 2e9},
+        {"kind": "matmul_peak", "dtype": "bfloat16", "flops_per_s": 8e9},
+        rec("fused", None), rec("fused (model.compute_dtype=bfloat16)", "bfloat16")]) + "\n")
+    results, peaks = load_results([str(saved)])
+    assert peaks == {"float32": 2e9, "bfloat16": 8e9}
+    rows = {r["mode"]: r for r in summarize(results, peaks)}
+    assert rows["fused"]["peak_fraction"] == 1e9 / 2e9
+    assert rows["fused (model.compute_dtype=bfloat16)"]["peak_fraction"] == 1e9 / 8e9
+    # no bfloat16 peak measured: no fraction, rather than one against the float32 peak
+    rows = {r["mode"]: r for r in summarize(results, {"float32": 2e9})}
+    assert "peak_fraction" not in rows["fused (model.compute_dtype=bfloat16)"]
+    assert compute_dtypes([]) == ["float32"]
+    assert compute_dtypes(["train.microbatches=2", "model.compute_dtype = bfloat16"]) == ["float32", "bfloat16"]
+    assert compute_dtypes(["model.compute_dtype=float32"]) == ["float32"]
 
 
 def test_short_epochs_are_flagged():
