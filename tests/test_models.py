@@ -35,11 +35,17 @@ def test_article_cvae_has_the_articles_layers():
     encoder = conv + dense(28 * 28 * 32, 64) + 2 * dense(64 + 10, 2)
     decoder = dense(2 + 10, 64) + dense(64, 784)
     assert count(params) == encoder + decoder
-    # The run initializes under jit: bit for bit flax's eager init (checkpoints and results unchanged).
+    # The run initializes under jit: on CPU bit for bit flax's eager init (checkpoints and results
+    # unchanged); on a GPU (H200) fused kernels round the truncated-normal draw differently, so there
+    # the same values to float32 rounding.
     state = init_state(model, optax.adam(1e-3), {"image": jnp.zeros((1, 28, 28, 1))}, jnp.zeros((1, 10)),
                        jax.random.key(0))
     assert jax.tree.structure(state.params) == jax.tree.structure(params)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)))
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
@@ -173,7 +179,7 @@ def test_layers_take_the_custom_gradient_where_documented():
         output_taps = kind == "Conv" and ours.stride == 1 and 9 * ours.features <= shape[-1]
         cpu = jax.default_backend() == "cpu"
         expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features or output_taps or cpu,
-                    "Dense": shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]
+                    "Dense": cpu and shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]  # CPU only
         assert ("custom_vjp" in text) == expected, (kind, shape)  # output taps: the tap matmul's kernel grad
         if kind == "Conv":
             assert ("conv_general_dilated" not in text) == output_taps, shape
