@@ -188,18 +188,25 @@ def _score(args) -> int:
 def _train_molecules(args) -> int:
     import json
 
-    from cvae_jax import molecules
+    from cvae_jax import molecules, parallel
+    from cvae_jax.config import ParallelConfig
 
     names = tuple(n.strip() for n in args.properties.split(",") if n.strip())
+    devices = ParallelConfig(mode=args.parallel, num_devices=args.devices or 0)
     cfg = molecules.recipe(args.train_csv, args.test_csv, num_train=args.num_train, num_test=args.num_test,
                            epochs=args.epochs, free_bits=args.free_bits, word_dropout=args.word_dropout,
-                           seed=args.seed, properties=names, latent_dim=args.latent_dim)
+                           seed=args.seed, properties=names, latent_dim=args.latent_dim, parallel=devices)
+    parallel.initialize(cfg.parallel)  # before anything touches the devices
+    primary = parallel.is_primary()
     data = molecules.prepare(cfg)
-    print(f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
-          f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> {args.workdir}",
-          file=sys.stderr)
+    if primary:
+        print(f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
+              f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
+              f"{args.workdir}", file=sys.stderr)
     _, _, history = molecules.train(cfg, data, workdir=args.workdir,
                                     log=lambda line: print(line, file=sys.stderr, flush=True))
+    if not primary:
+        return 0
     Path(args.workdir, "history.json").write_text(json.dumps(history, indent=1) + "\n")
     final = history[-1]["test"]
     print(f"done: test -ELBO {final['neg_elbo']:.2f} nats/molecule (recon {final['recon']:.2f}, KL {final['kl']:.2f});"
@@ -322,6 +329,9 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the "
                     "decoder in training")
     tm.add_argument("--seed", type=int, default=0)
+    tm.add_argument("--devices", type=int, help="local devices to use (default: all); the batch of 128 is split "
+                    "over them")
+    tm.add_argument("--parallel", choices=["sharded", "pmap", "single"], default="sharded")
     tm.set_defaults(func=_train_molecules)
 
     mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules")

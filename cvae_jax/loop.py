@@ -29,7 +29,7 @@ class Program:
     examples_per_shard: int
     steps_per_epoch: int
     steps_per_call: int
-    data: Any  # training data shards on the devices: {"image": [S, n, ...], "label": [S, n]}
+    data: Any  # training data shards on the devices, e.g. {"image": [S, n, ...], "label": [S, n]}
     calls: dict[int, Callable]  # size -> (state, data, perms, first, key_data) -> (state, metric sums)
     permute: Callable  # (key_data, epoch) -> perms [S, n] on the devices
 
@@ -48,14 +48,15 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
                  unroll_microbatches: bool = False) -> Program:
     """Compiles the training calls of a run.
 
-    local_rows: this process's data shards [len(layout.local_shards), n, ...] (parallel.shard_rows).
+    local_rows: this process's data shards [len(layout.local_shards), n, ...] (parallel.shard_rows), by
+        name: whatever the loss reads from a batch ({"image", "label"}; {"tokens", "condition"}).
     steps_per_call: steps_per_epoch -> steps fused per call.
     """
     num_shards = layout.num_shards
     batch = global_batch // num_shards
     if batch % microbatches:
         raise ConfigError(f"train.microbatches={microbatches} must divide each device's batch of {batch}")
-    n = len(local_rows["image"][0])
+    n = len(next(iter(local_rows.values()))[0])
     steps_per_epoch = n // batch
     k = steps_per_call(steps_per_epoch)
     data = layout.put_sharded(local_rows)

@@ -1,14 +1,18 @@
 """Conditional molecule generation: a SMILES CVAE conditioned on molecular properties (Lim et al. 2018).
 
     data = molecules.prepare(cfg)                      # SMILES -> tokens; RDKit properties -> condition
-    model, state, history = molecules.train(cfg, data) # the library's train step, one fused scan per epoch
+    model, state, history = molecules.train(cfg, data) # the library's train step, one fused scan per epoch,
+                                                       # data-parallel over cfg.parallel's devices and hosts
     smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 1000), data.vocab)
     model, params, data = molecules.load(workdir)      # a run trained with train(..., workdir=...)
 
 The condition is the property vector standardized with the training set's mean and std; ask for
 values in the properties' own units through `MoleculeData.condition_for`. Training is the image
 models' step (`cvae_jax.train.make_train_step`) with the ELBO, KL schedules and free bits of
-`cvae_jax.objectives`; only the terms (`cvae_jax.sequence.make_terms`) differ.
+`cvae_jax.objectives`; only the terms (`cvae_jax.sequence.make_terms`) differ. So is the program
+that runs it (`cvae_jax.loop.make_program`): the training molecules split into one shard per device
+after a seeded shuffle, the batch split over the devices (`MoleculeConfig.parallel`: sharded jit,
+pmap or one device; several processes as for image runs), and each epoch one compiled call.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import chem, inference, objectives, resume, sequence, smiles
+from cvae_jax import chem, inference, loop, objectives, parallel, resume, sequence, smiles
 from cvae_jax import train as train_lib
 from cvae_jax.checkpoint import Checkpoints
-from cvae_jax.config import CheckpointConfig, ConfigError, TrainConfig
+from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +48,7 @@ class MoleculeConfig:
     word_dropout: float = 0.0  # share of the decoder's previous tokens hidden during training
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=10, batch_size=256, eval_batch_size=500, kl_schedule="linear", warmup_steps=2000))
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # train.batch_size is global
     seed: int = 0
 
     def __post_init__(self):
@@ -138,7 +144,8 @@ def _batch(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _saved_config(saved: dict) -> MoleculeConfig:
     """The MoleculeConfig of a checkpoint's molecule settings (`_conditioning`'s "config", from JSON)."""
     c = saved["config"]
-    return MoleculeConfig(**{**c, "properties": tuple(c["properties"]), "train": TrainConfig(**c["train"])})
+    return MoleculeConfig(**{**c, "properties": tuple(c["properties"]), "train": TrainConfig(**c["train"]),
+                             "parallel": ParallelConfig(**c.get("parallel", {}))})
 
 
 def _conditioning(cfg: MoleculeConfig, data: MoleculeData) -> dict:
@@ -177,25 +184,28 @@ def _fresh_state(cfg: MoleculeConfig, model, length: int):
     return init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
 
 
-def _programs(model, tc: TrainConfig, steps: int):
-    """(epoch_fn, eval_step) of a run: training again or resuming in the same process compiles
-    nothing new."""
+def _program(model, tc: TrainConfig, layout: parallel.Layout, rows: dict[str, np.ndarray], global_batch: int,
+             total_steps: int) -> loop.Program:
+    """The compiled training calls of a run (a whole epoch per call), holding `rows` on the devices:
+    training again or resuming in the same process compiles nothing new."""
 
     def build():
-        tx = train_lib.make_optimizer(tc)
-        terms = sequence.make_terms(model)
-        loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc,
-                                         total_steps=steps * tc.epochs)
-        epoch_fn = jax.jit(train_lib.make_multi_step(train_lib.make_train_step(loss, tx), tc.batch_size, steps),
-                           donate_argnums=0)
-        return epoch_fn, jax.jit(train_lib.make_eval_step(terms))
+        loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=total_steps)
+        return loop.make_program(layout, loss, train_lib.make_optimizer(tc), rows, global_batch, lambda steps: steps)
 
-    return _cached(("train", model, _train_key(tc), steps), build)
+    shapes = tuple((name, value.shape) for name, value in rows.items())
+    program = _cached(("train", model, _train_key(tc), layout.mode, layout.mesh, global_batch, total_steps, shapes),
+                      build)
+    return dataclasses.replace(program, data=layout.put_sharded(rows))
+
+
+def _eval_step(model):
+    return _cached(("eval", model), lambda: jax.jit(train_lib.make_eval_step(sequence.make_terms(model))))
 
 
 # What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
 # it trains and the evaluation batch. Anything else changes the model, the data or the optimization.
-_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size", "config.train.cycle_steps")
+_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size", "config.train.cycle_steps", "config.parallel.")
 
 
 def _differences(saved: dict | None, wanted: dict) -> list[str]:
@@ -217,12 +227,21 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     With `workdir`, an Orbax checkpoint is written after every epoch (the last two and the best by
     test -ELBO are kept), and a workdir that holds a run of the same config and data resumes it:
     the same numbers as a run that never stopped (a finished run returns at once). A larger
-    train.epochs trains a finished run on; other settings that differ are refused, by name."""
+    train.epochs trains a finished run on; other settings that differ are refused, by name.
+
+    Over several devices (cfg.parallel) each device trains on its shard of the molecules and draws
+    its own noise: the same numbers for sharded jit and pmap, other numbers than on one device. With
+    several processes every process calls this; only process 0 logs."""
     tc = cfg.train
     model = build_model(cfg, data, prior)
-    train_set = _batch(data.train)
-    n = len(train_set["tokens"])
-    steps = n // tc.batch_size
+    layout = parallel.make_layout(cfg.parallel)
+    global_batch = parallel.global_batch_size(tc.batch_size, cfg.parallel, layout.num_shards)
+    rows = parallel.shard_rows(_batch(data.train), layout.num_shards, layout.local_shards, cfg.seed)
+    steps = len(rows["tokens"][0]) // (global_batch // layout.num_shards)
+    if steps < 1:
+        raise ConfigError(f"{len(data.train['tokens'])} training molecules over {layout.num_shards} devices make no "
+                          f"batch of {global_batch}; use fewer devices or a smaller train.batch_size")
+    log = log if parallel.is_primary() else None
     saved = _conditioning(cfg, data)
     ckpts = _checkpoints(workdir) if workdir is not None else None
     latest = ckpts.resolve("latest") if ckpts is not None and ckpts.steps() else None
@@ -238,39 +257,47 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
         if change:
             ckpts.close()
             raise ConfigError(f"{workdir} cannot be resumed with these settings: {change} (nothing there was changed)")
-    state = _fresh_state(cfg, model, data.length)
-    epoch_fn, eval_step = _programs(model, tc, steps)
-    device_data = jax.device_put(train_set)
-    shuffle_key = train_lib.purpose_key(cfg.seed, train_lib.SHUFFLE)
-    train_key = train_lib.purpose_key(cfg.seed, train_lib.TRAIN)
+    program = _program(model, tc, layout, rows, global_batch, steps * tc.epochs)
+    eval_step = _eval_step(model)
+    state = layout.put_replicated(jax.device_get(_fresh_state(cfg, model, data.length)))
+    shuffle_key, train_key = (np.asarray(jax.random.key_data(train_lib.purpose_key(cfg.seed, purpose)))
+                              for purpose in (train_lib.SHUFFLE, train_lib.TRAIN))
     eval_key = train_lib.purpose_key(cfg.seed, train_lib.EVAL)
     key_data = jax.random.key_data(train_lib.base_key(cfg.seed))
 
     def test_scores(epoch):
-        return train_lib.evaluate_dataset(eval_step, state.params, _batch(data.test), tc.eval_batch_size,
-                                          jax.random.fold_in(eval_key, epoch))
+        return train_lib.evaluate_dataset(eval_step, layout.local_value(state.params), _batch(data.test),
+                                          tc.eval_batch_size, jax.random.fold_in(eval_key, epoch))
 
     try:
         if latest is not None:
-            state, _, meta = ckpts.restore(latest, state, key_data)
+            restored, _, meta = ckpts.restore(latest, layout.global_value(state), key_data)
+            state = layout.from_global(restored)
             history = meta["history"]
+            if meta.get("num_devices", 1) != layout.num_shards:
+                warnings.warn(f"{workdir} was trained on {meta.get('num_devices', 1)} devices and resumes on "
+                              f"{layout.num_shards}: the run goes on correctly, but not bit-identical to an "
+                              "uninterrupted one (each device holds other molecules and draws other noise)",
+                              stacklevel=2)
         else:
             history = [{"epoch": 0, "test": test_scores(0)}]
         for epoch in range(len(history), tc.epochs + 1):
             start = time.perf_counter()
-            perm = train_lib.epoch_permutation(shuffle_key, epoch, n)
-            state, sums = epoch_fn(state, device_data, perm, 0, train_key)
-            sums = jax.device_get(sums)
+            perm = program.permute(shuffle_key, epoch)
+            [(first, size)] = program.call_sizes()  # the whole epoch in one call
+            state, sums = program.calls[size](state, program.data, perm, first, train_key)
+            sums = jax.device_get(layout.local_value(sums))
             if sums["nonfinite"] > 0:
                 raise FloatingPointError(f"epoch {epoch}: {int(sums['nonfinite'])} steps had non-finite gradients; "
                                          f"lower train.learning_rate (the last checkpoint is kept)")
             seconds = time.perf_counter() - start
             row = {"epoch": epoch, "train": {k: float(v) / steps for k, v in sums.items()},
-                   "test": test_scores(epoch), "seconds": seconds, "samples_per_s": steps * tc.batch_size / seconds}
+                   "test": test_scores(epoch), "seconds": seconds, "samples_per_s": steps * global_batch / seconds}
             history.append(row)
             if ckpts is not None:
-                ckpts.save(state, key_data,
-                           {"position": {"epoch": epoch + 1, "batch": 0}, "molecules": saved, "history": history},
+                ckpts.save(layout.global_value(state), key_data,
+                           {"position": {"epoch": epoch + 1, "batch": 0}, "molecules": saved, "history": history,
+                            "num_devices": layout.num_shards},
                            {"neg_elbo": row["test"]["neg_elbo"]})
             if log:
                 log(f"epoch {epoch}: train loss {row['train']['loss']:.2f}, test -ELBO {row['test']['neg_elbo']:.2f} "
@@ -279,7 +306,7 @@ def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str |
     finally:
         if ckpts is not None:
             ckpts.close()
-    return model, state, history
+    return model, layout.local_value(state), history
 
 
 def load(workdir: str | Path, which: str | int = "best", prior=None):
