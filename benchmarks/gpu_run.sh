@@ -8,6 +8,11 @@
 # Writes to $OUT: machine.txt, train.log (the README's main job, end to end), gpu.jsonl and
 # gpu.md (cvae_jax against PyTorch and torch.compile), mlp4096.jsonl/.md (the MLP VAE at batch 4096
 # over longer epochs, float32 and bfloat16), profile.jsonl (where its step goes, with XLA flags).
+#
+#     OUT=/tmp/gpu bash benchmarks/gpu_run.sh tests   # instead: the unit tests that run on a GPU (~2.5 min)
+#
+# runs the model, objective, step, prior, checkpoint, evaluation and CLI tests on the GPU (full
+# float32 matmul precision, so that tolerances made for the CPU hold) and writes $OUT/tests.log.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_run}
@@ -15,6 +20,14 @@ mkdir -p "$OUT"
 py=${PYTHON:-python3}
 
 $py -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+if [ "${1:-}" = tests ]; then
+  CVAE_JAX_TEST_FULL_OPT=1 JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    timeout 400 $py -m pytest -q -n 6 -p no:cacheprovider -rf --tb=short tests/test_models.py \
+    tests/test_objectives.py tests/test_train_step.py tests/test_priors.py tests/test_distributions.py \
+    tests/test_checkpoint.py tests/test_evaluate.py tests/test_custom_prior.py tests/test_cli.py 2>&1 \
+    | tee "$OUT/tests.log" | tail -n 60
+  exit "${PIPESTATUS[0]}"
+fi
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
   $py -c "import sys, jax, flax, optax, torch; print('python', sys.version.split()[0], 'jax', jax.__version__,
