@@ -247,6 +247,45 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def validate_train(t: TrainConfig) -> None:
+    """Checks the train section (also of molecule runs); raises ConfigError naming the field."""
+    for f in dataclasses.fields(t):
+        x = getattr(t, f.name)
+        _require(not isinstance(x, float) or math.isfinite(x), f"train.{f.name} must be a finite number, got {x}")
+    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _require(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
+    _require(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
+    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
+    _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    _require(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
+    _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
+    _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
+    _require(t.kl_schedule in KL_SCHEDULES, f"train.kl_schedule must be one of {KL_SCHEDULES}, got {t.kl_schedule!r}")
+    _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
+    _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
+    _require(t.cycle_steps >= 0, f"train.cycle_steps must be >= 0 (0 = steps / num_cycles), got {t.cycle_steps}")
+    _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
+    _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
+    _require(t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}")
+    _require(t.on_nonfinite in NONFINITE, f"train.on_nonfinite must be one of {NONFINITE}, got {t.on_nonfinite!r}")
+    _require(t.max_consecutive_skips >= 1, f"train.max_consecutive_skips must be >= 1, got {t.max_consecutive_skips}")
+
+
+def validate_parallel(p: ParallelConfig) -> None:
+    """Checks the parallel section (also of molecule runs); raises ConfigError naming the field."""
+    _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
+    _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
+    _require(not (p.mode == "single" and p.num_devices > 1),
+             f"parallel.mode=single uses one device, but parallel.num_devices={p.num_devices}")
+    _require(p.per_device_batch_size >= 0,
+             f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}")
+    _require(p.distributed in DISTRIBUTED, f"parallel.distributed must be one of {DISTRIBUTED}, got {p.distributed!r}")
+    _require(p.num_processes >= 0, f"parallel.num_processes must be >= 0, got {p.num_processes}")
+    _require(p.process_id >= -1, f"parallel.process_id must be >= 0 (or -1 = from the environment), got {p.process_id}")
+
+
 def validate(config: Config) -> Config:
     """Checks every value that can be checked without the data; raises ConfigError naming the field."""
     m, d, t = config.model, config.data, config.train
@@ -274,13 +313,6 @@ def validate(config: Config) -> Config:
              f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)")
     _require(d.source != "tfds" or bool(d.name), "data.source=tfds needs data.name, e.g. data.name=mnist")
     _require(not (d.binarize and m.likelihood != "bernoulli"), "data.binarize=true needs model.likelihood=bernoulli")
-    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
-    _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _require(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
-    _require(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
-    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
-    _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
-    _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
     _require(m.compute_dtype in COMPUTE_DTYPES,
              f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}")
     _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
@@ -288,32 +320,12 @@ def validate(config: Config) -> Config:
     _require(not (m.prior == "vamp" and m.kind == "cvae"), "model.prior=vamp needs model.kind=vae "
              "(pseudo-inputs carry no condition); for a CVAE use model.prior=conditional")
     _require(not (m.prior == "conditional" and m.kind != "cvae"), "model.prior=conditional needs model.kind=cvae")
-    _require(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
-    _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
-    _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
     _require(not (t.objective == "hybrid" and m.kind != "cvae"), "train.objective=hybrid needs model.kind=cvae")
-    _require(t.kl_schedule in KL_SCHEDULES, f"train.kl_schedule must be one of {KL_SCHEDULES}, got {t.kl_schedule!r}")
-    _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
-    _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
-    _require(t.cycle_steps >= 0, f"train.cycle_steps must be >= 0 (0 = steps / num_cycles), got {t.cycle_steps}")
-    _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
-    _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
-    _require(t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}")
-    _require(t.on_nonfinite in NONFINITE, f"train.on_nonfinite must be one of {NONFINITE}, got {t.on_nonfinite!r}")
-    _require(t.max_consecutive_skips >= 1, f"train.max_consecutive_skips must be >= 1, got {t.max_consecutive_skips}")
     c = config.checkpoint
     _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
     _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
     _require(c.best_metric in BEST_METRICS,
              f"checkpoint.best_metric must be one of {BEST_METRICS} ('' = none), got {c.best_metric!r}")
-    p = config.parallel
-    _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
-    _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
-    _require(not (p.mode == "single" and p.num_devices > 1),
-             f"parallel.mode=single uses one device, but parallel.num_devices={p.num_devices}")
-    _require(p.per_device_batch_size >= 0,
-             f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}")
-    _require(p.distributed in DISTRIBUTED, f"parallel.distributed must be one of {DISTRIBUTED}, got {p.distributed!r}")
-    _require(p.num_processes >= 0, f"parallel.num_processes must be >= 0, got {p.num_processes}")
-    _require(p.process_id >= -1, f"parallel.process_id must be >= 0 (or -1 = from the environment), got {p.process_id}")
+    validate_train(t)
+    validate_parallel(config.parallel)
     return config

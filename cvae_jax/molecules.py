@@ -31,7 +31,8 @@ import numpy as np
 from cvae_jax import chem, inference, loop, objectives, parallel, resume, sequence, smiles
 from cvae_jax import train as train_lib
 from cvae_jax.checkpoint import Checkpoints
-from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
+from cvae_jax.config import (CheckpointConfig, ConfigError, ParallelConfig, TrainConfig, validate_parallel,
+                             validate_train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,8 @@ class MoleculeConfig:
         unknown = [p for p in self.properties if p not in chem.PROPERTIES]
         if unknown:
             raise ConfigError(f"properties {unknown} unknown; choose from {sorted(chem.PROPERTIES)}")
+        validate_train(self.train)
+        validate_parallel(self.parallel)
         if self.train.batch_size > self.num_train:
             raise ConfigError(f"train.batch_size={self.train.batch_size} is larger than num_train={self.num_train}")
 

@@ -16,7 +16,7 @@ import pytest
 
 from cvae_jax import chem, cli, molecules, priors, recurrent, sequence, smiles
 from cvae_jax.checkpoint import Checkpoints
-from cvae_jax.config import CheckpointConfig, ConfigError, TrainConfig
+from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN, TEST = str(DATA / "moses_train.csv.gz"), str(DATA / "moses_test.csv.gz")
@@ -58,6 +58,11 @@ def test_bad_smiles_input_gets_clear_errors(moses, tmp_path):
         molecules.MoleculeConfig(TRAIN, TEST, properties=("colour",))
     with pytest.raises(ConfigError, match="batch_size"):
         molecules.MoleculeConfig(TRAIN, TEST, num_train=10)
+    # the image runs' checks of the train and parallel sections apply to molecule runs too
+    with pytest.raises(ConfigError, match="parallel.num_devices must be >= 0"):
+        molecules.MoleculeConfig(TRAIN, TEST, parallel=ParallelConfig(num_devices=-1))
+    with pytest.raises(ConfigError, match="train.learning_rate must be a finite number"):
+        molecules.MoleculeConfig(TRAIN, TEST, train=TrainConfig(learning_rate=float("nan")))
 
 
 def test_gru_equals_flax_gru_cell_and_stops_at_each_rows_length():
