@@ -9,6 +9,7 @@ The files are read from the builder's `manual_dir`:
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,15 @@ class IdxImages(tfds.core.GeneratorBasedBuilder):
             }),
             supervised_keys=("image", "label"),
         )
+
+    # TFDS announces a preparation as "Downloading and preparing dataset ..." on stdout; nothing is
+    # downloaded here, so say what happens instead, on stderr with the other progress messages.
+    def _log_download_bytes(self) -> None:
+        print(f"preparing the IDX files of {self._manual_dir} as TFDS array_record files in {self.data_dir} "
+              "(once; later runs read those)", file=sys.stderr)
+
+    def _log_download_done(self) -> None:
+        print(f"prepared {self.data_dir}", file=sys.stderr)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # the files are local; manual_dir is given to the constructor

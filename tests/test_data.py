@@ -82,10 +82,13 @@ def make_idx_folder(folder, n_train=30, n_test=12):
     return arrays
 
 
-def test_idx_files_through_tfds_builder(tmp_path):
+def test_idx_files_through_tfds_builder(tmp_path, capfd):
     arrays = make_idx_folder(tmp_path / "idx")
     cfg = DataConfig(source="idx", path=str(tmp_path / "idx"), data_dir=str(tmp_path / "tfds"))
     ds = data.load(cfg)
+    out, err = capfd.readouterr()
+    assert "Downloading" not in out + err  # nothing is downloaded, and the message says so
+    assert f"preparing the IDX files of {tmp_path / 'idx'}" in err
     assert ds.num_classes == 10
     # TFDS shuffles records when preparing: compare as a multiset of (label, image bytes).
     pixels = np.rint(ds.train.images[..., 0] * 255).astype(np.uint8)
@@ -97,6 +100,7 @@ def test_idx_files_through_tfds_builder(tmp_path):
     assert (tmp_path / "tfds").is_dir()
     again = data.load(cfg)
     np.testing.assert_array_equal(np.sort(again.test.labels), np.sort(arrays["t10k"][1]))
+    assert "preparing" not in capfd.readouterr().err
 
 
 def test_truncated_idx_file_is_reported(tmp_path):
