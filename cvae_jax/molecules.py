@@ -207,7 +207,8 @@ def _eval_step(model):
 
 
 # What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
-# it trains and the evaluation batch. Anything else changes the model, the data or the optimization.
+# it trains, the evaluation batch, the KL cycle length kept, and the devices (another device count
+# warns). Anything else changes the model, the data or the optimization.
 _RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size", "config.train.cycle_steps", "config.parallel.")
 
 
