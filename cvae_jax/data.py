@@ -163,26 +163,27 @@ def _idx_cache_dir(folder: Path) -> Path:
     return root / "tfds" / digest
 
 
-def load_idx(folder: str | os.PathLike, *, data_dir: str = "") -> Dataset:
-    """Loads MNIST-format IDX files from `folder` through the TF-free TFDS builder `IdxImages`."""
+def load_idx(folder: str | os.PathLike, *, data_dir: str = "", progress: bool = True) -> Dataset:
+    """Loads MNIST-format IDX files from `folder` through the TF-free TFDS builder `IdxImages`;
+    progress=False also turns TFDS's own progress bars off for the one-time preparation."""
     from cvae_jax import tfds_idx
 
     folder = Path(folder)
-    builder = tfds_idx.prepare(folder, Path(data_dir) if data_dir else _idx_cache_dir(folder))
+    builder = tfds_idx.prepare(folder, Path(data_dir) if data_dir else _idx_cache_dir(folder), progress=progress)
     sources = builder.as_data_source()
     train = _read_tfds_source(sources["train"], f"{folder} train")
     test = _read_tfds_source(sources["test"], f"{folder} test")
     return _finish(train, test, folder.name, builder.info.features["label"].num_classes)
 
 
-def load(cfg: DataConfig) -> Dataset:
-    """The data set that `cfg` names."""
+def load(cfg: DataConfig, progress: bool = True) -> Dataset:
+    """The data set that `cfg` names (progress=False: no progress bars while preparing IDX files)."""
     if cfg.source == "embedded":
         return load_npz(embedded_path())
     if cfg.source == "npz":
         return load_npz(cfg.path)
     if cfg.source == "idx":
-        return load_idx(cfg.path, data_dir=cfg.data_dir)
+        return load_idx(cfg.path, data_dir=cfg.data_dir, progress=progress)
     if cfg.source == "tfds":
         return load_tfds(cfg.name, data_dir=cfg.data_dir, train_split=cfg.train_split, test_split=cfg.test_split)
     raise ConfigError(f"data.source must be embedded, npz, idx or tfds, got {cfg.source!r}")

@@ -128,7 +128,8 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
     validate(config)
     layout = parallel.make_layout(config.parallel)
     global_batch = parallel.global_batch_size(config.train.batch_size, config.parallel, layout.num_shards)
-    dataset = dataset if dataset is not None else data_lib.load(config.data)
+    if dataset is None:
+        dataset = data_lib.load(config.data, progress=progress and parallel.is_primary())
     _check_fits(config, dataset, global_batch, layout.num_shards)
     data_fingerprint = resume.fingerprint(dataset)
     primary = parallel.is_primary()

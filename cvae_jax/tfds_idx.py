@@ -117,10 +117,18 @@ class IdxImages(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": image[..., None].astype(np.uint8), "label": int(label)}
 
 
-def prepare(folder: Path, data_dir: Path) -> IdxImages:
-    """Builds (once; later calls reuse the prepared files) and returns the builder for `folder`."""
+def prepare(folder: Path, data_dir: Path, progress: bool = True) -> IdxImages:
+    """Builds (once; later calls reuse the prepared files) and returns the builder for `folder`;
+    progress=False turns TFDS's progress bars off while it prepares them."""
     if not folder.is_dir():
         raise IdxError(f"IDX folder {str(folder)!r} does not exist; set data.path to a folder of IDX files")
     builder = IdxImages(manual_dir=folder, data_dir=str(data_dir), file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+    # TFDS keeps its bars' on/off switch in a module global with no getter; read it where it lives
+    # (assume on elsewhere) so that the caller's setting is put back afterwards.
+    shown = getattr(getattr(getattr(tfds.core, "utils", None), "tqdm_utils", None), "_active", True)
+    tfds.display_progress_bar(shown and progress)
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+    finally:
+        tfds.display_progress_bar(shown)
     return builder

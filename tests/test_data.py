@@ -103,6 +103,18 @@ def test_idx_files_through_tfds_builder(tmp_path, capfd):
     assert "preparing" not in capfd.readouterr().err
 
 
+def test_idx_preparation_with_and_without_progress_bars(tmp_path, capfd):
+    """TFDS's progress bars show while IDX files are prepared, unless progress=False (--no-progress)."""
+    make_idx_folder(tmp_path / "idx")
+    data.load_idx(tmp_path / "idx", data_dir=str(tmp_path / "with"))
+    assert "Generating splits" in capfd.readouterr().err
+    data.load_idx(tmp_path / "idx", data_dir=str(tmp_path / "without"), progress=False)
+    err = capfd.readouterr().err
+    assert "preparing the IDX files" in err and "Generating splits" not in err
+    data.load_idx(tmp_path / "idx", data_dir=str(tmp_path / "again"))  # the setting was put back
+    assert "Generating splits" in capfd.readouterr().err
+
+
 def test_truncated_idx_file_is_reported(tmp_path):
     make_idx_folder(tmp_path / "idx")
     path = tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"
