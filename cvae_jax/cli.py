@@ -241,6 +241,8 @@ def _sample_molecules(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from cvae_jax.config import PARALLEL_MODES
+
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -259,7 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     par = train.add_argument_group("devices and hosts")
     par.add_argument("--devices", type=int, help="local devices to use (default: all)")
-    par.add_argument("--parallel", choices=("sharded", "pmap", "single"),
+    par.add_argument("--parallel", choices=PARALLEL_MODES,
                      help="sharded jit over a device mesh (default), pmap, or one device")
     par.add_argument("--per-device-batch-size", type=int, help="global batch = this x devices")
     par.add_argument("--coordinator", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
@@ -331,7 +333,7 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--seed", type=int, default=0)
     tm.add_argument("--devices", type=int, help="local devices to use (default: all); the batch of 128 is split "
                     "over them")
-    tm.add_argument("--parallel", choices=["sharded", "pmap", "single"], default="sharded")
+    tm.add_argument("--parallel", choices=PARALLEL_MODES, default="sharded")
     tm.set_defaults(func=_train_molecules)
 
     mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules")

@@ -247,11 +247,16 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _require_finite(name: str, section) -> None:
+    """Every float field of the dataclass `section` (named `name` in messages) is finite."""
+    for f in dataclasses.fields(section):
+        x = getattr(section, f.name)
+        _require(not isinstance(x, float) or math.isfinite(x), f"{name}.{f.name} must be a finite number, got {x}")
+
+
 def validate_train(t: TrainConfig) -> None:
     """Checks the train section (also of molecule runs); raises ConfigError naming the field."""
-    for f in dataclasses.fields(t):
-        x = getattr(t, f.name)
-        _require(not isinstance(x, float) or math.isfinite(x), f"train.{f.name} must be a finite number, got {x}")
+    _require_finite("train", t)
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
@@ -291,10 +296,8 @@ def validate(config: Config) -> Config:
     m, d, t = config.model, config.data, config.train
     for section in dataclasses.fields(config):
         value = getattr(config, section.name)
-        for f in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
-            x = getattr(value, f.name)
-            _require(not isinstance(x, float) or math.isfinite(x),
-                     f"{section.name}.{f.name} must be a finite number, got {x}")
+        if dataclasses.is_dataclass(value) and section.name != "train":  # validate_train checks train
+            _require_finite(section.name, value)
     _require(m.kind in MODELS, f"model.kind must be one of {MODELS}, got {m.kind!r}")
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")

@@ -192,14 +192,17 @@ def _program(model, tc: TrainConfig, layout: parallel.Layout, rows: dict[str, np
     """The compiled training calls of a run (a whole epoch per call), holding `rows` on the devices:
     training again or resuming in the same process compiles nothing new."""
 
+    built = []
+
     def build():
         loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=total_steps)
+        built.append(True)  # make_program placed `rows` on the devices itself
         return loop.make_program(layout, loss, train_lib.make_optimizer(tc), rows, global_batch, lambda steps: steps)
 
     shapes = tuple((name, value.shape) for name, value in rows.items())
     program = _cached(("train", model, _train_key(tc), layout.mode, layout.mesh, global_batch, total_steps, shapes),
                       build)
-    return dataclasses.replace(program, data=layout.put_sharded(rows))
+    return program if built else dataclasses.replace(program, data=layout.put_sharded(rows))
 
 
 def _eval_step(model):
