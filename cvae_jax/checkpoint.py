@@ -130,7 +130,11 @@ class Checkpoints:
             return steps[-1]
         if which == "best":
             return self.best_step()
-        step = int(which)
+        try:
+            step = int(which)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"checkpoint must be 'latest', 'best' or a step number (kept: {steps}), "
+                                  f"got {which!r}") from None
         if step not in steps:
             raise CheckpointError(f"no checkpoint at step {step} in {str(self.workdir)!r}; kept steps: {steps}")
         return step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,9 +30,10 @@ def _train(args) -> int:
     from cvae_jax.run import train_and_evaluate
 
     primary = parallel.is_primary()
+    devices = parallel.make_layout(config.parallel).num_shards  # refuses a device count this machine lacks
     if primary:
         print(f"{'resuming' if resuming else 'training'} {config.model.kind} ({config.preset} preset) on {config.data.source} data, "
-              f"{config.parallel.mode} over {jax.device_count()} {jax.default_backend()} device(s) in "
+              f"{config.parallel.mode} over {devices} {jax.default_backend()} device(s) in "
               f"{jax.process_count()} process(es) -> {args.workdir}", file=sys.stderr)
     run = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
     final = [e for e in run.history if e["split"] == "test"][-1]
@@ -67,17 +69,18 @@ def _sample(args) -> int:
     from cvae_jax.run import load_run
     from cvae_jax.train import SAMPLE, purpose_key
 
-    run = load_run(args.workdir, args.checkpoint)
-    model, params, config, num_classes = run.model, run.params, run.config, int(run.meta["num_classes"])
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    out = _output_file(args.out)
+    run = load_run(args.workdir, args.checkpoint)
+    model, params, config, num_classes = run.model, run.params, run.config, int(run.meta["num_classes"])
     if args.label is not None and not 0 <= args.label < num_classes:
         raise ValueError(f"--label {args.label} is out of range: this model knows classes 0..{num_classes - 1}")
     seed = config.seed if args.seed is None else args.seed
     condition = inference.condition_for(model, args.label, num_classes, args.num)
     images = inference.sample(model, params, jax.random.fold_in(purpose_key(seed, SAMPLE), 7919), args.num, condition)
-    images = _save(args.out, images)
-    print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {args.out}")
+    images = _save(out, images)
+    print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {out}")
     return 0
 
 
@@ -87,8 +90,11 @@ def _evaluate(args) -> int:
     from cvae_jax import data, evaluate
     from cvae_jax.run import load
 
-    if args.num_importance_samples < 1:
-        raise ValueError(f"--num-importance-samples must be >= 1, got {args.num_importance_samples}")
+    for flag, value in (("--num-importance-samples", args.num_importance_samples), ("--chunk", args.chunk),
+                        ("--num-examples", args.num_examples)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    out = _output_file(args.out) if args.out else None
     model, params, config = load(args.workdir, args.checkpoint)
     dataset = data.load(config.data)
     # evaluate_model rejects a chunk that does not divide K before any sampling starts.
@@ -96,8 +102,8 @@ def _evaluate(args) -> int:
                                      chunk=args.chunk, num_examples=args.num_examples, seed=args.seed)
     text = json.dumps(result, indent=2)
     print(text)
-    out = Path(args.out) if args.out else Path(args.workdir) / "evaluation.json"
-    out.write_text(text + "\n")
+    out = out or Path(args.workdir) / "evaluation.json"
+    _write(out, (text + "\n").encode())
     print(f"written to {out}", file=sys.stderr)
     return 0
 
@@ -128,12 +134,39 @@ def _read_labels(value: str | None, num: int, what: str):
     return np.load(value, allow_pickle=False)
 
 
-def _save(out: str, images) -> np.ndarray:
+def _output_file(path: str, what: str = "--out") -> Path:
+    """The file a command will write, checked before any work is done: not an existing directory."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{what} {path!r} is a directory; name a file in it, e.g. {str(out / 'out.npy')!r}")
+    return out
+
+
+def _write(out: Path, content: bytes) -> None:
+    """Writes exactly `out` (creating its folder), atomically: no reader, and no interrupted write, ever
+    leaves a partial file; an existing file is replaced only once the new one is complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(content)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _save(out: Path, images) -> np.ndarray:
     images = np.asarray(images, np.float32)
     if images.shape[-1] == 1:
         images = images[..., 0]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, images)
+    _write(out, _npy_bytes(images))
     return images
 
 
@@ -141,14 +174,15 @@ def _translate(args) -> int:
     from cvae_jax import translate
     from cvae_jax.run import load_run
 
+    out_file = _output_file(args.out)
     run = load_run(args.workdir, args.checkpoint)
     num_classes = int(run.meta["num_classes"])
     images = _read_images(args.input)
     source = _read_labels(args.source_label, len(images), "--source-label")
     target = _read_labels(args.target_label, len(images), "--target-label")
     out = translate.translate(run.model, run.params, images, source, target, num_classes)
-    saved = _save(args.out, out)
-    print(f"saved {saved.shape} translations to {args.out}")
+    saved = _save(out_file, out)
+    print(f"saved {saved.shape} translations to {out_file}")
     return 0
 
 
@@ -158,6 +192,8 @@ def _score(args) -> int:
     from cvae_jax import anomaly, data
     from cvae_jax.run import load_run
 
+    out = _output_file(args.out)
+    summary_file = out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".json")
     run = load_run(args.workdir, args.checkpoint)
     num_classes = int(run.meta["num_classes"])
     options = dict(kind=args.kind, num_classes=num_classes, num_samples=args.num_samples, seed=args.seed)
@@ -177,11 +213,10 @@ def _score(args) -> int:
                                                 args.fpr)
         summary.update(fpr=args.fpr, threshold=threshold, calibrated_on=args.normal or "the run's test split",
                        flagged=int(np.sum(result > threshold)))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, result)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write(out, _npy_bytes(result))
+    _write(summary_file, (json.dumps(summary, indent=2) + "\n").encode())
     print(json.dumps(summary))
-    print(f"saved {len(result)} scores to {args.out} (summary: {Path(args.out).with_suffix('.json')})", file=sys.stderr)
+    print(f"saved {len(result)} scores to {out} (summary: {summary_file})", file=sys.stderr)
     return 0
 
 
@@ -227,15 +262,15 @@ def _sample_molecules(args) -> int:
             targets[name.strip()] = float(value)
         except ValueError:
             raise ValueError(f"--property takes NAME=NUMBER (e.g. logp=3.0), got {item!r}") from None
+    out = _output_file(args.out)
     model, params, data = molecules.load(args.workdir, args.checkpoint)
     if targets and not model.conditional:
         raise ValueError("this molecule model is unconditional: it takes no --property")
     condition = data.condition_for(targets, args.num) if model.conditional else None
     drawn = molecules.generate(model, params, jax.random.key(args.seed), condition, data.vocab, num=args.num,
                                temperature=args.temperature)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(drawn) + "\n")
-    print(f"saved {len(drawn)} SMILES to {args.out} (conditioned on {targets or 'the training medians'})",
+    _write(out, ("\n".join(drawn) + "\n").encode())
+    print(f"saved {len(drawn)} SMILES to {out} (conditioned on {targets or 'the training medians'})",
           file=sys.stderr)
     return 0
 

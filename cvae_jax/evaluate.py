@@ -90,6 +90,10 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
                    batch_size: int = 100, num_examples: int | None = None, seed: int = 0) -> dict:
     """Test-set metrics of a trained model: ELBO terms, importance-sampled NLL, bits/dim, active units,
     per-dimension KL (factorized priors), mutual information. All in nats per example unless named."""
+    for name, value in (("num_importance_samples", num_importance_samples), ("chunk", chunk),
+                        ("batch_size", batch_size), ("num_examples", 1 if num_examples is None else num_examples)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     test = dataset.test
     n = len(test) if num_examples is None else min(num_examples, len(test))
     images, labels = test.images[:n], test.labels[:n]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvae_jax import data, inference
+from cvae_jax import data, evaluate, inference
 from cvae_jax.checkpoint import CheckpointError
 from cvae_jax.config import ConfigError, apply_overrides, get_config
 from cvae_jax.data import DataError
@@ -93,6 +93,10 @@ CASES = [
      ValueError, r"CVAE needs a condition"),
     ("latents of the wrong rank", lambda c, d, t: inference.decode_mean(*c, np.zeros(3), np.zeros((1, 10))),
      ValueError, r"latents must have shape \[N, latent_dim\], got \(3,\)"),
+    ("evaluation in chunks of 0", lambda c, d, t: evaluate.evaluate_model(*c, get_config("cvae"), d, chunk=0),
+     ValueError, r"chunk must be a positive integer, got 0"),
+    ("evaluation of 0 examples", lambda c, d, t: evaluate.evaluate_model(*c, get_config("cvae"), d, num_examples=0),
+     ValueError, r"num_examples must be a positive integer, got 0"),
     # run directories
     ("missing run directory", lambda c, d, t: load(t / "no_run"), CheckpointError, r"no_run' does not exist"),
     ("empty run directory", lambda c, d, t: (t / "empty").mkdir() or load(t / "empty"),

@@ -49,6 +49,36 @@ def test_sample_errors(article_cvae_run, tmp_path, capsys):
     assert "--label" in capsys.readouterr().err
     assert main(["sample", "--workdir", str(tmp_path / "none"), "--num", "2", "--out", str(tmp_path / "x.npy")]) == 2
     assert "none' does not exist" in capsys.readouterr().err
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--label", "1", "--checkpoint", "last",
+                 "--out", str(tmp_path / "x.npy")]) == 2
+    assert "checkpoint must be 'latest', 'best' or a step number (kept: [20]), got 'last'" in capsys.readouterr().err
+    # An existing folder as --out: refused by name (np.save would have written <folder>.npy and said otherwise).
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--label", "1",
+                 "--out", str(tmp_path)]) == 2
+    assert f"--out {str(tmp_path)!r} is a directory" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".npy").exists()
+
+
+def test_outputs_are_written_at_exactly_the_path_given(article_cvae_run, tmp_path, capsys):
+    # np.save alone appends .npy to other names; the command writes (and reports) the very path asked for,
+    # creating its folder, and replaces an existing file whole -- also when it is the command's own input.
+    out = tmp_path / "new" / "digits.bin"
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "3", "--label", "4", "--out", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["digits.bin"]
+    images = np.load(out)
+    assert images.shape == (3, 28, 28)
+    assert main(["translate", "--workdir", str(article_cvae_run), "--input", str(out), "--source-label", "4",
+                 "--target-label", "7", "--out", str(out)]) == 0
+    translated = np.load(out)
+    assert translated.shape == images.shape and not np.array_equal(translated, images)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["digits.bin"]  # no temporary file left behind
+    # A score file named .json keeps its own contents: the summary goes next to it.
+    scores = tmp_path / "scores.json"
+    assert main(["score", "--workdir", str(article_cvae_run), "--input", str(out), "--labels", "7",
+                 "--kind", "recon", "--out", str(scores)]) == 0
+    assert np.load(scores).shape == (3,)
+    assert json.loads((tmp_path / "scores.json.json").read_text())["num_inputs"] == 3
 
 
 def test_train_on_a_finished_run_resumes_it_and_never_overwrites(article_cvae_run, capsys):
@@ -94,3 +124,10 @@ def test_evaluate_writes_json(article_cvae_run, tmp_path):
     assert result["bits_per_dim"] == pytest.approx(result["nll"] / (784 * np.log(2)), rel=1e-6)
     assert 0 <= result["active_units"] <= result["latent_dim"] == 2
     assert main(["evaluate", "--workdir", str(article_cvae_run), "--num-importance-samples", "30", "--chunk", "20"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--chunk", "--num-examples", "--num-importance-samples"])
+def test_evaluate_refuses_a_count_below_one(tmp_path, capsys, flag):
+    # Checked before the run is even looked for (it does not exist here).
+    assert main(["evaluate", "--workdir", str(tmp_path / "none"), flag, "0"]) == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
