@@ -225,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for warning in short_epochs(args.samples, args.batch_size):  # before any measuring
         print(f"warning: {warning}", file=sys.stderr)
-    peaks = {}
+    peaks, machine = {}, {}
     for dtype in compute_dtypes(args.set):
         peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
         emit(peak)
         if peak.get("flops_per_s"):
             peaks[dtype] = peak["flops_per_s"]
+        machine = machine or peak  # every peak cell describes the same device and host
     results = []
     cells = plan(args)
     for round_index in range(args.rounds):
@@ -244,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(results, peaks)
     for dtype, flops in peaks.items():
         print(f"matmul peak: {flops / 1e9:.0f} GFLOP/s ({dtype})", file=sys.stderr)
-    print(f"device {peak.get('device_kind', '?')}; host CPU {peak.get('cpu_model', '?')}, "
-          f"family/model {peak.get('cpu_family_model', '?')}, {peak.get('cpu_isa', '?')}", file=sys.stderr)
+    print(f"device {machine.get('device_kind', '?')}; host CPU {machine.get('cpu_model', '?')}, "
+          f"family/model {machine.get('cpu_family_model', '?')}, {machine.get('cpu_isa', '?')}", file=sys.stderr)
     print(table(rows))
     failed = [r for r in results if r.get("kind") == "error"]
     return 1 if failed else 0
