@@ -269,3 +269,13 @@ def test_data_flag_trains_on_an_idx_folders_images_scaled_to_unit_range(tmp_path
     np.testing.assert_array_equal(labels, arrays["train"][1][:24])
     with pytest.raises(SystemExit, match="30 training images .* needs 40"):
         training_data(40, 1, data=str(tmp_path / "idx"))
+
+
+@pytest.mark.parametrize("batch, rows", [(4, 7), (64, 14)])  # both library paths: split_matmul, wide_matmul
+def test_the_blocked_front_end_lead_computes_the_library_front_ends_gradients(batch, rows):
+    from benchmarks.blocked_front_end import measure
+
+    result = measure(batch, rows, steps=1, repeats=1)
+    # Two implementations (autodiff of conv/ReLU/dense against the hand-written blocked VJP) agree.
+    assert result["max_rel_grad_diff"] < 1e-5
+    assert result["library_ms"] > 0 and result["blocked_ms"] > 0
