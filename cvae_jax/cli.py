@@ -232,6 +232,7 @@ def _train_molecules(args) -> int:
                            epochs=args.epochs, free_bits=args.free_bits, word_dropout=args.word_dropout,
                            seed=args.seed, properties=names, latent_dim=args.latent_dim, parallel=devices)
     parallel.initialize(cfg.parallel)  # before anything touches the devices
+    parallel.make_layout(cfg.parallel)  # refuses a device count this machine lacks before the data are prepared
     primary = parallel.is_primary()
     data = molecules.prepare(cfg)
     if primary:

@@ -282,3 +282,8 @@ def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_pat
     assert "config.latent_dim: 4 -> 5" in capsys.readouterr().err
     assert cli.main(args(2, 4, str(tmp_path / "other"), "--properties", "logp,colour")) == 2
     assert "colour" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    # More devices than the machine has: refused before the molecules are prepared (no header line).
+    assert cli.main(args(2, 4, str(tmp_path / "other"), "--devices", "99")) == 2
+    err = capsys.readouterr().err
+    assert "parallel.num_devices=99 but this process sees only" in err and "training a SMILES" not in err
+    assert not (tmp_path / "other").exists()
