@@ -48,6 +48,18 @@ def _directory(workdir: str | Path) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
 
+def check_workdir(workdir: str | Path) -> Path:
+    """`workdir` as a Path, refused (CheckpointError) when it, or a folder it would be made in, is a file."""
+    path = Path(workdir)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                what = "is a file" if existing == path else f"cannot be made: {str(existing)!r} is a file"
+                raise CheckpointError(f"run directory {str(path)!r} {what}; give --workdir a folder (new or a run's)")
+            break
+    return path
+
+
 class Checkpoints:
     """The checkpoints of one run directory: periodic (optionally async) saves, the last K plus the
     best by a test metric, and checked restores. Use as a context manager, or call close().
@@ -55,7 +67,7 @@ class Checkpoints:
 
     def __init__(self, workdir: str | Path, cfg: CheckpointConfig | None = None, *, read_only: bool = False):
         cfg = cfg or CheckpointConfig()
-        self.workdir, self.cfg, self.read_only = Path(workdir), cfg, read_only
+        self.workdir, self.cfg, self.read_only = check_workdir(workdir), cfg, read_only
         keep: list[Any] = [policies.LatestN(n=cfg.keep)]
         if cfg.best_metric:
             metric = cfg.best_metric

@@ -133,7 +133,7 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dat
     _check_fits(config, dataset, global_batch, layout.num_shards)
     data_fingerprint = resume.fingerprint(dataset)
     primary = parallel.is_primary()
-    workdir = Path(workdir) if workdir is not None else None
+    workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
     ckpts = None
     if workdir is not None:
         if primary:
@@ -279,7 +279,7 @@ class Loaded:
 
 def load_run(workdir: str | Path, which: str | int = "latest") -> Loaded:
     """The run in `workdir` at its "latest" or "best" (lowest test neg. ELBO) checkpoint, or a step."""
-    if not Path(workdir).is_dir():
+    if not checkpoint.check_workdir(workdir).is_dir():
         raise checkpoint.CheckpointError(f"run directory {str(workdir)!r} does not exist")
     with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
         step = ckpts.resolve(which)

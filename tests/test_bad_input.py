@@ -101,6 +101,12 @@ CASES = [
     ("missing run directory", lambda c, d, t: load(t / "no_run"), CheckpointError, r"no_run' does not exist"),
     ("empty run directory", lambda c, d, t: (t / "empty").mkdir() or load(t / "empty"),
      CheckpointError, r"no checkpoint in"),
+    ("a file as the run directory", lambda c, d, t: (t / "f").write_text("x") and _train(d, workdir=t / "f"),
+     CheckpointError, r"run directory '.*f' is a file; give --workdir a folder"),
+    ("a run directory inside a file", lambda c, d, t: (t / "f").write_text("x") and _train(d, workdir=t / "f" / "run"),
+     CheckpointError, r"run directory '.*run' cannot be made: '.*f' is a file"),
+    ("loading a file as a run", lambda c, d, t: (t / "f").write_text("x") and load(t / "f"),
+     CheckpointError, r"run directory '.*f' is a file"),
 ]
 
 
