@@ -48,15 +48,21 @@ def _directory(workdir: str | Path) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
 
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file (`folder` itself, or the nearest of its parents that exists) that keeps `folder` from
+    being, or being made, a folder; None when there is none."""
+    path = Path(folder)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def check_workdir(workdir: str | Path) -> Path:
     """`workdir` as a Path, refused (CheckpointError) when it, or a folder it would be made in, is a file."""
     path = Path(workdir)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                what = "is a file" if existing == path else f"cannot be made: {str(existing)!r} is a file"
-                raise CheckpointError(f"run directory {str(path)!r} {what}; give --workdir a folder (new or a run's)")
-            break
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        what = "is a file" if blocker == path else f"cannot be made: {str(blocker)!r} is a file"
+        raise CheckpointError(f"run directory {str(path)!r} {what}; give --workdir a folder (new or a run's)")
     return path
 
 

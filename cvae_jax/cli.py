@@ -135,10 +135,16 @@ def _read_labels(value: str | None, num: int, what: str):
 
 
 def _output_file(path: str, what: str = "--out") -> Path:
-    """The file a command will write, checked before any work is done: not an existing directory."""
+    """The file a command will write, checked before any work is done: not an existing directory, and
+    its folder exists or can be made."""
+    from cvae_jax.checkpoint import file_in_the_way
+
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"{what} {path!r} is a directory; name a file in it, e.g. {str(out / 'out.npy')!r}")
+    blocker = file_in_the_way(out.parent)
+    if blocker is not None:
+        raise ValueError(f"{what} {path!r} cannot be written: {str(blocker)!r} is a file, not a folder")
     return out
 
 

@@ -57,6 +57,12 @@ def test_sample_errors(article_cvae_run, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert f"--out {str(tmp_path)!r} is a directory" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()) and not tmp_path.with_name(tmp_path.name + ".npy").exists()
+    # A file where --out's folder would be: refused by name before any sampling.
+    (tmp_path / "f").write_text("x")
+    assert main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--label", "1",
+                 "--out", str(tmp_path / "f" / "x.npy")]) == 2
+    assert f"cannot be written: {str(tmp_path / 'f')!r} is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "x"
 
 
 def test_outputs_are_written_at_exactly_the_path_given(article_cvae_run, tmp_path, capsys):
