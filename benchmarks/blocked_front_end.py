@@ -8,7 +8,7 @@ than this machine's caches, and the step makes about a dozen passes over such ar
 ReLU, forward product, input gradient, ReLU mask, kernel gradients). This script times, in one
 process and alternated, the gradient of that front end
 
-- as the library computes it (`cvae_jax.layers`: conv, ReLU, wide_matmul or split_matmul), and
+- as the library computes it (`cvae_jax.nn.tuned`: conv, ReLU, wide_matmul or split_matmul), and
 - as one custom-VJP op over blocks of `rows` image rows: per block, the convolution as a patch
   matmul, the ReLU and the partial product (forward); the same recomputed, then the block's kernel
   gradient, input gradient, mask and convolution gradients (backward), so that no full-size
@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import layers
+from cvae_jax.nn import tuned as layers
 
 HEIGHT = WIDTH = 28
 CHANNELS, OUT = 32, 64

@@ -25,7 +25,7 @@ MODES = {"async, every epoch": ["checkpoint.every_epochs=1", "checkpoint.async_s
 
 def one(mode: str, workdir: str, epochs: int) -> dict:
     from cvae_jax.config import apply_overrides, get_config
-    from cvae_jax.run import load_run, train_and_evaluate
+    from cvae_jax.training.images import load_run, train_and_evaluate
 
     cfg = apply_overrides(get_config("cvae"), [f"train.epochs={epochs}", *MODES[mode]])
     start = time.perf_counter()

@@ -77,7 +77,7 @@ def training_data(samples: int, batch: int, seed: int = 0, data: str = "") -> tu
 
 def real_data(folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first n training images ([n, 28, 28, 1] float32 in [0, 1]) and labels of an IDX folder."""
-    from cvae_jax.tfds_idx import find_split_files, read_idx
+    from cvae_jax.data.idx import find_split_files, read_idx
 
     images_path, labels_path = find_split_files(Path(folder), "train")
     images, labels = read_idx(images_path), read_idx(labels_path)

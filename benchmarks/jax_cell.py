@@ -26,10 +26,11 @@ import numpy as np
 
 from benchmarks.common import host_cpu, training_data
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-from cvae_jax import loop, parallel
+from cvae_jax.training import program as loop
+from cvae_jax.training import parallel
 from cvae_jax.config import ParallelConfig
-from cvae_jax.run import build, init_for
-from cvae_jax.train import make_train_step
+from cvae_jax.training.images import build, init_for
+from cvae_jax.training.step import make_train_step
 
 
 def _device_info() -> dict:

@@ -4,7 +4,7 @@
     python -m benchmarks.step_profile --model article-cvae,conv-vae --batch-size 128 --set model.compute_dtype=bfloat16
 
 Per (model, batch), in a fresh process: `steps` train steps fused into one `lax.scan`
-(cvae_jax.train.make_multi_step, the `fused` mode of benchmarks.throughput, on random device-resident
+(cvae_jax.training.step.make_multi_step, the `fused` mode of benchmarks.throughput, on random device-resident
 data) and, in scans of the same length, each piece alone — forward + backward (`grad`), the optimizer
 update (`update`), the on-device batch gather (`gather`) — as ms per step (median over `repeats`
 calls, blocking on the result). Also the compiled step's kernel counts (XLA fusions and library
@@ -105,8 +105,8 @@ def profile(spec: dict) -> dict:
     from benchmarks.common import training_data
     from benchmarks.jax_cell import _device_info
     from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-    from cvae_jax.run import build, init_for
-    from cvae_jax.train import gather_batch, make_multi_step, make_train_step
+    from cvae_jax.training.images import build, init_for
+    from cvae_jax.training.step import gather_batch, make_multi_step, make_train_step
 
     batch, steps, repeats = int(spec["batch"]), int(spec.get("steps", 50)), int(spec.get("repeats", 7))
     config = config_for(spec["model"], batch, spec.get("set", []))

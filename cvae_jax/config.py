@@ -26,6 +26,7 @@ PARALLEL_MODES = ("sharded", "pmap", "single")
 DISTRIBUTED = ("auto", "on", "off")
 NONFINITE = ("stop", "skip")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+KERNELS = ("auto", "flax", "tuned")
 BEST_METRICS = ("neg_elbo", "recon", "kl", "")
 
 
@@ -50,7 +51,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # "bernoulli" or "gaussian"
     gaussian_scale: float = 0.1  # fixed std of the Gaussian likelihood (initial value if learned)
     learn_scale: bool = False  # learn one std per data dimension (Gaussian likelihood only)
-    # The prior p(z) (or p(z | c)): a name registered in cvae_jax.priors (standard_normal,
+    # The prior p(z) (or p(z | c)): a name registered in cvae_jax.core.priors (standard_normal,
     # learned_gaussian, mixture, vamp, conditional, flow, or your own).
     prior: str = "standard_normal"
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
@@ -58,6 +59,9 @@ class ModelConfig:
     # Mixed precision: "bfloat16" runs encoder and decoder matmuls/convs in bfloat16 (fast on GPU
     # and TPU; slow on most CPUs); parameters, the likelihood, the KL and the loss stay float32.
     compute_dtype: str = "float32"
+    # Layer backend (cvae_jax.nn.layers): "flax" (stock flax.linen), "tuned" (the same parameters with
+    # custom gradients written for XLA:CPU) or "auto" (tuned on CPU, flax elsewhere).
+    kernels: str = "auto"
 
 
 @dataclasses.dataclass
@@ -98,16 +102,13 @@ class TrainConfig:
     # models, 1 for convolutional models on CPU (XLA:CPU runs convolutions slowly inside scan).
     steps_per_call: int = 0
     # Gradient accumulation: each device's batch share in this many equal chunks (lax.scan),
-    # gradients averaged — the same update with 1/microbatches of the activation memory (for big
-    # batches on an accelerator). On XLA:CPU it pays where a big batch's activations leave the cache:
-    # article CVAE at batch 1024, chunks of 128 (microbatches=8): 5.1k -> 9.4k samples/s; chunks of 64
-    # are slow again. 1 = off.
+    # gradients averaged: the same update with 1/microbatches of the activation memory (for big
+    # batches; on XLA:CPU it can pay where a big batch's activations leave the cache, see
+    # docs/performance.md). 1 = off.
     microbatches: int = 1
     # Write the chunks out instead of looping over them (lax.scan unroll): the same update. On XLA:CPU
-    # this is what makes microbatching pay for conv models (convolutions inside a loop are slow there,
-    # unrolled chunks run side by side): conv VAE at batch 128 in 4 chunks ~95 -> ~75 ms a step, at
-    # 1024 in 32 chunks 1.05k -> 1.75k samples/s; it slows dense models (article CVAE at 1024 in 8
-    # chunks: 9.0k scanned, 5.3k unrolled). Compile time grows with the chunks (32: ~14 s).
+    # this is what makes microbatching pay for conv models (convolutions inside a loop are slow there);
+    # it slows dense models, and compile time grows with the chunks.
     unroll_microbatches: bool = False
     # A non-finite loss or gradient: "stop" (raise, keep the last checkpoint) or "skip" (leave the
     # state unchanged for that step, with optax.apply_if_finite, and count it in the metrics);
@@ -318,6 +319,7 @@ def validate(config: Config) -> Config:
     _require(not (d.binarize and m.likelihood != "bernoulli"), "data.binarize=true needs model.likelihood=bernoulli")
     _require(m.compute_dtype in COMPUTE_DTYPES,
              f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}")
+    _require(m.kernels in KERNELS, f"model.kernels must be one of {KERNELS}, got {m.kernels!r}")
     _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
     _require(m.flow_layers >= 1, f"model.flow_layers must be >= 1, got {m.flow_layers}")
     _require(not (m.prior == "vamp" and m.kind == "cvae"), "model.prior=vamp needs model.kind=vae "

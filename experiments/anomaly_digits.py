@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import _shared
-from cvae_jax import anomaly, data, plots
+from cvae_jax.apps import anomaly
+from cvae_jax.data import images as data
+from cvae_jax.apps import plots
 from cvae_jax.config import apply_overrides, get_config
 
 

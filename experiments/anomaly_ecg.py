@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import _shared
-from cvae_jax import anomaly, plots, series
+from cvae_jax.apps import anomaly
+from cvae_jax.apps import plots
+from cvae_jax.data import series
 from cvae_jax.config import apply_overrides, get_config
 
 MODEL = ["model.encoder_hidden=256,256", "model.decoder_hidden=256,256", "model.latent_dim=16",

@@ -14,7 +14,9 @@ import jax
 import numpy as np
 
 import _shared
-from cvae_jax import data, evaluate, plots
+from cvae_jax.data import images as data
+from cvae_jax.apps import evaluate
+from cvae_jax.apps import plots
 from cvae_jax.config import get_config
 
 

@@ -1,9 +1,10 @@
 """Conditional molecule generation on MOSES: a SMILES CVAE conditioned on logP, TPSA and molecular
 weight (Lim et al. 2018), trained on the first N molecules of the MOSES training split.
 
-    pip install -e ".[chem]"     # RDKit: properties, validity
+    pip install -e ".[chem]" && pip install --no-deps molsets   # RDKit; MOSES's CSV files, offline
     python experiments/molecules.py [--train 30000] [--epochs 10] [--samples 2000] [--free-bits 0.1]
                                     [--word-dropout 0] [--workdir runs/molecules] [--name molecules]
+                                    [--train-csv FILE --test-csv FILE]   # default: the molsets wheel's
 
 Measures, on the MOSES test split and on samples drawn from the prior:
   * test -ELBO (KL, recon), active latent units and greedy reconstruction accuracy (exact strings, tokens);
@@ -17,16 +18,15 @@ Writes experiments/results/NAME.json.
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 import _shared
-from cvae_jax import chem, evaluate, molecules
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
+from cvae_jax import molecules
+from cvae_jax.apps import evaluate
+from cvae_jax.data import smiles
+from cvae_jax.molecules import chem
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--samples", type=int, default=2_000, help="molecules drawn for validity and control")
-    parser.add_argument("--data", default=str(DATA), help="folder with moses_train.csv.gz and moses_test.csv.gz")
+    parser.add_argument("--train-csv", help="training SMILES (default: MOSES train from the molsets wheel)")
+    parser.add_argument("--test-csv", help="test SMILES (default: MOSES test from the molsets wheel)")
     parser.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
     parser.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens the decoder "
                         "does not see in training")
@@ -43,7 +44,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    cfg = molecules.recipe(f"{args.data}/moses_train.csv.gz", f"{args.data}/moses_test.csv.gz", num_train=args.train,
+    train_csv = args.train_csv or str(smiles.moses_csv("train"))
+    test_csv = args.test_csv or str(smiles.moses_csv("test"))
+    cfg = molecules.recipe(train_csv, test_csv, num_train=args.train,
                            num_test=args.test, epochs=args.epochs, free_bits=args.free_bits,
                            word_dropout=args.word_dropout, seed=args.seed)
     start = time.perf_counter()
@@ -80,7 +83,7 @@ def main() -> None:
                  "vocab_size": data.vocab.size, "length": data.length},
         "prepare_seconds": round(prepare_seconds, 1),  # reading, tokenizing, RDKit properties
         "train_seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),  # the epochs (+ compile)
-        "history": history,
+        "history": [row for row in history if row["split"] in ("train", "test")],
         "active_units": int(active),
         "reconstruction": molecules.reconstruction(model, params, {k: v[:1000] for k, v in data.test.items()},
                                                    data.vocab),
@@ -90,7 +93,7 @@ def main() -> None:
         "examples": generated[:20],
     }
     _shared.save_json(args.name, result)
-    final = history[-1]["test"]
+    final = [row for row in history if row["split"] == "test"][-1]
     print(f"test -ELBO {final['neg_elbo']:.2f} (recon {final['recon']:.2f}, KL {final['kl']:.2f}); active units "
           f"{active}/{cfg.latent_dim}; "
           f"reconstruction {result['reconstruction']}; samples {result['samples']}")

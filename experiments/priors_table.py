@@ -10,9 +10,10 @@ import json
 import time
 from pathlib import Path
 
-from cvae_jax import data, evaluate
+from cvae_jax.data import images as data
+from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.run import train_and_evaluate
+from cvae_jax.training.images import train_and_evaluate
 
 RUNS = {
     "standard_normal": [],

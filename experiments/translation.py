@@ -18,7 +18,9 @@ import argparse
 import numpy as np
 
 import _shared
-from cvae_jax import data, plots, translate
+from cvae_jax.data import images as data
+from cvae_jax.apps import plots
+from cvae_jax.apps import translate
 from cvae_jax.config import get_config
 
 

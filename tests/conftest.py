@@ -25,7 +25,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before jax is imported;
 import numpy as np
 import pytest
 
-from cvae_jax import data
+from cvae_jax.data import images as data
 
 
 @pytest.fixture(scope="session")

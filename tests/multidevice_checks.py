@@ -20,10 +20,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cvae_jax import data, parallel
+from cvae_jax.data import images as data
+from cvae_jax.training import parallel
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.run import build, init_for, train_and_evaluate
-from cvae_jax.train import make_train_step
+from cvae_jax.training.images import build, init_for, train_and_evaluate
+from cvae_jax.training.step import make_train_step
 
 SMALL = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.learning_rate=3e-3"]
 
@@ -140,8 +141,8 @@ def molecule_checks(workdir: str) -> dict:
     from cvae_jax import molecules
     from cvae_jax.config import ParallelConfig, TrainConfig
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    base = molecules.MoleculeConfig(str(shared / "moses_train.csv.gz"), str(shared / "moses_test.csv.gz"),
+    fixtures = Path(__file__).resolve().parent / "data"
+    base = molecules.MoleculeConfig(str(fixtures / "moses_train_1200.csv.gz"), str(fixtures / "moses_test_400.csv.gz"),
                                     num_train=512, num_test=64, latent_dim=4, embed_dim=8, encoder_hidden=16,
                                     decoder_hidden=16, train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64,
                                                                          learning_rate=3e-3))
@@ -149,8 +150,8 @@ def molecule_checks(workdir: str) -> dict:
 
     def train(workdir=None, **parallel_fields):
         cfg = dataclasses.replace(base, parallel=ParallelConfig(**parallel_fields))
-        _, state, history = molecules.train(cfg, mol, workdir=workdir, log=None)
-        return state.params, [h["test"]["neg_elbo"] for h in history]
+        _, state, history = molecules.train(cfg, mol, workdir=workdir)
+        return state.params, [h["neg_elbo"] for h in history if h["split"] == "test"]
 
     p_sharded, h_sharded = train(workdir)
     p_pmap, h_pmap = train(mode="pmap")

@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 
-from cvae_jax import parallel
+from cvae_jax.training import parallel
 from cvae_jax.config import apply_overrides, get_config
 
 pid, num, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
@@ -25,7 +25,7 @@ if num > 1:
     jax.config.update("jax_num_cpu_devices", 2)
     assert parallel.initialize(config.parallel)
 
-from cvae_jax.run import train_and_evaluate  # noqa: E402
+from cvae_jax.training.images import train_and_evaluate  # noqa: E402
 
 run = train_and_evaluate(config, workdir if workdir != "-" else None, progress=False)
 leaves = {jax.tree_util.keystr(path): np.asarray(leaf)

@@ -10,11 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from cvae_jax import anomaly, classifier, inference, series, translate
+from cvae_jax.apps import anomaly
+from cvae_jax.apps import classifier
+from cvae_jax.apps import inference
+from cvae_jax.data import series
+from cvae_jax.apps import translate
 from cvae_jax.cli import main
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.data import DataError
-from cvae_jax.run import load_run, train_and_evaluate
+from cvae_jax.data.images import DataError
+from cvae_jax.training.images import load_run, train_and_evaluate
 
 SMALL = ["model.encoder_hidden=256", "model.decoder_hidden=256", "model.latent_dim=2", "train.epochs=25",
          "checkpoint.async_save=false"]

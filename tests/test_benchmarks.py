@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-from cvae_jax.run import build, init_for
+from cvae_jax.training.images import build, init_for
 
 ROOT = Path(__file__).parent.parent
 

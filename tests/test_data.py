@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from cvae_jax import data
+from cvae_jax.data import images as data
 from cvae_jax.config import DataConfig
 
 

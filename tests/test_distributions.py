@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import distributions as D
+from cvae_jax.core import distributions as D
 
 
 @pytest.mark.parametrize("jit", [False, True])

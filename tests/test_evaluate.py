@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import evaluate
+from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.models import build_model
+from cvae_jax.core.models import build_model
 
 
 def linear_gaussian(exact_encoder: bool):

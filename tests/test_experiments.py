@@ -61,10 +61,14 @@ def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
 
 
 def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):
-    _run("molecules.py", "--train", "512", "--test", "100", "--epochs", "1", "--samples", "40", tmp_path=tmp_path)
+    fixtures = Path(__file__).resolve().parent / "data"
+    _run("molecules.py", "--train", "512", "--test", "100", "--epochs", "1", "--samples", "40",
+         "--train-csv", str(fixtures / "moses_train_1200.csv.gz"), "--test-csv", str(fixtures / "moses_test_400.csv.gz"),
+         tmp_path=tmp_path)
     result = json.loads((tmp_path / "results" / "molecules.json").read_text())
-    assert result["data"]["train_molecules"] == 512 and len(result["history"]) == 2
-    assert result["history"][1]["test"]["neg_elbo"] < result["history"][0]["test"]["neg_elbo"]
+    tests = [row for row in result["history"] if row["split"] == "test"]
+    assert result["data"]["train_molecules"] == 512 and len(tests) == 2
+    assert tests[1]["neg_elbo"] < tests[0]["neg_elbo"]
     assert 0 <= result["active_units"] <= 32
     assert result["samples"]["num_samples"] == 40 and 0.0 <= result["samples"]["validity"] <= 1.0
     assert set(result["control"]) == set(result["levels"]) == {"logp", "tpsa", "mw"}

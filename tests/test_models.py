@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from cvae_jax import inference
+from cvae_jax.apps import inference
 from cvae_jax.config import ConfigError, apply_overrides, get_config
-from cvae_jax.models import build_model
-from cvae_jax.train import init_state
+from cvae_jax.core.models import build_model
+from cvae_jax.training.step import init_state
 
 
 def count(params):
@@ -94,7 +94,7 @@ def test_decoder_conv_needs_divisible_image():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
-    from cvae_jax import objectives
+    from cvae_jax.core import objectives
 
     images = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1))
     batch = {"image": images, "label": jnp.arange(16) % 10}
@@ -119,7 +119,7 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
 def _layer_cases():
     import flax.linen as nn
 
-    from cvae_jax import layers
+    from cvae_jax.nn import tuned as layers
 
     # (ours, flax's, input shape). ConvTranspose: strides 2 and 3 (the tap-output forward on CPU).
     # Conv: the fifth and sixth take conv_output_taps (stride 1, k*k*features <= c_in), the others the
@@ -194,7 +194,7 @@ def test_a_long_dense_layer_at_small_batch_matches_flax_through_split_matmul():
     gradients (the plain products) with the layer test's tolerances."""
     import flax.linen as nn
 
-    from cvae_jax import layers
+    from cvae_jax.nn import tuned as layers
 
     x = jax.random.normal(jax.random.key(0), (5, 8192))
     ours, theirs = layers.Dense(6), nn.Dense(6)
@@ -216,7 +216,7 @@ def test_a_long_dense_layer_at_small_batch_matches_flax_through_split_matmul():
 
 
 def test_split_blocks_divide_a_long_contraction_into_blocks_near_512():
-    from cvae_jax.layers import split_blocks
+    from cvae_jax.nn.tuned import split_blocks
 
     for size in (25088, 8192, 4608, 12345, 1000, 257 * 263, 8209):
         n = split_blocks(size)
@@ -233,7 +233,7 @@ def test_split_blocks_divide_a_long_contraction_into_blocks_near_512():
 def test_split_matmul_sums_bfloat16_blocks_in_float32():
     """The blocked product of a long bfloat16 layer is no coarser than bfloat16 rounding of the exact
     product (its 16 partial products are summed in float32), in value and gradients."""
-    from cvae_jax.layers import split_matmul
+    from cvae_jax.nn.tuned import split_matmul
 
     x = jax.random.normal(jax.random.key(0), (4, 8192))
     kernel = jax.random.normal(jax.random.key(1), (8192, 6)) / 90.0

@@ -14,17 +14,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import chem, cli, molecules, priors, recurrent, sequence, smiles
-from cvae_jax.checkpoint import Checkpoints
+from cvae_jax.molecules import chem
+from cvae_jax import cli
+from cvae_jax import molecules
+from cvae_jax.core import priors
+from cvae_jax.nn import recurrent
+from cvae_jax.molecules import model as sequence
+from cvae_jax.data import smiles
+from cvae_jax.training.checkpoint import CheckpointError, Checkpoints
 from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRAIN, TEST = str(DATA / "moses_train.csv.gz"), str(DATA / "moses_test.csv.gz")
+# The first 1,200 training and 400 test molecules of MOSES (tests/data/README.md).
+DATA = Path(__file__).resolve().parent / "data"
+TRAIN, TEST = str(DATA / "moses_train_1200.csv.gz"), str(DATA / "moses_test_400.csv.gz")
 
 
 @pytest.fixture(scope="module")
 def moses():
-    return smiles.load_csv(TEST, limit=3000)
+    return smiles.load_csv(TRAIN)
 
 
 def test_real_moses_smiles_round_trip_through_tokens(moses):
@@ -159,8 +166,12 @@ def trained():
                                    train=TrainConfig(epochs=4, batch_size=64, eval_batch_size=128,
                                                      learning_rate=3e-3))
     data = molecules.prepare(cfg)
-    model, state, history = molecules.train(cfg, data, log=None)
+    model, state, history = molecules.train(cfg, data)
     return cfg, data, model, state, history
+
+
+def _tests(history):
+    return [e for e in history if e["split"] == "test"]
 
 
 def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
@@ -168,11 +179,11 @@ def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
     assert data.train["tokens"].shape == (1024, data.length) and data.train["condition"].shape == (1024, 3)
     np.testing.assert_allclose(data.train["condition"].mean(0), 0, atol=1e-4)  # standardized on train
     np.testing.assert_allclose(data.train["condition"].std(0), 1, atol=1e-3)
-    recon_0, recon_4 = history[0]["test"]["recon"], history[-1]["test"]["recon"]
+    recon_0, recon_4 = _tests(history)[0]["recon"], _tests(history)[-1]["recon"]
     uniform = float(np.mean(smiles.lengths(data.test["tokens"]))) * np.log(data.vocab.size)
     assert recon_0 > 0.9 * uniform and recon_4 < 0.6 * uniform  # far better than guessing tokens
-    rerun = molecules.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), data, log=None)
-    assert rerun[2][1]["test"] == history[1]["test"]  # same seed, same numbers
+    rerun = molecules.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), data)
+    assert _tests(rerun[2])[1] == _tests(history)[1]  # same seed, same numbers
     drawn = molecules.generate(model, state.params, jax.random.key(0), data.condition_for({"logp": 2.0}, 50),
                                data.vocab)
     assert len(drawn) == 50 and all(isinstance(s, str) for s in drawn)
@@ -188,12 +199,12 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
                                    encoder_hidden=16, decoder_hidden=16,
                                    train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64))
     data = molecules.prepare(cfg)
-    _, state, history = molecules.train(cfg, data, workdir=tmp_path / "run", log=None)
+    _, state, history = molecules.train(cfg, data, workdir=tmp_path / "run")
     steps = sorted(p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert [p.name for p in steps] == ["4", "8"]  # one checkpoint per epoch of 4 steps
     shutil.rmtree(steps[-1])  # as if the process had died during epoch 2
-    _, resumed, history_resumed = molecules.train(cfg, data, workdir=tmp_path / "run", log=None)
-    assert history_resumed[2]["test"] == history[2]["test"]
+    _, resumed, history_resumed = molecules.train(cfg, data, workdir=tmp_path / "run")
+    assert _tests(history_resumed)[2] == _tests(history)[2]
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
     model, params, saved = molecules.load(tmp_path / "run", "latest")
@@ -213,8 +224,8 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
                      "--out", str(out)]) == 2
     assert out.read_text().splitlines() == lines  # a failed call leaves the earlier output alone
     other = dataclasses.replace(cfg, latent_dim=5)
-    with pytest.raises(ConfigError, match="another config"):
-        molecules.train(other, data, workdir=tmp_path / "run", log=None)
+    with pytest.raises(CheckpointError, match="another config"):
+        molecules.train(other, data, workdir=tmp_path / "run")
     with Checkpoints(tmp_path / "other", CheckpointConfig(async_save=False)) as other_run:  # a run of another kind
         other_run.save(state, jax.random.key_data(jax.random.key(0)), {"position": {"epoch": 1, "batch": 0}})
     with pytest.raises(ConfigError, match="no molecule run"):
@@ -267,19 +278,22 @@ def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_pat
                 "--num-test", "64", "--epochs", str(epochs), "--latent-dim", str(latent), *extra]
 
     assert cli.main(args()) == 0
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [row["epoch"] for row in history] == [0, 1, 2]
-    assert history[-1]["test"]["neg_elbo"] < history[0]["test"]["neg_elbo"]  # it learned
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines()]
+    tests = _tests(history)
+    assert [row["epoch"] for row in tests] == [0, 1, 2]  # like an image run: train and test lines
+    assert [row["epoch"] for row in history if row["split"] == "train"] == [1, 2]
+    assert tests[-1]["neg_elbo"] < tests[0]["neg_elbo"]  # it learned
     _, _, saved = molecules.load(run, "latest")
     assert saved.names == ("logp", "tpsa", "mw")
     assert cli.main(args()) == 0  # a finished run: resumed, nothing retrained, the same history
-    assert json.loads((tmp_path / "run" / "history.json").read_text()) == history
+    assert [json.loads(line) for line in metrics.read_text().splitlines()] == history
     assert cli.main(args(epochs=3)) == 0  # more epochs: trained on from the saved state
-    longer = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [row["epoch"] for row in longer] == [0, 1, 2, 3] and longer[:3] == history
+    longer = _tests([json.loads(line) for line in metrics.read_text().splitlines()])
+    assert [row["epoch"] for row in longer] == [0, 1, 2, 3] and longer[:3] == tests
     capsys.readouterr()
     assert cli.main(args(epochs=3, latent=5)) == 2  # other settings in the same workdir: refused, by name
-    assert "config.latent_dim: 4 -> 5" in capsys.readouterr().err
+    assert "latent_dim: 4 -> 5" in capsys.readouterr().err
     assert cli.main(args(2, 4, str(tmp_path / "other"), "--properties", "logp,colour")) == 2
     assert "colour" in capsys.readouterr().err and not (tmp_path / "other").exists()
     # More devices than the machine has: refused before the molecules are prepared (no header line).

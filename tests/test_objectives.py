@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import objectives
+from cvae_jax.core import objectives
 from cvae_jax.config import TrainConfig, apply_overrides, get_config
-from cvae_jax.run import build, init_for, train_and_evaluate
+from cvae_jax.training.images import build, init_for, train_and_evaluate
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvae_jax import parallel
+from cvae_jax.training import parallel
 from cvae_jax.config import ConfigError, ParallelConfig, apply_overrides, get_config
 
 HERE = Path(__file__).parent

@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import distributions, priors
+from cvae_jax.core import distributions
+from cvae_jax.core import priors
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.models import build_model
-from cvae_jax.run import train_and_evaluate
-from cvae_jax.train import INIT, purpose_key
+from cvae_jax.core.models import build_model
+from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.training.step import INIT, purpose_key
 
 PRIORS = [("vae", "standard_normal"), ("vae", "learned_gaussian"), ("vae", "mixture"), ("vae", "vamp"),
           ("cvae", "conditional"), ("vae", "flow")]

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax import distributions, objectives
+from cvae_jax.core import distributions
+from cvae_jax.core import objectives
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.run import build, init_for, train_and_evaluate
-from cvae_jax.train import all_finite, make_train_step
+from cvae_jax.training.images import build, init_for, train_and_evaluate
+from cvae_jax.training.step import all_finite, make_train_step
 
 
 def setup(kind="cvae", overrides=()):
@@ -144,7 +145,7 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
 def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, monkeypatch):
     """train.unroll_microbatches goes from the config to the compiled step, and a run with unrolled
     chunks ends with the parameters of the same run with scanned chunks."""
-    from cvae_jax import train
+    from cvae_jax.training import step as train
 
     seen = []
     real = train.accumulated_grads
@@ -162,7 +163,7 @@ def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, m
 
 @pytest.mark.parametrize("unroll", [False, True])
 def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, unroll):
-    from cvae_jax.train import accumulated_grads
+    from cvae_jax.training.step import accumulated_grads
 
     _, parts, state = setup()
     batch, key = batch_of(small_digits, 16), jax.random.key(3)
@@ -178,7 +179,7 @@ def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, 
 
 def test_microbatches_leave_a_noise_free_gradient_unchanged(small_digits):
     """Without noise the batch-mean gradient does not depend on how the batch is chunked."""
-    from cvae_jax.train import accumulated_grads
+    from cvae_jax.training.step import accumulated_grads
 
     _, parts, state = setup()
 

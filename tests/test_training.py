@@ -8,8 +8,9 @@ import sys
 import jax
 import pytest
 
-from cvae_jax import classifier, evaluate
-from cvae_jax.run import load_run
+from cvae_jax.apps import classifier
+from cvae_jax.apps import evaluate
+from cvae_jax.training.images import load_run
 
 
 @pytest.fixture(scope="module")

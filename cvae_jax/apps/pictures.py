@@ -8,11 +8,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cvae_jax import data as data_lib
-from cvae_jax import inference, plots
+from cvae_jax.data import images as data_lib
+from cvae_jax.apps import inference
+from cvae_jax.apps import plots
 from cvae_jax.config import Config
-from cvae_jax.models import VAE
-from cvae_jax.train import SAMPLE, purpose_key
+from cvae_jax.core.models import VAE
+from cvae_jax.training.step import SAMPLE, purpose_key
 
 
 def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: data_lib.Dataset) -> list[Path]:

@@ -166,7 +166,7 @@ def _idx_cache_dir(folder: Path) -> Path:
 def load_idx(folder: str | os.PathLike, *, data_dir: str = "", progress: bool = True) -> Dataset:
     """Loads MNIST-format IDX files from `folder` through the TF-free TFDS builder `IdxImages`;
     progress=False also turns TFDS's own progress bars off for the one-time preparation."""
-    from cvae_jax import tfds_idx
+    from cvae_jax.data import idx as tfds_idx
 
     folder = Path(folder)
     builder = tfds_idx.prepare(folder, Path(data_dir) if data_dir else _idx_cache_dir(folder), progress=progress)

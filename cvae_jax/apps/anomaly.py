@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from cvae_jax import evaluate, inference, objectives
+from cvae_jax.apps import evaluate
+from cvae_jax.apps import inference
+from cvae_jax.core import objectives
 
 SCORES = ("nll", "neg_elbo", "recon")
 

@@ -15,13 +15,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions as D
-from cvae_jax import priors as priors_lib
+from cvae_jax.core import distributions as D
+from cvae_jax.core import priors as priors_lib
 from cvae_jax.config import ConfigError, ModelConfig
-from cvae_jax.layers import Conv, ConvTranspose, Dense
+from cvae_jax.nn import layers
 
 
-class Encoder(nn.Module):
+class _Layered(nn.Module):
+    """Builds its layers from the backend `kernels` names, in compute dtype `dtype`."""
+
+    @property
+    def _layer(self) -> dict:
+        return {"kernels": self.kernels, "dtype": self.dtype}
+
+
+class Encoder(_Layered):
     """Optional 3x3 conv stack -> flatten -> dense layers -> (mean, log_var)."""
 
     latent_dim: int
@@ -30,25 +38,26 @@ class Encoder(nn.Module):
     conv_stride: int = 2
     condition_site: str = "input"  # "input": before the dense layers; "head": after them
     dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
+    kernels: str = "flax"  # layer backend (cvae_jax.nn.layers): "flax", "tuned" or "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
         h = x.astype(self.dtype)
         for features in self.conv:
-            h = nn.relu(Conv(features, 3, self.conv_stride, dtype=self.dtype)(h))
+            h = nn.relu(layers.conv(features, 3, self.conv_stride, **self._layer)(h))
         h = h.reshape(h.shape[0], -1)
         if condition is not None and self.condition_site == "input":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
         for width in self.hidden:
-            h = nn.relu(Dense(width, dtype=self.dtype)(h))
+            h = nn.relu(layers.dense(width, **self._layer)(h))
         if condition is not None and self.condition_site == "head":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
-        mean = Dense(self.latent_dim, name="mean", dtype=self.dtype)(h)
-        log_var = Dense(self.latent_dim, name="log_var", dtype=self.dtype)(h)
+        mean = layers.dense(self.latent_dim, name="mean", **self._layer)(h)
+        log_var = layers.dense(self.latent_dim, name="log_var", **self._layer)(h)
         return mean.astype(jnp.float32), log_var.astype(jnp.float32)
 
 
-class Decoder(nn.Module):
+class Decoder(_Layered):
     """concat(z, c) -> dense layers -> [transposed-conv stack] -> likelihood parameters."""
 
     data_shape: tuple[int, int, int]  # (H, W, C)
@@ -58,6 +67,7 @@ class Decoder(nn.Module):
     gaussian_scale: float = 0.1
     learn_scale: bool = False
     dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
+    kernels: str = "flax"  # layer backend (cvae_jax.nn.layers): "flax", "tuned" or "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array, condition: jax.Array | None = None):
@@ -65,16 +75,16 @@ class Decoder(nn.Module):
         h = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
         h = h.astype(self.dtype)
         for size in self.hidden:
-            h = nn.relu(Dense(size, dtype=self.dtype)(h))
+            h = nn.relu(layers.dense(size, **self._layer)(h))
         if self.conv:
             scale = 2 ** len(self.conv)
-            h = nn.relu(Dense((height // scale) * (width // scale) * self.conv[0], dtype=self.dtype)(h))
+            h = nn.relu(layers.dense((height // scale) * (width // scale) * self.conv[0], **self._layer)(h))
             h = h.reshape(h.shape[0], height // scale, width // scale, self.conv[0])
             for i, features in enumerate(self.conv):
-                h = nn.relu(ConvTranspose(features, 3, 2, dtype=self.dtype, name=f"ConvTranspose_{i}")(h))
-            out = Conv(channels, 3, 1, name="out", dtype=self.dtype)(h)
+                h = nn.relu(layers.conv_transpose(features, 3, 2, name=f"ConvTranspose_{i}", **self._layer)(h))
+            out = layers.conv(channels, 3, 1, name="out", **self._layer)(h)
         else:
-            out = Dense(height * width * channels, name="out", dtype=self.dtype)(h)
+            out = layers.dense(height * width * channels, name="out", **self._layer)(h)
             out = out.reshape(out.shape[0], height, width, channels)
         out = out.astype(jnp.float32)  # the likelihood (and so the loss) is computed in float32
         if self.likelihood == "bernoulli":
@@ -167,12 +177,13 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes:
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
         raise ConfigError(f"model.decoder_conv={cfg.decoder_conv} upsamples by {scale}: image height and width "
                           f"{data_shape[:2]} must divide by {scale}; use fewer decoder_conv layers")
-    dtype = jnp.dtype(cfg.compute_dtype)
+    dtype, kernels = jnp.dtype(cfg.compute_dtype), layers.resolve(cfg.kernels)
     encoder = Encoder(latent_dim=cfg.latent_dim, hidden=tuple(cfg.encoder_hidden), conv=tuple(cfg.encoder_conv),
-                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site, dtype=dtype)
+                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site, dtype=dtype,
+                      kernels=kernels)
     decoder = Decoder(data_shape=tuple(data_shape), hidden=tuple(cfg.decoder_hidden), conv=tuple(cfg.decoder_conv),
                       likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale,
-                      dtype=dtype)
+                      dtype=dtype, kernels=kernels)
     cls = CVAE if cfg.kind == "cvae" else VAE
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions as D
+from cvae_jax.core import distributions as D
 
 
 class Prior(nn.Module):
@@ -255,7 +255,7 @@ def names() -> list[str]:
 def make(name: str, cfg, data_shape, num_classes: int) -> Prior:
     if name not in _REGISTRY:
         raise ValueError(f"unknown prior {name!r}; registered priors: {names()}. A custom prior must be "
-                         "registered (cvae_jax.priors.register) in a module imported before training")
+                         "registered (cvae_jax.core.priors.register) in a module imported before training")
     return _REGISTRY[name](cfg, tuple(data_shape), num_classes)
 
 

@@ -1,38 +1,40 @@
 """Conditional molecule generation: a SMILES CVAE conditioned on molecular properties (Lim et al. 2018).
 
-    data = molecules.prepare(cfg)                      # SMILES -> tokens; RDKit properties -> condition
-    model, state, history = molecules.train(cfg, data) # the library's train step, one fused scan per epoch,
-                                                       # data-parallel over cfg.parallel's devices and hosts
+    data = molecules.prepare(cfg)                       # SMILES -> tokens; RDKit properties -> condition
+    model, state, history = molecules.train(cfg, data)  # a MoleculeTask on the library's one trainer
     smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 1000), data.vocab)
-    model, params, data = molecules.load(workdir)      # a run trained with train(..., workdir=...)
+    model, params, data = molecules.load(workdir)       # a run trained with train(..., workdir=...)
 
 The condition is the property vector standardized with the training set's mean and std; ask for
 values in the properties' own units through `MoleculeData.condition_for`. Training is the image
-models' step (`cvae_jax.train.make_train_step`) with the ELBO, KL schedules and free bits of
-`cvae_jax.objectives`; only the terms (`cvae_jax.sequence.make_terms`) differ. So is the program
-that runs it (`cvae_jax.loop.make_program`): the training molecules split into one shard per device
-after a seeded shuffle, the batch split over the devices (`MoleculeConfig.parallel`: sharded jit,
-pmap or one device; several processes as for image runs), and each epoch one compiled call.
+runs' trainer (`cvae_jax.training.trainer.fit`): the same step, ELBO, KL schedules and free bits,
+devices, checkpoints, exact resume, signals and metrics.jsonl; only the terms
+(`cvae_jax.molecules.model.make_terms`) differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
-import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import chem, inference, loop, objectives, parallel, resume, sequence, smiles
-from cvae_jax import train as train_lib
-from cvae_jax.checkpoint import Checkpoints
+from cvae_jax.molecules import chem
+from cvae_jax.apps import inference
 from cvae_jax.config import (CheckpointConfig, ConfigError, ParallelConfig, TrainConfig, validate_parallel,
                              validate_train)
+from cvae_jax.core import objectives
+from cvae_jax.data import smiles
+from cvae_jax.molecules import chem
+from cvae_jax.molecules import model as sequence
+from cvae_jax.training.checkpoint import Checkpoints
+from cvae_jax.training.step import base_key, make_optimizer
+from cvae_jax.training.tasks import Parts, Task, fingerprint_arrays
+from cvae_jax.training.trainer import fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,9 @@ class MoleculeConfig:
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=10, batch_size=256, eval_batch_size=500, kl_schedule="linear", warmup_steps=2000))
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # train.batch_size is global
+    # A checkpoint after every epoch (the last two and the best by test -ELBO are kept).
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=lambda: CheckpointConfig(
+        every_epochs=1, keep=2, async_save=False))
     seed: int = 0
 
     def __post_init__(self):
@@ -65,6 +70,16 @@ class MoleculeConfig:
         validate_parallel(self.parallel)
         if self.train.batch_size > self.num_train:
             raise ConfigError(f"train.batch_size={self.train.batch_size} is larger than num_train={self.num_train}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, c: dict[str, Any]) -> MoleculeConfig:
+        """The config of `to_dict()` output (a checkpoint's, possibly without the newer sections)."""
+        sections = {"train": TrainConfig, "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
+        return cls(**{**c, "properties": tuple(c["properties"]),
+                      **{name: kind(**c[name]) for name, kind in sections.items() if name in c}})
 
 
 def recipe(train_path: str, test_path: str, *, num_train: int = 30_000, num_test: int = 2_000, epochs: int = 10,
@@ -140,180 +155,59 @@ def build_model(cfg: MoleculeConfig, data: MoleculeData, prior=None) -> sequence
                           decoder_hidden=cfg.decoder_hidden, word_dropout=cfg.word_dropout, prior=prior)
 
 
-def _batch(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"tokens": arrays["tokens"], "condition": arrays["condition"]}
-
-
-def _saved_config(saved: dict) -> MoleculeConfig:
-    """The MoleculeConfig of a checkpoint's molecule settings (`_conditioning`'s "config", from JSON)."""
-    c = saved["config"]
-    return MoleculeConfig(**{**c, "properties": tuple(c["properties"]), "train": TrainConfig(**c["train"]),
-                             "parallel": ParallelConfig(**c.get("parallel", {}))})
 
 
 def _conditioning(cfg: MoleculeConfig, data: MoleculeData) -> dict:
     """What a saved model needs besides its weights: the config, vocabulary and condition units."""
-    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return {"config": config, "vocab": list(data.vocab.tokens), "length": data.length, "names": list(data.names),
-            "mean": data.mean.tolist(), "std": data.std.tolist(), "median": data.median.tolist()}
+    return {"config": cfg.to_dict(), "vocab": list(data.vocab.tokens), "length": data.length,
+            "names": list(data.names), "mean": data.mean.tolist(), "std": data.std.tolist(),
+            "median": data.median.tolist()}
 
 
-_PROGRAMS: dict = {}  # compiled functions by (model, what else shapes them): reused within a process
+class MoleculeTask(Task):
+    """The SMILES (C)VAE as a task: rows {"tokens", "condition"}, the sequence ELBO with word dropout."""
 
+    name = "molecules"
 
-def _cached(key, build: Callable):
-    """build(), or what it returned for an equal key earlier in this process. Models with
-    unhashable fields (a custom prior holding a list) are built anew each time."""
-    try:
-        hash(key)
-    except TypeError:
-        return build()
-    if key not in _PROGRAMS:
-        if len(_PROGRAMS) >= 16:
-            _PROGRAMS.clear()
-        _PROGRAMS[key] = build()
-    return _PROGRAMS[key]
+    def __init__(self, cfg: MoleculeConfig, data: MoleculeData, prior=None):
+        self.config, self.data, self.prior = cfg, data, prior
+        self.train_rows, self.test_rows = _rows(data.train), _rows(data.test)
 
-
-def _train_key(tc: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(tc), sort_keys=True)
-
-
-def _fresh_state(cfg: MoleculeConfig, model, length: int):
-    tokens = jnp.zeros((2, length), jnp.int32)
-    condition = jnp.zeros((2, model.condition_dim)) if model.conditional else None
-    init = _cached(("init", model, _train_key(cfg.train)),
-                   lambda: jax.jit(train_lib.fresh_state(model, train_lib.make_optimizer(cfg.train))))
-    return init(train_lib.purpose_key(cfg.seed, train_lib.INIT), tokens, condition)
-
-
-def _program(model, tc: TrainConfig, layout: parallel.Layout, rows: dict[str, np.ndarray], global_batch: int,
-             total_steps: int) -> loop.Program:
-    """The compiled training calls of a run (a whole epoch per call), holding `rows` on the devices:
-    training again or resuming in the same process compiles nothing new."""
-
-    built = []
-
-    def build():
+    def build(self, total_steps: int) -> Parts:
+        tc, model = self.config.train, build_model(self.config, self.data, self.prior)
         loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=total_steps)
-        built.append(True)  # make_program placed `rows` on the devices itself
-        return loop.make_program(layout, loss, train_lib.make_optimizer(tc), rows, global_batch, lambda steps: steps)
+        return Parts(model=model, terms=sequence.make_terms(model), loss=loss, tx=make_optimizer(tc))
 
-    shapes = tuple((name, value.shape) for name, value in rows.items())
-    program = _cached(("train", model, _train_key(tc), layout.mode, layout.mesh, global_batch, total_steps, shapes),
-                      build)
-    return program if built else dataclasses.replace(program, data=layout.put_sharded(rows))
+    def model_inputs(self, batch):
+        return batch["tokens"], (batch["condition"] if self.data.names else None)
 
+    def fingerprint(self) -> str:
+        return fingerprint_arrays(*self.train_rows.values(), *self.test_rows.values(),
+                                  extra=json.dumps(list(self.data.vocab.tokens)))
 
-def _eval_step(model):
-    return _cached(("eval", model), lambda: jax.jit(train_lib.make_eval_step(sequence.make_terms(model))))
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "molecules": _conditioning(self.config, self.data)}
 
+    def data_description(self) -> str:
+        return f"train_path={self.config.train_path!r}, test_path={self.config.test_path!r}"
 
-# What may change when a saved run is resumed (as for image runs, cvae_jax.resume.RESUMABLE): how long
-# it trains, the evaluation batch, the KL cycle length kept, and the devices (another device count
-# warns). Anything else changes the model, the data or the optimization.
-_RESUMABLE = ("config.train.epochs", "config.train.eval_batch_size", "config.train.cycle_steps", "config.parallel.")
-
-
-def _differences(saved: dict | None, wanted: dict) -> list[str]:
-    """'field: saved -> wanted' for what differs between a checkpoint's molecule settings and a run's."""
-    if not isinstance(saved, dict):
-        return ["the checkpoint holds no molecule run"]
-    return resume.differences(saved, wanted, _RESUMABLE)
-
-
-def _checkpoints(workdir) -> Checkpoints:
-    return Checkpoints(workdir, CheckpointConfig(keep=2, best_metric="neg_elbo", async_save=False))
+    def config_from_dict(self, saved: dict[str, Any]) -> MoleculeConfig:
+        return MoleculeConfig.from_dict(saved)
 
 
 def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str | Path | None = None,
-          log: Callable[[str], None] | None = print):
-    """Trains from the seed: (model, state, history). history: one dict per epoch (epoch 0 = untrained)
-    with the test set's neg_elbo, recon and kl (nats per molecule) and the epoch's training means.
+          progress: bool = False):
+    """Trains from the seed: (model, state, history), history being the metrics.jsonl entries (a
+    "train" and a "test" line per epoch, epoch 0 = untrained; -ELBO, recon and KL in nats per molecule).
 
-    With `workdir`, an Orbax checkpoint is written after every epoch (the last two and the best by
-    test -ELBO are kept), and a workdir that holds a run of the same config and data resumes it:
-    the same numbers as a run that never stopped (a finished run returns at once). A larger
-    train.epochs trains a finished run on; other settings that differ are refused, by name.
-
-    Over several devices (cfg.parallel) each device trains on its shard of the molecules and draws
-    its own noise: the same numbers for sharded jit and pmap, other numbers than on one device. With
-    several processes every process calls this; only process 0 logs."""
-    tc = cfg.train
-    model = build_model(cfg, data, prior)
-    layout = parallel.make_layout(cfg.parallel)
-    global_batch = parallel.global_batch_size(tc.batch_size, cfg.parallel, layout.num_shards)
-    rows = parallel.shard_rows(_batch(data.train), layout.num_shards, layout.local_shards, cfg.seed)
-    steps = len(rows["tokens"][0]) // (global_batch // layout.num_shards)
-    if steps < 1:
-        raise ConfigError(f"{len(data.train['tokens'])} training molecules over {layout.num_shards} devices make no "
-                          f"batch of {global_batch}; use fewer devices or a smaller train.batch_size")
-    log = log if parallel.is_primary() else None
-    saved = _conditioning(cfg, data)
-    ckpts = _checkpoints(workdir) if workdir is not None else None
-    latest = ckpts.resolve("latest") if ckpts is not None and ckpts.steps() else None
-    saved_run = ckpts.read_meta(latest).get("molecules") if latest is not None else None
-    differences = _differences(saved_run, saved) if latest is not None else []
-    if differences:  # refused before compiling anything
-        ckpts.close()
-        raise ConfigError(f"{workdir} holds a molecule run with another config or data set ({'; '.join(differences[:4])}"
-                          f"{'; ...' if len(differences) > 4 else ''}); use a new workdir (nothing there was changed)")
-    if latest is not None:
-        saved_train = _saved_config(saved_run).train
-        change = resume.kl_cycle_change(saved_train, steps * saved_train.epochs, tc, steps * tc.epochs)
-        if change:
-            ckpts.close()
-            raise ConfigError(f"{workdir} cannot be resumed with these settings: {change} (nothing there was changed)")
-    program = _program(model, tc, layout, rows, global_batch, steps * tc.epochs)
-    eval_step = _eval_step(model)
-    state = layout.put_replicated(jax.device_get(_fresh_state(cfg, model, data.length)))
-    shuffle_key, train_key = (np.asarray(jax.random.key_data(train_lib.purpose_key(cfg.seed, purpose)))
-                              for purpose in (train_lib.SHUFFLE, train_lib.TRAIN))
-    eval_key = train_lib.purpose_key(cfg.seed, train_lib.EVAL)
-    key_data = jax.random.key_data(train_lib.base_key(cfg.seed))
-
-    def test_scores(epoch):
-        return train_lib.evaluate_dataset(eval_step, layout.local_value(state.params), _batch(data.test),
-                                          tc.eval_batch_size, jax.random.fold_in(eval_key, epoch))
-
-    try:
-        if latest is not None:
-            restored, _, meta = ckpts.restore(latest, layout.global_value(state), key_data)
-            state = layout.from_global(restored)
-            history = meta["history"]
-            if meta.get("num_devices", 1) != layout.num_shards:
-                warnings.warn(f"{workdir} was trained on {meta.get('num_devices', 1)} devices and resumes on "
-                              f"{layout.num_shards}: the run goes on correctly, but not bit-identical to an "
-                              "uninterrupted one (each device holds other molecules and draws other noise)",
-                              stacklevel=2)
-        else:
-            history = [{"epoch": 0, "test": test_scores(0)}]
-        for epoch in range(len(history), tc.epochs + 1):
-            start = time.perf_counter()
-            perm = program.permute(shuffle_key, epoch)
-            [(first, size)] = program.call_sizes()  # the whole epoch in one call
-            state, sums = program.calls[size](state, program.data, perm, first, train_key)
-            sums = jax.device_get(layout.local_value(sums))
-            if sums["nonfinite"] > 0:
-                raise FloatingPointError(f"epoch {epoch}: {int(sums['nonfinite'])} steps had non-finite gradients; "
-                                         f"lower train.learning_rate (the last checkpoint is kept)")
-            seconds = time.perf_counter() - start
-            row = {"epoch": epoch, "train": {k: float(v) / steps for k, v in sums.items()},
-                   "test": test_scores(epoch), "seconds": seconds, "samples_per_s": steps * global_batch / seconds}
-            history.append(row)
-            if ckpts is not None:
-                ckpts.save(layout.global_value(state), key_data,
-                           {"position": {"epoch": epoch + 1, "batch": 0}, "molecules": saved, "history": history,
-                            "num_devices": layout.num_shards},
-                           {"neg_elbo": row["test"]["neg_elbo"]})
-            if log:
-                log(f"epoch {epoch}: train loss {row['train']['loss']:.2f}, test -ELBO {row['test']['neg_elbo']:.2f} "
-                    f"(recon {row['test']['recon']:.2f}, KL {row['test']['kl']:.2f}), "
-                    f"{row['samples_per_s']:.0f} molecules/s")
-    finally:
-        if ckpts is not None:
-            ckpts.close()
-    return model, layout.local_value(state), history
+    With `workdir`, an Orbax checkpoint is written after every epoch, and a workdir that holds a run
+    of the same config and data resumes it: the same numbers as a run that never stopped (a
+    finished run returns at once). A larger train.epochs trains a finished run on; other settings
+    that differ are refused, by name. Devices, hosts, signals and the NaN policy are the trainer's."""
+    fitted = fit(MoleculeTask(cfg, data, prior), workdir, progress=progress)
+    return fitted.parts.model, fitted.state, fitted.history
 
 
 def load(workdir: str | Path, which: str | int = "best", prior=None):
@@ -324,14 +218,17 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         saved = ckpts.read_meta(step).get("molecules")
         if saved is None:
             raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
-        cfg = _saved_config(saved)
-        empty = {"tokens": np.zeros((0, saved["length"]), np.int32)}
+        cfg = MoleculeConfig.from_dict(saved["config"])
+        empty = {"tokens": np.zeros((2, saved["length"]), np.int32),
+                 "condition": np.zeros((2, len(saved["names"])), np.float32)}
         data = MoleculeData(smiles.Vocab(tuple(saved["vocab"])), saved["length"], tuple(saved["names"]),
                             *(np.asarray(saved[k]) for k in ("mean", "std", "median")), empty, empty, [], [])
-        model = build_model(cfg, data, prior)
-        target = _fresh_state(cfg, model, data.length)
-        state, _, _ = ckpts.restore(step, target, jax.random.key_data(train_lib.base_key(cfg.seed)))
-    return model, state.params, data
+        task = MoleculeTask(cfg, data, prior)
+        parts = task.build(1)
+        target = jax.eval_shape(lambda: task.init(parts))
+        state, _, _ = ckpts.restore(step, target, jax.random.key_data(base_key(cfg.seed)))
+    data.train = data.test = {"tokens": np.zeros((0, saved["length"]), np.int32)}
+    return parts.model, state.params, data
 
 
 @inference.compiled_per_model(5)

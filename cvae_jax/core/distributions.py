@@ -60,8 +60,7 @@ def kl_to_standard_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:
 def normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """jax.random.normal(key, shape, dtype), drawn flat and reshaped: the same numbers (threefry numbers
     its counters in row-major order, with jax_threefry_partitionable on or off), but XLA:CPU compiles a
-    multi-dimensional draw several times slower: the anomaly scorer with its [K, B, D] draws compiled
-    in 3.2-3.5 s, drawn flat in 0.8-0.9 s (2-core CPU)."""
+    multi-dimensional draw several times slower (e.g. the anomaly scorer's [K, B, D] draws)."""
     shape = tuple(shape)
     return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvae_jax.data import DataError
+from cvae_jax.data.images import DataError
 
 
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import inference
+from cvae_jax.apps import inference
 
 
 def _require_cvae(model) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions
+from cvae_jax.core import distributions
 
 
 def log_likelihood(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:

@@ -6,8 +6,8 @@ GRU decoder fed the previous token, as in Bowman et al. 2016 and Lim et al. 2018
            -> logits over the vocabulary at every position
   p(x | z, c) = prod_t Categorical(x_t | x_<t, z, c), over the tokens up to and including EOS.
 
-Batches are {"tokens": int32 [B, L], "condition": float32 [B, C]} (see cvae_jax.smiles). The prior is
-any `cvae_jax.priors.Prior` that does not need an image encoder (standard normal by default), so
+Batches are {"tokens": int32 [B, L], "condition": float32 [B, C]} (see cvae_jax.data.smiles). The prior is
+any `cvae_jax.core.priors.Prior` that does not need an image encoder (standard normal by default), so
 the KL, its schedules and free bits are those of the image models.
 """
 
@@ -19,11 +19,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions as D
-from cvae_jax import objectives, priors, recurrent
+from cvae_jax.core import distributions as D
+from cvae_jax.core import objectives
+from cvae_jax.core import priors
+from cvae_jax.nn import recurrent
 from cvae_jax.config import ConfigError
-from cvae_jax.models import VAE
-from cvae_jax.smiles import BOS, EOS, PAD
+from cvae_jax.core.models import VAE
+from cvae_jax.data.smiles import BOS, EOS, PAD
 
 
 class SmilesEncoder(nn.Module):
@@ -112,7 +114,7 @@ class SmilesVAE(VAE):
     def encode(self, tokens: jax.Array, condition: jax.Array | None = None):
         if tokens.ndim != 2 or tokens.shape[1] != self.decoder.length or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"tokens must be integers of shape [N, {self.decoder.length}] for this model, got "
-                             f"{tokens.dtype} {tuple(tokens.shape)} (see cvae_jax.smiles.encode)")
+                             f"{tokens.dtype} {tuple(tokens.shape)} (see cvae_jax.data.smiles.encode)")
         self._check(condition, tokens.shape[0])
         return self.encoder(tokens, condition)
 

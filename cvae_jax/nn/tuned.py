@@ -1,41 +1,28 @@
-"""Dense, Conv and ConvTranspose layers with flax's parameters and values, and faster gradients.
+"""Dense, Conv and ConvTranspose with flax's parameters and values, and gradients written for XLA:CPU.
 
-Each layer has the parameter names, shapes and initializers of its flax namesake (nn.Dense,
+The `tuned` backend of `cvae_jax.nn.layers` (`model.kernels=tuned`, or `auto` on CPU). Each layer
+has the parameter names, shapes and initializers of its flax namesake (nn.Dense,
 nn.Conv(features, (k, k), strides=s, padding="SAME"), nn.ConvTranspose(..., padding="SAME")), so
-checkpoints are interchangeable, and the same values up to float rounding. Where XLA:CPU's default
-lowering is slow, gradients (and in one case the forward) are computed another way (measured on a
-2-core CPU at batch 128, article CVAE or the benchmarks' conv VAE; tests check values and gradients
-against flax):
+checkpoints are interchangeable, and the same values up to float rounding (tests check values and
+gradients against flax). Where XLA:CPU's default lowering was measured slow, the gradient (and in
+two cases the forward) is computed another way; benchmarks/RESULTS.md ("Kernels") measures per
+model whether this still pays on the current jax:
 
-- conv kernel gradient with few input channels (k*k*c_in <= c_out): XLA lowers it to a
-  convolution with the batch as its feature dimension (3.9 ms for a 3x3x1x32 kernel on 28x28
-  inputs); here it is one matmul over extracted patches (1.3 ms); with many input channels the
-  patches grow k*k-fold and XLA's form is faster stepped (10 vs 87 ms for 3x3x32x1) -- but
-  inside a lax.scan XLA:CPU runs its own kernel gradients up to 15x slower than stepped (the conv
-  VAE's 32 -> 64 channel, stride-2 conv: 64 vs 4.4 ms at batch 128), which made fused epochs of
-  conv models 2-4x slower than stepping. So on CPU every conv not taken by `conv_output_taps` uses
-  the patch-matmul kernel gradient, and the input gradient is one matmul to every tap's input-side
-  map, summed per stride phase (`_phase_sum`): a conv VAE step in a scan 128 -> 65 ms (stepped 86
-  -> 77 ms); fused epochs, now the fastest mode for conv models too, are the default everywhere;
+- conv kernel gradient: one matmul over the input's extracted patches (XLA:CPU lowers it to a
+  convolution with the batch as its feature dimension, and runs its own conv gradients slowly inside
+  a lax.scan); the input gradient is one matmul to every tap's input-side map, summed per stride
+  phase (`_phase_sum`);
 - conv with few output channels (k*k*c_out <= c_in, stride 1, e.g. a last layer to 1-channel
-  images): one matmul to every tap's output and shifted sums (`conv_output_taps`), whose
-  gradients are plain matmuls (conv VAE step: 102 -> 92 ms), the kernel's as in wide_matmul
-  (2.3 -> 0.7 ms for 3x3x32x1 at batch 128);
-- transposed conv: XLA's kernel gradient is an rhs-dilated convolution run by a slow generic
-  loop (286 of a conv VAE step's 394 ms), its input gradient a strided convolution; here both are
-  one matmul against the concatenated strided rows of the output gradient (119 -> 102 ms). On CPU
-  the forward too is one matmul, to every tap's output (`_conv_transpose_taps`; XLA:CPU convolves
-  the zero-dilated input, 4x the work at stride 2): conv VAE train step at batch 128 ~101 -> ~90 ms,
-  at batch 32 ~18.6 -> ~16.8 ms (one process, round-robin, medians);
+  images): one matmul to every tap's output and shifted sums (`conv_output_taps`), whose gradients
+  are plain matmuls;
+- transposed conv: the forward as one matmul to every tap's output (`_conv_transpose_taps`; XLA:CPU
+  convolves the zero-dilated input, 4x the work at stride 2), both gradients as one matmul against
+  the concatenated strided rows of the output gradient (XLA's kernel gradient is an rhs-dilated
+  convolution run by a slow generic loop);
 - dense forward of a long, wide-input layer at small batch (in >= 8192 and >= 8 x out, batch < 64):
-  one [32, 25,088] x [25,088, 64] product ran at ~30 GFLOP/s on XLA:CPU; as a batch of products
-  over blocks of ~512 inputs, summed (`split_matmul`), the article CVAE step at batch 32 went
-  16.2 -> 14.3 ms (medians of 5 interleaved fresh processes; every pair faster). At batch 128
-  the same form was slower (41 vs 37 ms), so larger batches keep `wide_matmul`;
-- dense kernel gradient of a wide-input layer (in >= 8 x out, batch >= 64) and of a tall product
-  (the tap matmul above, [100,352, 32] x [32, 9]): x^T g reads the big x transposed (6.0 ms for
-  25,088 -> 64 at batch 128); (g^T x)^T reads the small g transposed and transposes the result
-  (4.2 ms).
+  a batch of products over blocks of ~512 inputs, summed (`split_matmul`);
+- dense kernel gradient of a wide-input layer (in >= 8 x out, batch >= 64) and of a tall product:
+  (g^T x)^T, which reads the small g transposed, instead of x^T g (`wide_matmul`).
 """
 
 from __future__ import annotations
@@ -53,7 +40,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """flax's nn.initializers.lecun_normal() (a truncated normal, variance 1 / fan_in, fan_in = the
     product of all but the last axis), with the draw flat and reshaped: the same values, but
-    XLA:CPU compiles a 4-D draw several times slower (a conv VAE's init 6.5 -> 2.7 s, 2-core CPU)."""
+    XLA:CPU compiles a 4-D draw more slowly."""
     variance = jnp.array(1.0 / math.prod(shape[:-1]), dtype)
     stddev = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)  # the std of N(0, 1) cut at +-2
     return (jax.random.truncated_normal(key, -2, 2, (math.prod(shape),), dtype) * stddev).reshape(shape)
@@ -74,8 +61,8 @@ def _wide(x: jax.Array, kernel: jax.Array) -> bool:
 @jax.custom_vjp
 def wide_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x @ kernel for x [B, in], kernel [in, out], x much bigger than the kernel (in >> out, or
-    B >> in); the kernel gradient is computed as (g^T x)^T, which XLA:CPU runs 1.5-4x faster than
-    x^T g at these shapes."""
+    B >> in); the kernel gradient is computed as (g^T x)^T, which XLA:CPU runs faster than x^T g at
+    these shapes."""
     return x @ kernel
 
 
@@ -115,8 +102,8 @@ def _split_product(x, kernel):
 @jax.custom_vjp
 def split_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x @ kernel for a few rows of x [B, in] and a long contraction: the sum over `in` as a batch of
-    products over split_blocks(in) blocks, then summed (XLA:CPU ran the one long product at ~30
-    GFLOP/s for [32, 25,088] x [25,088, 64]); the gradients are the plain products."""
+    products over split_blocks(in) blocks, then summed (XLA:CPU runs the one long product slowly);
+    the gradients are the plain products."""
     return _split_product(x, kernel)
 
 
@@ -142,10 +129,9 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = _cast_params(self, x, (x.shape[-1], self.features))
-        cpu = x.ndim == 2 and jax.default_backend() == "cpu"
-        if cpu and _wide(x, kernel):
+        if x.ndim == 2 and _wide(x, kernel):
             y = wide_matmul(x, kernel)
-        elif cpu and _long(x, kernel):
+        elif x.ndim == 2 and _long(x, kernel):
             y = split_matmul(x, kernel)
         else:
             y = x @ kernel
@@ -159,8 +145,8 @@ def _conv(x, kernel, stride: int):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """lax.conv_general_dilated (NHWC, HWIO, "SAME", equal strides), with the kernel gradient computed
-    as one matmul over the input's patches and, on CPU, the input gradient as one matmul to every
-    tap's input-side map, summed over each stride phase of the input."""
+    as one matmul over the input's patches and the input gradient as one matmul to every tap's
+    input-side map, summed over each stride phase of the input."""
     return _conv(x, kernel, stride)
 
 
@@ -188,8 +174,6 @@ def _conv_bwd(stride, residuals, grad):
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     patches = _tap_rows(padded, [(p, q) for p in range(kh) for q in range(kw)], grad.shape[1:3], stride)
     d_kernel = (grad.reshape(-1, c_out).T @ patches).T.reshape(kernel.shape).astype(kernel.dtype)
-    if jax.default_backend() != "cpu":
-        return jax.vjp(lambda x: _conv(x, kernel, stride), x)[1](grad)[0], d_kernel
     # x[i] gets g[o] k[a]^T where i = s*o + a - low = s*(o + q) + r, (q, r) = divmod(a - low, s): input
     # phase r, offset q. XLA:CPU's own input gradient (a transposed convolution) is slow in a scan.
     taps = (grad.reshape(-1, c_out) @ kernel.reshape(-1, c_out).T).reshape(*grad.shape[:3], kh, kw, c_in)
@@ -219,7 +203,7 @@ def conv_output_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """A stride-1 "SAME" convolution as one matmul to every tap's output, t = x @ [c_in, kh*kw*c_out],
     then the sum of the kh*kw tap maps, each shifted into place. For few output channels
     (kh*kw*c_out <= c_in) t is no larger than x, and autodiff of this form runs its gradients as
-    plain matmuls (3.6x faster than XLA:CPU's convolution gradients for 3x3x32x1 at 28x28), the
+    plain matmuls (faster than XLA:CPU's convolution gradients for such shapes), the
     kernel's as in `wide_matmul`."""
     kh, kw, _, c_out = kernel.shape
     batch, height, width, c_in = x.shape
@@ -245,17 +229,14 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = _cast_params(self, x, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-        # The patches are no larger than the output gradient only when k*k*c_in <= c_out; the tap maps
-        # no larger than the input only when k*k*c_out <= c_in; otherwise XLA's convolution is faster
-        # stepped, but on CPU not inside a scan (fused epochs), so there `conv` is taken anyway.
+        # The tap maps are no larger than the input only when k*k*c_out <= c_in (and the patches then
+        # larger than the output gradient): there `conv_output_taps`, elsewhere the patch-matmul `conv`.
         taps = self.kernel_size ** 2
         small_patches = taps * x.shape[-1] <= self.features
         if not small_patches and self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
-        elif small_patches or jax.default_backend() == "cpu":
-            y = conv(x, kernel, self.stride)
         else:
-            y = _conv(x, kernel, self.stride)
+            y = conv(x, kernel, self.stride)
         return y + bias
 
 
@@ -266,15 +247,11 @@ def _transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
     return low, total - low
 
 
-def _conv_transpose(x, kernel, stride: int):
-    return jax.lax.conv_transpose(x, kernel, (stride, stride), "SAME", dimension_numbers=_NHWC)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """lax.conv_transpose (NHWC, HWIO, "SAME"), with input and kernel gradients computed as one
-    matmul each over the output gradient's rows that every kernel tap reads; on CPU the forward
-    too is one matmul (`_conv_transpose_taps`)."""
+    matmul each over the output gradient's rows that every kernel tap reads, and the forward as one
+    matmul too (`_conv_transpose_taps`)."""
     return _conv_transpose_fwd(x, kernel, stride)[0]
 
 
@@ -305,8 +282,7 @@ def _phase_sum(taps: jax.Array, rows, cols, stride: int) -> jax.Array:
 
 
 def _conv_transpose_fwd(x, kernel, stride):
-    forward = _conv_transpose_taps if jax.default_backend() == "cpu" else _conv_transpose
-    return forward(x, kernel, stride), (x, kernel)
+    return _conv_transpose_taps(x, kernel, stride), (x, kernel)
 
 
 def _conv_transpose_bwd(stride, residuals, grad):

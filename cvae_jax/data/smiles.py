@@ -106,13 +106,34 @@ def lengths(rows: np.ndarray) -> np.ndarray:
     return np.sum(np.asarray(rows) != PAD, axis=1)
 
 
+MOSES_SPLITS = ("train", "test", "test_scaffolds")
+
+
+def moses_csv(split: str = "train") -> Path:
+    """The MOSES CSV of `split` ("train": 1.58M molecules, "test", "test_scaffolds") that the molsets
+    wheel ships, found without importing its package (`pip install --no-deps molsets`: its declared
+    dependencies do not install on current Python)."""
+    import importlib.util
+
+    if split not in MOSES_SPLITS:
+        raise ValueError(f"MOSES split must be one of {MOSES_SPLITS}, got {split!r}")
+    spec = importlib.util.find_spec("moses")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "dataset" / "data" / f"{split}.csv.gz"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"MOSES's {split}.csv.gz was not found: install the molsets wheel with "
+                            "`pip install --no-deps molsets`, or give the CSV files' paths")
+
+
 def load_csv(path: str | Path, limit: int | None = None, column: str = "SMILES") -> list[str]:
     """The `column` of a (gzipped) CSV with a header line, e.g. MOSES's train/test files; the first
     `limit` rows when given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SMILES file at {path}: give a CSV (or .csv.gz) with a {column!r} column, "
-                                f"e.g. ../shared/data/moses_train.csv.gz")
+                                "e.g. MOSES's train.csv.gz (see cvae_jax.data.smiles.moses_csv)")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", newline="") as f:

@@ -1,8 +1,7 @@
 """What makes a stopped run resumable, and stopping it cleanly.
 
-* `fingerprint(dataset)`: a hash of the data a run trains and tests on, saved in every checkpoint;
-* `check_resumable(meta, saved, wanted, fingerprint, where, total_steps)`: names every difference that
-  forbids resuming (`kl_cycle_change`: a cyclical KL schedule that would stretch mid-run);
+* `check_resumable(meta, task, run_meta, where)`: names every difference between a checkpoint and
+  the task asking to resume it that forbids resuming (`kl_cycle_change`: a cyclical KL schedule that would stretch mid-run);
 * `StopSignals`: SIGTERM/SIGINT set a flag that the epoch loop checks between compiled calls, so the
   run saves a checkpoint and stops with `Interrupted` instead of dying mid-step;
 * `read_history` / `write_history`: metrics.jsonl, cut back to the checkpoint being resumed.
@@ -10,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import threading
@@ -18,14 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from cvae_jax.config import Config
-
-# Fields that may differ between a saved run and the config resuming it: the length of training,
-# how it is executed, and how it is checkpointed. Anything else changes the model or the data.
-# train.cycle_steps may change only where the KL cycles stay as they were (`kl_cycle_change`).
-RESUMABLE = ("train.epochs", "train.steps_per_call", "train.eval_batch_size", "train.cycle_steps", "parallel.",
-             "checkpoint.")
 
 
 class Interrupted(Exception):
@@ -36,18 +26,6 @@ class Interrupted(Exception):
         name = signal.Signals(signum).name
         where = f"; checkpoint saved in {workdir}, run the same command to resume" if workdir else ""
         super().__init__(f"stopped by {name} at step {step}{where}")
-
-
-def fingerprint(dataset) -> str:
-    """SHA-256 of the train and test images and labels (their bytes, shapes and dtypes)."""
-    h = hashlib.sha256()
-    for split in (dataset.train, dataset.test):
-        for array in (split.images, split.labels):
-            a = np.ascontiguousarray(array)
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
-    h.update(str(dataset.num_classes).encode())
-    return h.hexdigest()
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,16 +47,11 @@ def differences(saved: dict[str, Any], wanted: dict[str, Any], resumable: tuple[
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(resumable)]
 
 
-def config_differences(saved: Config, wanted: Config) -> list[str]:
-    """'field: saved -> wanted' for every field that differs and may not change on resume."""
-    return differences(saved.to_dict(), wanted.to_dict(), RESUMABLE)
-
-
 def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str | None:
     """Why resuming would change a run's KL cycles from here on (None if it would not): the default
     cycle length is the run's steps / num_cycles, so training a run on with more epochs would stretch
     its cycles mid-run. `saved` and `wanted` are TrainConfigs; the totals count each run's steps."""
-    from cvae_jax.objectives import kl_period
+    from cvae_jax.core.objectives import kl_period
 
     before, after = kl_period(saved, saved_total), kl_period(wanted, wanted_total)
     if before is None or after is None or before == after:
@@ -89,26 +62,30 @@ def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str |
             "the new length, start a new workdir")
 
 
-def check_resumable(meta: dict[str, Any], saved: Config, wanted: Config, data_fingerprint: str, where: str,
-                    total_steps: int) -> None:
-    """Raises CheckpointError naming what differs between a checkpoint and the run asking to resume it
-    (`total_steps`: the resuming run's steps in all)."""
-    from cvae_jax.checkpoint import CheckpointError
+def check_resumable(meta: dict[str, Any], task, run_meta: dict[str, Any], where: str) -> None:
+    """Raises CheckpointError naming what differs between a checkpoint's `meta` and the run asking
+    to resume it (`task`, whose `run_meta` holds its config, data fingerprint and total steps)."""
+    from cvae_jax.training.checkpoint import CheckpointError
 
-    diffs = config_differences(saved, wanted)
+    if meta.get("task") != run_meta.get("task"):
+        raise CheckpointError(f"{where} holds a run of another kind ({meta.get('task') or 'images'}, not "
+                              f"{run_meta.get('task') or 'images'}); use a new --workdir")
+    saved = task.config_from_dict(meta["config"])
+    diffs = differences(saved.to_dict(), task.config.to_dict(), task.resumable)
     if diffs:
         raise CheckpointError(f"{where} holds a run with another config, so it cannot be resumed with this one: "
                               f"{'; '.join(diffs)}. Resume with the saved settings (cvae-jax train --workdir "
                               "with no model flags) or start a new --workdir")
+    total_steps, wanted = run_meta["total_steps"], task.config
     saved_total = meta.get("total_steps") or total_steps * saved.train.epochs // wanted.train.epochs
     change = kl_cycle_change(saved.train, saved_total, wanted.train, total_steps)
     if change:
         raise CheckpointError(f"{where} cannot be resumed with these settings: {change} "
                               "(nothing there was changed)")
-    if meta.get("data_fingerprint") != data_fingerprint:
-        raise CheckpointError(f"{where} was trained on other data (data fingerprint {str(meta.get('data_fingerprint'))[:12]} "
-                              f"vs {data_fingerprint[:12]} now; data.source={wanted.data.source!r}, "
-                              f"data.path={wanted.data.path!r}); resume with the same data or start a new --workdir")
+    if meta.get("data_fingerprint") != run_meta["data_fingerprint"]:
+        raise CheckpointError(f"{where} was trained on other data (data fingerprint "
+                              f"{str(meta.get('data_fingerprint'))[:12]} vs {run_meta['data_fingerprint'][:12]} now; "
+                              f"{task.data_description()}); resume with the same data or start a new --workdir")
 
 
 def read_history(path: Path, completed_epochs: int) -> list[dict[str, Any]]:

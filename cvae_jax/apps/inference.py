@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import likelihoods
+from cvae_jax.core import likelihoods
 
 
 def one_hot(labels, num_classes: int) -> jax.Array:
@@ -44,8 +44,7 @@ def compiled_per_model(*static: int):
     """The decorated fn(model, ...) as one compiled program per model and input shapes, the model (and
     the arguments at positions `static`) compile-time constants; a model that cannot be hashed (a
     custom prior with, say, a list field) runs op by op instead, with the same values up to rounding.
-    Op by op, a fresh process compiles every operation on its own: a run's pictures took 7.1 s so,
-    5.3 s compiled (CVAE with a 2-D latent, 2-core CPU)."""
+    Op by op, a fresh process compiles every operation on its own, which is slower."""
     def wrap(fn):
         jitted = jax.jit(fn, static_argnums=(0, *static))
 

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax import distributions, inference, objectives
+from cvae_jax.core import distributions
+from cvae_jax.apps import inference
+from cvae_jax.core import objectives
 
 
 def conditional_samples(model, params, key, num_classes: int, per_class: int):

@@ -2,12 +2,12 @@
 
 XLA:CPU allocates each compiled call's temporaries (activations, gradients) anew on every call.
 glibc serves large blocks with mmap and unmaps them on free, so every train step page-faults and
-zeroes its temporaries again. On the article CVAE (a 25,088-wide layer) that took a step at batch
-128 from ~21 ms to ~38 ms on 2 CPU cores (measured). `keep_freed_memory` asks glibc to serve every
+zeroes its temporaries again (docs/performance.md has the measured cost). `keep_freed_memory` asks glibc to serve every
 block from its heap and never give freed memory back to the OS, so the next step reuses warm pages.
 The cost: the process keeps its peak memory until it exits.
 
-cvae_jax applies it on import on Linux with glibc; set CVAE_JAX_KEEP_FREED_MEMORY=0 to opt out.
+The `cvae-jax` entry point applies it on Linux with glibc (importing cvae_jax changes nothing);
+set CVAE_JAX_KEEP_FREED_MEMORY=0 to opt out. A library user may call it first thing in a script.
 
 What it cannot reach: XLA's worker threads allocate from glibc's per-thread arenas, whose heaps
 hold at most 64 MB, and glibc always mmaps (and on free unmaps) a bigger block there. One call

@@ -1,6 +1,6 @@
 """The compiled, data-parallel training program of a run: placement, epoch orders, fused steps.
 
-`make_program` turns the pure step of `cvae_jax.train` into the functions the epoch loop calls,
+`make_program` turns the pure step of `cvae_jax.training.step` into the functions the epoch loop calls,
 compiled for the run's `Layout` (sharded jit, pmap, or one device). Everything a call needs
 (training data shards, state, permutations) already lives on the devices; a call runs `size`
 steps and returns the new state and the summed metrics.
@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax.config import ConfigError
-from cvae_jax.parallel import AXIS, Layout
-from cvae_jax.train import epoch_permutation, make_multi_step, make_train_step
+from cvae_jax.training.parallel import AXIS, Layout
+from cvae_jax.training.step import epoch_permutation, make_multi_step, make_train_step
 
 
 @dataclasses.dataclass

@@ -21,9 +21,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from cvae_jax import distributions, likelihoods, priors
+from cvae_jax.core import distributions
+from cvae_jax.core import likelihoods
+from cvae_jax.core import priors
 from cvae_jax.config import TrainConfig
-from cvae_jax.models import VAE
+from cvae_jax.core.models import VAE
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
 BINARIZE, LATENT, PRIOR_LATENT = 0, 1, 2

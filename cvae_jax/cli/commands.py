@@ -11,7 +11,7 @@ import numpy as np
 
 
 def _train(args) -> int:
-    from cvae_jax import parallel
+    from cvae_jax.training import parallel
     from cvae_jax.config import apply_overrides, get_config
 
     config = _saved_config(args.workdir) if args.model is None and args.preset is None else None
@@ -27,7 +27,7 @@ def _train(args) -> int:
 
     import jax
 
-    from cvae_jax.run import train_and_evaluate
+    from cvae_jax.training.images import train_and_evaluate
 
     primary = parallel.is_primary()
     devices = parallel.make_layout(config.parallel).num_shards  # refuses a device count this machine lacks
@@ -53,7 +53,7 @@ _TRAIN_FLAGS = (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
 
 def _saved_config(workdir: str):
     """The config of the run already in `workdir` (to resume it), or None if there is none."""
-    from cvae_jax import checkpoint
+    from cvae_jax.training import checkpoint
     from cvae_jax.config import from_dict
 
     if not checkpoint.has_checkpoint(workdir):
@@ -65,9 +65,9 @@ def _saved_config(workdir: str):
 def _sample(args) -> int:
     import jax
 
-    from cvae_jax import inference
-    from cvae_jax.run import load_run
-    from cvae_jax.train import SAMPLE, purpose_key
+    from cvae_jax.apps import inference
+    from cvae_jax.training.images import load_run
+    from cvae_jax.training.step import SAMPLE, purpose_key
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
@@ -87,8 +87,9 @@ def _sample(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    from cvae_jax import data, evaluate
-    from cvae_jax.run import load
+    from cvae_jax.data import images as data
+    from cvae_jax.apps import evaluate
+    from cvae_jax.training.images import load
 
     for flag, value in (("--num-importance-samples", args.num_importance_samples), ("--chunk", args.chunk),
                         ("--num-examples", args.num_examples)):
@@ -110,7 +111,7 @@ def _evaluate(args) -> int:
 
 def _read_images(path: str, what: str = "--input") -> np.ndarray:
     """Images from a .npy file ([N, H, W] or [N, H, W, C]; uint8 0-255 or float 0-1), validated."""
-    from cvae_jax.data import DataError, as_split
+    from cvae_jax.data.images import DataError, as_split
 
     if not Path(path).exists():
         raise FileNotFoundError(f"{what} file {path!r} does not exist")
@@ -137,7 +138,7 @@ def _read_labels(value: str | None, num: int, what: str):
 def _output_file(path: str, what: str = "--out") -> Path:
     """The file a command will write, checked before any work is done: not an existing directory, and
     its folder exists or can be made."""
-    from cvae_jax.checkpoint import file_in_the_way
+    from cvae_jax.training.checkpoint import file_in_the_way
 
     out = Path(path)
     if out.is_dir():
@@ -177,8 +178,8 @@ def _save(out: Path, images) -> np.ndarray:
 
 
 def _translate(args) -> int:
-    from cvae_jax import translate
-    from cvae_jax.run import load_run
+    from cvae_jax.apps import translate
+    from cvae_jax.training.images import load_run
 
     out_file = _output_file(args.out)
     run = load_run(args.workdir, args.checkpoint)
@@ -195,8 +196,9 @@ def _translate(args) -> int:
 def _score(args) -> int:
     import json
 
-    from cvae_jax import anomaly, data
-    from cvae_jax.run import load_run
+    from cvae_jax.apps import anomaly
+    from cvae_jax.data import images as data
+    from cvae_jax.training.images import load_run
 
     out = _output_file(args.out)
     summary_file = out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".json")
@@ -227,10 +229,9 @@ def _score(args) -> int:
 
 
 def _train_molecules(args) -> int:
-    import json
-
-    from cvae_jax import molecules, parallel
+    from cvae_jax import molecules
     from cvae_jax.config import ParallelConfig
+    from cvae_jax.training import parallel
 
     names = tuple(n.strip() for n in args.properties.split(",") if n.strip())
     devices = ParallelConfig(mode=args.parallel, num_devices=args.devices or 0)
@@ -245,15 +246,12 @@ def _train_molecules(args) -> int:
         print(f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
               f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
               f"{args.workdir}", file=sys.stderr)
-    _, _, history = molecules.train(cfg, data, workdir=args.workdir,
-                                    log=lambda line: print(line, file=sys.stderr, flush=True))
-    if not primary:
-        return 0
-    Path(args.workdir, "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    final = history[-1]["test"]
-    print(f"done: test -ELBO {final['neg_elbo']:.2f} nats/molecule (recon {final['recon']:.2f}, KL {final['kl']:.2f});"
-          f" checkpoints and history.json in {args.workdir}; draw with: cvae-jax sample-molecules --workdir "
-          f"{args.workdir} --out samples.smi", file=sys.stderr)
+    _, _, history = molecules.train(cfg, data, workdir=args.workdir, progress=primary and not args.no_progress)
+    if primary:
+        final = [e for e in history if e["split"] == "test"][-1]
+        print(f"done: test -ELBO {final['neg_elbo']:.2f} nats/molecule (recon {final['recon']:.2f}, KL "
+              f"{final['kl']:.2f}); checkpoints and metrics.jsonl in {args.workdir}; draw with: cvae-jax "
+              f"sample-molecules --workdir {args.workdir} --out samples.smi", file=sys.stderr)
     return 0
 
 
@@ -376,9 +374,10 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--devices", type=int, help="local devices to use (default: all); the batch of 128 is split "
                     "over them")
     tm.add_argument("--parallel", choices=PARALLEL_MODES, default="sharded")
+    tm.add_argument("--no-progress", action="store_true", help="no progress bar")
     tm.set_defaults(func=_train_molecules)
 
-    mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules")
+    mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules.task")
     mol.add_argument("--workdir", required=True)
     mol.add_argument("--checkpoint", default="best", help="best (default, by test -ELBO), latest, or a step number")
     mol.add_argument("--num", type=int, default=100)
@@ -393,12 +392,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cvae_jax.cli.host import keep_freed_memory
+
+    keep_freed_memory()  # a process-wide allocator setting: made by the entry point, never on import
     args = make_parser().parse_args(argv)
-    from cvae_jax.checkpoint import CheckpointError
+    from cvae_jax.training.checkpoint import CheckpointError
     from cvae_jax.config import ConfigError
-    from cvae_jax.data import DataError
-    from cvae_jax.resume import Interrupted
-    from cvae_jax.run import TrainingError
+    from cvae_jax.data.images import DataError
+    from cvae_jax.training.resume import Interrupted
+    from cvae_jax.training.trainer import TrainingError
 
     try:
         return args.func(args)

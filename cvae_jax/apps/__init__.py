@@ -1,0 +1,1 @@
+"""What trained models are used for: sampling, evaluation, translation, anomaly scores, pictures."""

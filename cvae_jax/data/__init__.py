@@ -1,0 +1,6 @@
+"""Data sources: images (embedded digits, npz, IDX folders, TFDS), time-series windows, SMILES tokens.
+
+`cvae_jax.data` itself exposes the image data API (`load`, `Dataset`, `Split`, ...)."""
+
+from cvae_jax.data.images import (Dataset, DataError, Split, as_split, embedded_path, load, load_idx,  # noqa: F401
+                                  load_npz, load_tfds)

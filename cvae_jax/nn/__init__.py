@@ -1,0 +1,1 @@
+"""Layers: stock `flax.linen` layers or CPU-tuned gradient kernels, chosen by `model.kernels`; the GRU."""

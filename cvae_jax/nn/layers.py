@@ -1,0 +1,50 @@
+"""The layers model code uses, from one of two backends chosen by `model.kernels`:
+
+* ``flax``: stock `flax.linen` Dense, Conv and ConvTranspose;
+* ``tuned``: `cvae_jax.nn.tuned`, the same parameters (names, shapes, initial values) with custom
+  gradients written for XLA:CPU; checkpoints are interchangeable between the two;
+* ``auto`` (the default): tuned on the CPU backend, flax everywhere else.
+
+benchmarks/RESULTS.md ("Kernels") measures, on the current jax, whether tuned still pays per model.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from cvae_jax.nn import tuned
+
+KERNELS = ("auto", "flax", "tuned")
+
+
+def resolve(kernels: str) -> str:
+    """"flax" or "tuned" for a `model.kernels` value ("auto": tuned on CPU only)."""
+    if kernels not in KERNELS:
+        raise ValueError(f"model.kernels must be one of {KERNELS}, got {kernels!r}")
+    if kernels == "auto":
+        return "tuned" if jax.default_backend() == "cpu" else "flax"
+    return kernels
+
+
+def dense(features: int, *, kernels: str, dtype, name: str | None = None) -> nn.Module:
+    if resolve(kernels) == "tuned":
+        return tuned.Dense(features, dtype=dtype, name=name)
+    return nn.Dense(features, dtype=dtype, name=name)
+
+
+def conv(features: int, kernel_size: int, stride: int, *, kernels: str, dtype, name: str | None = None) -> nn.Module:
+    """A "SAME" 2-D convolution with a square kernel and equal strides (NHWC)."""
+    if resolve(kernels) == "tuned":
+        return tuned.Conv(features, kernel_size, stride, dtype=dtype, name=name)
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", dtype=dtype,
+                   name=name)
+
+
+def conv_transpose(features: int, kernel_size: int, stride: int, *, kernels: str, dtype,
+                   name: str | None = None) -> nn.Module:
+    """A "SAME" 2-D transposed convolution with a square kernel and equal strides (NHWC)."""
+    if resolve(kernels) == "tuned":
+        return tuned.ConvTranspose(features, kernel_size, stride, dtype=dtype, name=name)
+    return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME",
+                            dtype=dtype, name=name)

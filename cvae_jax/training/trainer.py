@@ -1,0 +1,243 @@
+"""The one trainer: `fit(task, workdir)` trains any `Task` (images, series windows, molecules, yours).
+
+A run directory holds config.json, metrics.jsonl (one JSON object per line: a "train" and a "test"
+line per epoch, a "checkpoint" line per save) and Orbax checkpoints in checkpoints/ (see
+`cvae_jax.training.checkpoint`), plus what the task's `finish` writes (an image run's pictures).
+
+Every task gets the same: data-parallel devices and hosts, checkpoints and bit-identical resume,
+SIGTERM/SIGINT handling, the NaN policy (train.on_nonfinite), microbatching, fused epochs, the
+progress bar and metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cvae_jax.config import ConfigError
+from cvae_jax.training import checkpoint, parallel, resume
+from cvae_jax.training.program import make_program
+from cvae_jax.training.step import EVAL, SHUFFLE, TRAIN, TrainState, base_key, evaluate_dataset, make_eval_step
+from cvae_jax.training.tasks import Parts, Task
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What `fit` returns: the task's parts, the final state (one device's copy) and the history
+    (the metrics.jsonl entries, resumed runs included)."""
+
+    parts: Parts
+    state: TrainState
+    history: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class _Position:
+    """Where training stands: the next epoch and batch, and the partial sums of an epoch cut short."""
+
+    epoch: int = 1
+    batch: int = 0
+    partial: dict[str, float] | None = None
+
+
+class _Log:
+    """The run's history: kept in memory, and appended to metrics.jsonl by process 0."""
+
+    def __init__(self, workdir: Path | None, primary: bool, history: list[dict[str, Any]]):
+        self.path = workdir / "metrics.jsonl" if workdir is not None and primary else None
+        self.history = history
+        if self.path is not None:
+            resume.write_history(self.path, history)
+
+    def record(self, entry: dict[str, Any]) -> dict[str, Any]:
+        self.history.append(entry)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return entry
+
+
+def _derive(key_data: np.ndarray, purpose: int) -> np.ndarray:
+    """Raw key data of fold_in(base key, purpose)."""
+    return np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key_data), purpose)))
+
+
+def _steps_per_call(task: Task, steps_per_epoch: int) -> int:
+    """train.steps_per_call, or auto: a whole epoch per call (docs/performance.md)."""
+    configured = task.config.train.steps_per_call
+    return min(configured, steps_per_epoch) if configured else steps_per_epoch
+
+
+def _check_batch(task: Task, global_batch: int, num_shards: int) -> None:
+    n = len(next(iter(task.train_rows.values())))
+    if global_batch > n - n % num_shards:
+        raise ConfigError(f"train.batch_size={global_batch} is larger than the {n} training examples (the global batch "
+                          f"over {num_shards} device(s)); use --batch-size {(n // num_shards) * num_shards} or less")
+
+
+def _epoch_means(sums: dict[str, float], steps: int) -> dict[str, float]:
+    """Per-step means of the loss metrics over the finite steps, and the count of skipped steps."""
+    skipped = int(round(sums.pop("nonfinite", 0.0)))
+    finite = steps - skipped
+    out = {name: (float(value) / finite if finite else float("nan")) for name, value in sums.items()}
+    out["skipped_steps"] = skipped
+    return out
+
+
+def _check_finite(task: Task, sums: dict[str, float], where: str, ckpts) -> None:
+    if task.config.train.on_nonfinite == "stop" and sums.get("nonfinite", 0.0) > 0:
+        last = ckpts.latest_step() if ckpts is not None else None
+        kept = f"the last checkpoint (step {last}) is intact; " if last is not None else ""
+        raise TrainingError(f"the training loss or gradient became non-finite (NaN/Inf) {where}; {kept}"
+                            "lower train.learning_rate, check the data for NaN/Inf, or set "
+                            "train.on_nonfinite=skip to skip such steps")
+
+
+def _restore(ckpts, step: int, layout, state, key_data, where: str):
+    """The state (in `layout`), key data and position saved at `step`."""
+    restored, saved_key, meta = ckpts.restore(step, layout.global_value(state), key_data)
+    if meta.get("num_devices") != layout.num_shards:
+        warnings.warn(f"{where} was trained on {meta.get('num_devices')} devices and resumes on "
+                      f"{layout.num_shards}: the run goes on correctly, but not bit-identical to an "
+                      "uninterrupted one (each device holds other data and draws other noise)", stacklevel=3)
+    position = _Position(meta["position"]["epoch"], meta["position"]["batch"], meta.get("partial_sums"))
+    return layout.from_global(restored), np.asarray(jax.device_get(saved_key), np.uint32), position
+
+
+def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True) -> Fitted:
+    """Trains `task` on all its devices, with a test line per epoch; with a `workdir`, writes
+    metrics and Orbax checkpoints there and resumes the run it already holds, bit-identical to a
+    run that never stopped (same device count). SIGTERM/SIGINT save and raise `resume.Interrupted`.
+    With several processes every process calls this; only process 0 writes logs."""
+    config, primary = task.config, parallel.is_primary()
+    layout = parallel.make_layout(config.parallel)
+    global_batch = parallel.global_batch_size(config.train.batch_size, config.parallel, layout.num_shards)
+    _check_batch(task, global_batch, layout.num_shards)
+
+    # Setup: the data on the devices, the compiled program, the fresh state and the run's identity.
+    workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
+    if workdir is not None and primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+    ckpts = checkpoint.Checkpoints(workdir, config.checkpoint) if workdir is not None else None
+    rows = parallel.shard_rows(task.train_rows, layout.num_shards, layout.local_shards, config.seed)
+    steps_per_epoch = len(next(iter(rows.values()))[0]) // (global_batch // layout.num_shards)
+    total_steps = steps_per_epoch * config.train.epochs
+    run_meta = {"config": config.to_dict(), **task.meta(), "data_fingerprint": task.fingerprint(),
+                "num_devices": layout.num_shards, "total_steps": total_steps}
+    try:
+        resume_step = ckpts.latest_step() if ckpts is not None else None
+        if resume_step is not None:  # refused before anything is compiled
+            resume.check_resumable(ckpts.read_meta(resume_step), task, run_meta, repr(str(workdir)))
+        parts = task.build(total_steps)
+        program = make_program(layout, parts.loss, parts.tx, rows, global_batch,
+                               lambda steps: _steps_per_call(task, steps), config.train.microbatches,
+                               config.train.unroll_microbatches)
+        state = layout.put_replicated(task.init(parts))
+        key_data = np.asarray(jax.random.key_data(base_key(config.seed)))
+        position = _Position()
+        if resume_step is not None:
+            state, key_data, position = _restore(ckpts, resume_step, layout, state, key_data, repr(str(workdir)))
+        history = resume.read_history(workdir / "metrics.jsonl", position.epoch - 1) if resume_step is not None else []
+        if workdir is not None and primary:
+            (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        log = _Log(workdir, primary, history)
+        state = _train(task, parts, program, layout, state, key_data, position, log, ckpts, run_meta,
+                       progress and primary, workdir)
+    finally:
+        if ckpts is not None:
+            ckpts.close()
+    final = layout.local_value(state)
+    if workdir is not None and primary:
+        task.finish(workdir, parts, final.params)
+    return Fitted(parts=parts, state=final, history=log.history)
+
+
+def _train(task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress, workdir):
+    """The epoch loop, from `position` to the last epoch; returns the final state."""
+    config = task.config
+    epochs, steps_per_epoch = config.train.epochs, program.steps_per_epoch
+    samples_per_epoch = steps_per_epoch * program.batch_per_shard * layout.num_shards
+    eval_step = jax.jit(make_eval_step(parts.terms))
+    train_key, shuffle_key = _derive(key_data, TRAIN), _derive(key_data, SHUFFLE)
+    eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
+
+    def test_line(epoch: int) -> dict[str, Any]:
+        params = layout.local_value(state.params)
+        metrics = evaluate_dataset(eval_step, params, task.test_rows, config.train.eval_batch_size, eval_key)
+        return {"epoch": epoch, "split": "test", "step": epoch * steps_per_epoch, **metrics,
+                **task.on_epoch_end(epoch, parts, params)}
+
+    def save(epoch: int, batch: int, sums=None, metrics=None) -> None:
+        start = time.perf_counter()
+        step = ckpts.save(layout.global_value(state), key_data,
+                          {**run_meta, "position": {"epoch": epoch, "batch": batch}, "partial_sums": sums}, metrics)
+        log.record({"epoch": epoch - 1 if batch == 0 else epoch, "split": "checkpoint", "step": step,
+                    "save_s": time.perf_counter() - start, "async": config.checkpoint.async_save})
+
+    def interrupted(signum: int) -> resume.Interrupted:
+        return resume.Interrupted(signum, int(layout.local_value(state.step)), str(workdir) if workdir else None)
+
+    def host_sums(sums) -> dict[str, float]:
+        return {k: float(v) for k, v in jax.device_get(layout.local_value(sums)).items()}
+
+    from tqdm.auto import tqdm
+
+    if position.epoch == 1 and position.batch == 0:
+        log.record(test_line(0))
+    bar = tqdm(total=epochs * steps_per_epoch, initial=(position.epoch - 1) * steps_per_epoch + position.batch,
+               unit="step", disable=not progress, dynamic_ncols=True, leave=True)
+    epoch = position.epoch
+    with bar, resume.StopSignals() as signals:
+        while epoch <= epochs:
+            # One epoch: compiled calls of fused steps, each resumable at its end.
+            start = time.perf_counter()
+            perm = program.permute(shuffle_key, epoch)
+            sums = None if position.partial is None else {k: jnp.float32(v) for k, v in position.partial.items()}
+            for first, size in program.call_sizes(position.batch if epoch == position.epoch else 0):
+                state, metrics = program.calls[size](state, program.data, perm, first, train_key)
+                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+                bar.update(size)
+                if first + size < steps_per_epoch and signals.requested():
+                    partial = host_sums(sums)
+                    _check_finite(task, partial, f"in epoch {epoch}", ckpts)
+                    if ckpts is not None:
+                        save(epoch, first + size, partial)
+                    raise interrupted(signals.signum)
+            position.partial = None
+            # The end of an epoch: its train and test lines, and a checkpoint when due.
+            totals = host_sums(sums)
+            _check_finite(task, totals, f"in epoch {epoch}", ckpts)
+            seconds = time.perf_counter() - start
+            train = _epoch_means(totals, steps_per_epoch)
+            if train["skipped_steps"] == steps_per_epoch:
+                raise TrainingError(f"every step of epoch {epoch} was non-finite and skipped; "
+                                    "lower train.learning_rate or check the data for NaN/Inf")
+            log.record({"epoch": epoch, "split": "train", "step": epoch * steps_per_epoch, **train,
+                        "seconds": seconds, "samples_per_s": samples_per_epoch / seconds})
+            test = test_line(epoch)
+            if not math.isfinite(test["neg_elbo"]):
+                raise TrainingError(f"the test ELBO became non-finite after epoch {epoch} (more than "
+                                    f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
+                                    "steps in a row?); lower train.learning_rate or check the data for NaN/Inf")
+            log.record(test)
+            bar.set_postfix(train_neg_elbo=f"{train['neg_elbo']:.1f}", test_neg_elbo=f"{test['neg_elbo']:.1f}")
+            stop, every = signals.requested(), config.checkpoint.every_epochs
+            if ckpts is not None and (stop or epoch == epochs or (every and epoch % every == 0)):
+                save(epoch + 1, 0, metrics={k: test[k] for k in ("neg_elbo", "recon", "kl")})
+            if stop and epoch < epochs:
+                raise interrupted(signals.signum)
+            epoch += 1
+    return state
