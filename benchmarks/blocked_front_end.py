@@ -45,7 +45,7 @@ def blocked_front_end(rows: int):
 
     def patches(padded, j):  # [B * rows * W, 9]: the 3x3 taps of output rows j*rows .. j*rows + rows - 1
         band = jax.lax.dynamic_slice_in_dim(padded, j * rows, rows + 2, axis=1)
-        taps = [band[:, p:p + rows, q:q + WIDTH, :] for p in range(3) for q in range(3)]
+        taps = [band[:, p : p + rows, q : q + WIDTH, :] for p in range(3) for q in range(3)]
         return jnp.concatenate(taps, axis=-1).reshape(-1, 9)
 
     def pre_activation(padded, j, kernel, bias):
@@ -57,6 +57,7 @@ def blocked_front_end(rows: int):
 
         def body(y, j):
             return y + jax.nn.relu(pre_activation(padded, j, kernel, bias)) @ dense_blocks[j], None
+
         return jax.lax.scan(body, jnp.zeros((x.shape[0], OUT)), jnp.arange(blocks))[0]
 
     @jax.custom_vjp
@@ -78,8 +79,10 @@ def blocked_front_end(rows: int):
             masked = jnp.where(a > 0, grad @ dense_blocks[j].T, 0.0).reshape(-1, CHANNELS)
             d_kernel = d_kernel + (masked.T @ patches(padded, j)).T
             return (d_kernel, d_bias + masked.sum(0)), d_dense
-        (d_kernel, d_bias), d_dense = jax.lax.scan(body, (jnp.zeros((9, CHANNELS)), jnp.zeros(CHANNELS)),
-                                                   jnp.arange(blocks))
+
+        (d_kernel, d_bias), d_dense = jax.lax.scan(
+            body, (jnp.zeros((9, CHANNELS)), jnp.zeros(CHANNELS)), jnp.arange(blocks)
+        )
         return d_kernel.reshape(kernel.shape), d_bias, d_dense.reshape(dense.shape), jnp.zeros_like(x)
 
     front_end.defvjp(fwd, bwd)
@@ -88,24 +91,29 @@ def blocked_front_end(rows: int):
 
 def timed_steps(front_end, readout, steps: int):
     """A compiled run(params, x) of `steps` gradient steps on sum(front_end(params, x) * readout)."""
+
     def run(params, x):
         def body(i, p):
             g = jax.grad(lambda p: jnp.sum(front_end(p, x * (1 + i * 1e-6)) * readout))(p)
             return jax.tree.map(lambda a, b: a - 1e-6 * b, p, g)
+
         return jax.lax.fori_loop(0, steps, body, params)
+
     return jax.jit(run)
 
 
 def measure(batch: int, rows: int, steps: int, repeats: int) -> dict:
     keys = jax.random.split(jax.random.key(0), 5)
     x = jax.random.uniform(keys[0], (batch, HEIGHT, WIDTH, 1))
-    params = (0.3 * jax.random.normal(keys[1], (3, 3, 1, CHANNELS)), 0.1 * jax.random.normal(keys[2], (CHANNELS,)),
-              0.01 * jax.random.normal(keys[3], (HEIGHT * WIDTH * CHANNELS, OUT)))
+    params = (
+        0.3 * jax.random.normal(keys[1], (3, 3, 1, CHANNELS)),
+        0.1 * jax.random.normal(keys[2], (CHANNELS,)),
+        0.01 * jax.random.normal(keys[3], (HEIGHT * WIDTH * CHANNELS, OUT)),
+    )
     readout = jax.random.normal(keys[4], (batch, OUT))
     variants = {"library": library_front_end, "blocked": blocked_front_end(rows)}
     grads = {n: jax.grad(lambda p, f=f: jnp.sum(f(p, x) * readout))(params) for n, f in variants.items()}
-    diff = max(float(jnp.abs(a - b).max() / jnp.abs(a).max())
-               for a, b in zip(grads["library"], grads["blocked"]))
+    diff = max(float(jnp.abs(a - b).max() / jnp.abs(a).max()) for a, b in zip(grads["library"], grads["blocked"]))
     runs = {n: timed_steps(f, readout, steps) for n, f in variants.items()}
     for run in runs.values():
         jax.block_until_ready(run(params, x))
@@ -115,15 +123,23 @@ def measure(batch: int, rows: int, steps: int, repeats: int) -> dict:
             start = time.perf_counter()
             jax.block_until_ready(run(params, x))
             ms[n].append(1e3 * (time.perf_counter() - start) / steps)
-    return {"batch": batch, "rows": rows, "max_rel_grad_diff": diff,
-            **{f"{n}_ms": statistics.median(v) for n, v in ms.items()}}
+    return {
+        "batch": batch,
+        "rows": rows,
+        "max_rel_grad_diff": diff,
+        **{f"{n}_ms": statistics.median(v) for n, v in ms.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=lambda s: [int(v) for v in s.split(",")], default=[128])
-    p.add_argument("--rows", type=lambda s: [int(v) for v in s.split(",")], default=[2, 4],
-                   help="image rows per block (each must divide 28)")
+    p.add_argument(
+        "--rows",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[2, 4],
+        help="image rows per block (each must divide 28)",
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
@@ -135,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.batch_size:
         for rows in args.rows:
             r = measure(batch, rows, args.steps, args.repeats)
-            print(f"| {batch} | {rows} | {r['library_ms']:.2f} | {r['blocked_ms']:.2f} | "
-                  f"{r['blocked_ms'] / r['library_ms']:.2f} | {r['max_rel_grad_diff']:.1e} |", flush=True)
+            print(
+                f"| {batch} | {rows} | {r['library_ms']:.2f} | {r['blocked_ms']:.2f} | "
+                f"{r['blocked_ms'] / r['library_ms']:.2f} | {r['max_rel_grad_diff']:.1e} |",
+                flush=True,
+            )
     return 0
 
 

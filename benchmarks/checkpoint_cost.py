@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = {"async, every epoch": ["checkpoint.every_epochs=1", "checkpoint.async_save=true"],
-         "sync, every epoch": ["checkpoint.every_epochs=1", "checkpoint.async_save=false"],
-         "only at the end": ["checkpoint.every_epochs=0"]}
+MODES = {
+    "async, every epoch": ["checkpoint.every_epochs=1", "checkpoint.async_save=true"],
+    "sync, every epoch": ["checkpoint.every_epochs=1", "checkpoint.async_save=false"],
+    "only at the end": ["checkpoint.every_epochs=0"],
+}
 
 
 def one(mode: str, workdir: str, epochs: int) -> dict:
@@ -37,9 +39,15 @@ def one(mode: str, workdir: str, epochs: int) -> dict:
     load_run(workdir)
     restore_s = time.perf_counter() - t
     size = sum(p.stat().st_size for p in (Path(workdir) / "checkpoints").rglob("*") if p.is_file())
-    return {"mode": mode, "epoch_s": statistics.median(e["seconds"] for e in train), "wall_s": wall,
-            "save_s": statistics.median(saves), "saves": len(saves), "restore_s": restore_s,
-            "checkpoint_bytes_kept": size}
+    return {
+        "mode": mode,
+        "epoch_s": statistics.median(e["seconds"] for e in train),
+        "wall_s": wall,
+        "save_s": statistics.median(saves),
+        "saves": len(saves),
+        "restore_s": restore_s,
+        "checkpoint_bytes_kept": size,
+    }
 
 
 def main() -> int:
@@ -57,10 +65,22 @@ def main() -> int:
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     modes = list(MODES)
     for r in range(args.rounds):
-        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
             with tempfile.TemporaryDirectory() as tmp:
-                out = subprocess.run([sys.executable, "-m", "benchmarks.checkpoint_cost", "--epochs", str(args.epochs),
-                                      "--one", mode, str(Path(tmp) / "run")], capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.checkpoint_cost",
+                        "--epochs",
+                        str(args.epochs),
+                        "--one",
+                        mode,
+                        str(Path(tmp) / "run"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 return 1
@@ -71,8 +91,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for mode, rs in results.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("epoch_s", "save_s", "restore_s", "wall_s")}
-        print(f"| {mode} | {med['epoch_s']:.3f} | {rs[0]['saves']} | {med['save_s']:.3f} | "
-              f"{med['restore_s']:.2f} | {med['wall_s']:.1f} |")
+        print(
+            f"| {mode} | {med['epoch_s']:.3f} | {rs[0]['saves']} | {med['save_s']:.3f} | "
+            f"{med['restore_s']:.2f} | {med['wall_s']:.1f} |"
+        )
     return 0
 
 

@@ -13,23 +13,50 @@ import numpy as np
 IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10
 
 
-def _arch(conditional=False, latent=2, encoder_conv=(), conv_stride=2, encoder_hidden=(), decoder_hidden=(),
-          decoder_conv=(), condition_site="input") -> dict[str, Any]:
-    return {"conditional": conditional, "latent": latent, "encoder_conv": list(encoder_conv),
-            "conv_stride": conv_stride, "encoder_hidden": list(encoder_hidden),
-            "decoder_hidden": list(decoder_hidden), "decoder_conv": list(decoder_conv),
-            "condition_site": condition_site}
+def _arch(
+    conditional=False,
+    latent=2,
+    encoder_conv=(),
+    conv_stride=2,
+    encoder_hidden=(),
+    decoder_hidden=(),
+    decoder_conv=(),
+    condition_site="input",
+) -> dict[str, Any]:
+    return {
+        "conditional": conditional,
+        "latent": latent,
+        "encoder_conv": list(encoder_conv),
+        "conv_stride": conv_stride,
+        "encoder_hidden": list(encoder_hidden),
+        "decoder_hidden": list(decoder_hidden),
+        "decoder_conv": list(decoder_conv),
+        "condition_site": condition_site,
+    }
 
 
 # The benchmark models as plain data, for the reference implementations (which must not import JAX).
 # tests/test_benchmarks.py checks that they equal the cvae_jax configs of benchmarks/models.py.
 ARCH = {
     "article-vae": _arch(latent=2, encoder_hidden=[256], decoder_hidden=[256]),
-    "article-cvae": _arch(conditional=True, latent=2, encoder_conv=[32], conv_stride=1, encoder_hidden=[64],
-                          decoder_hidden=[64], condition_site="head"),
+    "article-cvae": _arch(
+        conditional=True,
+        latent=2,
+        encoder_conv=[32],
+        conv_stride=1,
+        encoder_hidden=[64],
+        decoder_hidden=[64],
+        condition_site="head",
+    ),
     "mlp-vae": _arch(latent=32, encoder_hidden=[512, 512], decoder_hidden=[512, 512]),
-    "conv-vae": _arch(latent=16, encoder_conv=[32, 64], conv_stride=2, encoder_hidden=[256], decoder_hidden=[256],
-                      decoder_conv=[64, 32]),
+    "conv-vae": _arch(
+        latent=16,
+        encoder_conv=[32, 64],
+        conv_stride=2,
+        encoder_hidden=[256],
+        decoder_hidden=[256],
+        decoder_conv=[64, 32],
+    ),
 }
 
 
@@ -50,9 +77,11 @@ def describe_cpu(cpuinfo: str) -> dict[str, Any]:
         fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", fields.get("Features", "")).split())
     family, model = fields.get("cpu family"), fields.get("model")
-    return {"cpu_model": fields.get("model name", "?"),
-            "cpu_family_model": f"{family}/{model}" if family and model else "?",
-            "cpu_isa": next((isa for isa in _VECTOR_ISAS if isa in flags), "?")}
+    return {
+        "cpu_model": fields.get("model name", "?"),
+        "cpu_family_model": f"{family}/{model}" if family and model else "?",
+        "cpu_isa": next((isa for isa in _VECTOR_ISAS if isa in flags), "?"),
+    }
 
 
 def host_cpu() -> dict[str, Any]:
@@ -82,18 +111,32 @@ def real_data(folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     images_path, labels_path = find_split_files(Path(folder), "train")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.shape[1:3] != IMAGE_SHAPE[:2] or len(images) < n:
-        raise SystemExit(f"--data {folder}: {images.shape[0]} training images of {images.shape[1:]}; the benchmark "
-                         f"needs {n} of {IMAGE_SHAPE[:2]} (lower --samples)")
+        raise SystemExit(
+            f"--data {folder}: {images.shape[0]} training images of {images.shape[1:]}; the benchmark "
+            f"needs {n} of {IMAGE_SHAPE[:2]} (lower --samples)"
+        )
     return (images[:n, ..., None] / np.float32(255)).astype(np.float32), labels[:n].astype(np.int64)
 
 
-def record(impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s: float, n: int,
-           **extra: Any) -> dict[str, Any]:
+def record(
+    impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s: float, n: int, **extra: Any
+) -> dict[str, Any]:
     """One JSON result: steady-state samples/s from the median epoch; warm-up = first epoch - median."""
     seconds = statistics.median(epoch_s)
     batch = int(spec["batch"])
-    return {"kind": "train", "impl": impl, "model": spec["model"], "batch": batch, "mode": "", "devices": 1,
-            "samples_per_s": n / seconds, "steps_per_s": n / batch / seconds,
-            "compile_s": max(first_epoch_s - seconds, 0.0), "epoch_s": epoch_s, "steps_per_epoch": n // batch,
-            "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "data": spec.get("data") or "random", **{"platform": "cpu", **extra}}
+    return {
+        "kind": "train",
+        "impl": impl,
+        "model": spec["model"],
+        "batch": batch,
+        "mode": "",
+        "devices": 1,
+        "samples_per_s": n / seconds,
+        "steps_per_s": n / batch / seconds,
+        "compile_s": max(first_epoch_s - seconds, 0.0),
+        "epoch_s": epoch_s,
+        "steps_per_epoch": n // batch,
+        "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "data": spec.get("data") or "random",
+        **{"platform": "cpu", **extra},
+    }

@@ -21,14 +21,13 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import host_cpu, training_data
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-from cvae_jax.training import program as loop
-from cvae_jax.training import parallel
 from cvae_jax.config import ParallelConfig
+from cvae_jax.training import parallel
+from cvae_jax.training import program as loop
 from cvae_jax.training.images import build, init_for
 from cvae_jax.training.step import make_train_step
 
@@ -60,8 +59,14 @@ def matmul_peak(dtype: str = "float32") -> dict:
     sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (4096, 8192, 16384)
     by_size = {n: matmul_flops(n, dtype=dtype) for n in sizes}
     best = max(by_size, key=by_size.get)
-    return {"kind": "matmul_peak", "dtype": dtype, "n": best, "flops_per_s": by_size[best],
-            "by_size": {str(n): f for n, f in by_size.items()}, **_device_info()}
+    return {
+        "kind": "matmul_peak",
+        "dtype": dtype,
+        "n": best,
+        "flops_per_s": by_size[best],
+        "by_size": {str(n): f for n, f in by_size.items()},
+        **_device_info(),
+    }
 
 
 def _memory() -> dict:
@@ -92,10 +97,18 @@ def measure(spec: dict) -> dict:
 
     if mode == "step":
         rep, sh = layout.replicated(), layout.sharded()
-        step = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=layout.num_shards,
-                                       microbatches=config.train.microbatches,
-                                       unroll_microbatches=config.train.unroll_microbatches),
-                       in_shardings=(rep, sh, rep), out_shardings=(rep, rep), donate_argnums=0)
+        step = jax.jit(
+            make_train_step(
+                parts.loss,
+                parts.tx,
+                num_shards=layout.num_shards,
+                microbatches=config.train.microbatches,
+                unroll_microbatches=config.train.unroll_microbatches,
+            ),
+            in_shardings=(rep, sh, rep),
+            out_shardings=(rep, rep),
+            donate_argnums=0,
+        )
         steps = n // global_batch
         key = jax.random.key(0)
         t = time.perf_counter()
@@ -108,19 +121,27 @@ def measure(spec: dict) -> dict:
             nonlocal state
             order = orders.permutation(n)  # a new order each epoch, drawn on the host as users do
             for i in range(steps):
-                idx = order[i * global_batch:(i + 1) * global_batch]
+                idx = order[i * global_batch : (i + 1) * global_batch]
                 state, metrics = compiled(state, {k: v[idx] for k, v in arrays.items()}, key)
             return state
     else:
         rows = parallel.shard_rows(arrays, layout.num_shards, layout.local_shards, 0)
-        program = loop.make_program(layout, parts.loss, parts.tx, rows, global_batch,
-                                    lambda spe: 1 if mode == "device" else spe, config.train.microbatches,
-                                    config.train.unroll_microbatches)
+        program = loop.make_program(
+            layout,
+            parts.loss,
+            parts.tx,
+            rows,
+            global_batch,
+            lambda spe: 1 if mode == "device" else spe,
+            config.train.microbatches,
+            config.train.unroll_microbatches,
+        )
         steps = program.steps_per_epoch
         perm = program.permute(key_data, 0)
         t = time.perf_counter()
-        compiled = {size: fn.lower(state, program.data, perm, 0, key_data).compile()
-                    for size, fn in program.calls.items()}
+        compiled = {
+            size: fn.lower(state, program.data, perm, 0, key_data).compile() for size, fn in program.calls.items()
+        }
         compile_s = time.perf_counter() - t
 
         def epoch():
@@ -139,12 +160,26 @@ def measure(spec: dict) -> dict:
     seconds = statistics.median(times)
     samples_per_s = steps * global_batch / seconds
     label = f"{mode} ({' '.join(spec['set'])})" if spec.get("set") else mode
-    return {"kind": "train", "impl": "cvae_jax", "model": model_name, "batch": global_batch, "mode": label,
-            "devices": layout.num_shards, "samples_per_s": samples_per_s, "steps_per_s": steps / seconds,
-            "compile_s": compile_s, "epoch_s": times, "steps_per_epoch": steps, "train_flops_per_sample": flops,
-            "achieved_flops_per_s": flops * samples_per_s, "host_page_faults_per_step": faults,
-            "compute_dtype": config.model.compute_dtype, "data": spec.get("data") or "random", **_memory(),
-            **_device_info()}
+    return {
+        "kind": "train",
+        "impl": "cvae_jax",
+        "model": model_name,
+        "batch": global_batch,
+        "mode": label,
+        "devices": layout.num_shards,
+        "samples_per_s": samples_per_s,
+        "steps_per_s": steps / seconds,
+        "compile_s": compile_s,
+        "epoch_s": times,
+        "steps_per_epoch": steps,
+        "train_flops_per_sample": flops,
+        "achieved_flops_per_s": flops * samples_per_s,
+        "host_page_faults_per_step": faults,
+        "compute_dtype": config.model.compute_dtype,
+        "data": spec.get("data") or "random",
+        **_memory(),
+        **_device_info(),
+    }
 
 
 def no_compile_cache() -> None:

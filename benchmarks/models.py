@@ -20,10 +20,22 @@ IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10
 MODELS: dict[str, tuple[str, str, list[str]]] = {
     "article-vae": ("vae", "article", []),
     "article-cvae": ("cvae", "article", []),
-    "mlp-vae": ("vae", "default", ["model.latent_dim=32", "model.encoder_hidden=512,512",
-                                   "model.decoder_hidden=512,512"]),
-    "conv-vae": ("vae", "default", ["model.latent_dim=16", "model.encoder_conv=32,64", "model.encoder_hidden=256",
-                                    "model.decoder_hidden=256", "model.decoder_conv=64,32"]),
+    "mlp-vae": (
+        "vae",
+        "default",
+        ["model.latent_dim=32", "model.encoder_hidden=512,512", "model.decoder_hidden=512,512"],
+    ),
+    "conv-vae": (
+        "vae",
+        "default",
+        [
+            "model.latent_dim=16",
+            "model.encoder_conv=32,64",
+            "model.encoder_hidden=256",
+            "model.decoder_hidden=256",
+            "model.decoder_conv=64,32",
+        ],
+    ),
 }
 
 

@@ -106,8 +106,15 @@ def measure(spec: dict) -> dict:
     timer = EpochTimer()
     repeats = int(spec.get("repeats", 5))
     model.fit(images, labels, batch_size=batch, epochs=repeats + 1, shuffle=True, verbose=0, callbacks=[timer])
-    return record(spec["impl"], spec, timer.times[1:], timer.times[0], len(images), keras=keras.__version__,
-                  tensorflow=tf.__version__)
+    return record(
+        spec["impl"],
+        spec,
+        timer.times[1:],
+        timer.times[0],
+        len(images),
+        keras=keras.__version__,
+        tensorflow=tf.__version__,
+    )
 
 
 if __name__ == "__main__":

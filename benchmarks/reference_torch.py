@@ -125,7 +125,7 @@ def measure(spec: dict) -> dict:
         start = time.perf_counter()
         perm = torch.randperm(n, device=device)
         for i in range(n // batch):
-            idx = perm[i * batch:(i + 1) * batch]
+            idx = perm[i * batch : (i + 1) * batch]
             loss = loss_fn(x_all[idx], None if c_all is None else c_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,10 +136,19 @@ def measure(spec: dict) -> dict:
 
     first = epoch()  # warm-up (and torch.compile's compilation)
     times = [epoch() for _ in range(int(spec.get("repeats", 5)))]
-    return record(spec["impl"], spec, times, first, n, torch=torch.__version__,
-                  threads=torch.get_num_threads(), flush_denormal=True, platform=device.type,
-                  device_kind=torch.cuda.get_device_name() if cuda else "cpu",
-                  **({"peak_device_bytes": torch.cuda.max_memory_allocated()} if cuda else {}))
+    return record(
+        spec["impl"],
+        spec,
+        times,
+        first,
+        n,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        flush_denormal=True,
+        platform=device.type,
+        device_kind=torch.cuda.get_device_name() if cuda else "cpu",
+        **({"peak_device_bytes": torch.cuda.max_memory_allocated()} if cuda else {}),
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ def _median_ms(fn, steps: int, repeats: int) -> float:
 
 def kernel_counts(hlo: str) -> dict[str, int]:
     """Fusions and library calls (custom-calls: cuBLAS/cuDNN, oneDNN ...) in a compiled module's text."""
+
     def count(op: str) -> int:  # instructions `name = <type, maybe a tuple> op(operands)`, one per line
         return len(re.findall(rf"= [^=\n]* {op}\(", hlo))
+
     return {"fusions": count("fusion"), "library_calls": count("custom-call")}
 
 
@@ -61,8 +63,7 @@ def hlo_instructions(hlo: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def op_times(trace_events: list[dict], instructions: dict[str, dict[str, str]], steps: int,
-             top: int) -> list[dict]:
+def op_times(trace_events: list[dict], instructions: dict[str, dict[str, str]], steps: int, top: int) -> list[dict]:
     """The `top` compiled instructions by total traced time ("X" events named after them), as ms
     and calls per step, longest first; events of anything else (Python, the runtime) are left out."""
     total: dict[str, float] = {}
@@ -73,8 +74,10 @@ def op_times(trace_events: list[dict], instructions: dict[str, dict[str, str]], 
             total[name] = total.get(name, 0.0) + float(e.get("dur", 0.0))  # microseconds
             calls[name] = calls.get(name, 0) + 1
     ranked = sorted(total, key=total.get, reverse=True)[:top]
-    return [{"name": n, "ms_per_step": total[n] / 1e3 / steps, "calls_per_step": calls[n] / steps,
-             **instructions[n]} for n in ranked]
+    return [
+        {"name": n, "ms_per_step": total[n] / 1e3 / steps, "calls_per_step": calls[n] / steps, **instructions[n]}
+        for n in ranked
+    ]
 
 
 def traced_op_times(fn, hlo: str, steps: int, top: int) -> list[dict]:
@@ -119,8 +122,11 @@ def profile(spec: dict) -> dict:
     key = jax.random.key(0)
     tx, c = parts.tx, config.train
 
-    train = make_multi_step(make_train_step(parts.loss, tx, microbatches=c.microbatches,
-                                            unroll_microbatches=c.unroll_microbatches), batch, steps)
+    train = make_multi_step(
+        make_train_step(parts.loss, tx, microbatches=c.microbatches, unroll_microbatches=c.unroll_microbatches),
+        batch,
+        steps,
+    )
     t = time.perf_counter()
     compiled = jax.jit(train, donate_argnums=0).lower(state, data, perm, 0, key).compile()
     compile_s = time.perf_counter() - t
@@ -136,6 +142,7 @@ def profile(spec: dict) -> dict:
         def body(total, i):
             g, _ = grad_fn(params, gather_batch(data, perm, i, batch), jax.random.fold_in(key, i), i)
             return jax.tree.map(jnp.add, total, g), None  # summed, so that no step is dead code
+
         return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), jnp.arange(steps))[0]
 
     def updates(params, opt_state):
@@ -143,28 +150,43 @@ def profile(spec: dict) -> dict:
             p, o = carry
             u, o = tx.update(jax.tree.map(lambda v: v * 1e-3 + i, p), o, p)
             return (jax.tree.map(jnp.add, p, u), o), None
+
         return jax.lax.scan(body, (params, opt_state), jnp.arange(steps))[0]
 
     def gathers():
         def body(total, i):
             b = gather_batch(data, perm, i, batch)
             return total + jnp.sum(b["image"][:, 0, 0, 0]) + jnp.sum(b["label"]), None
+
         return jax.lax.scan(body, jnp.zeros((), jnp.float32), jnp.arange(steps))[0]
 
     p, o = state.params, state.opt_state  # the undonated original
     g_fn, u_fn, d_fn = jax.jit(grads), jax.jit(updates), jax.jit(gathers)
-    ms = {"step": _median_ms(run_steps, steps, repeats),
-          "grad": _median_ms(lambda: g_fn(p), steps, repeats),
-          "update": _median_ms(lambda: u_fn(p, o), steps, repeats),
-          "gather": _median_ms(d_fn, steps, repeats)}
+    ms = {
+        "step": _median_ms(run_steps, steps, repeats),
+        "grad": _median_ms(lambda: g_fn(p), steps, repeats),
+        "update": _median_ms(lambda: u_fn(p, o), steps, repeats),
+        "gather": _median_ms(d_fn, steps, repeats),
+    }
     hlo = compiled.as_text()
     ops = traced_op_times(run_steps, hlo, steps, int(spec["ops"])) if spec.get("ops") else []
     flops = training_flops_per_sample(parts.model, p)
     samples_per_s = batch / (ms["step"] / 1e3)
-    return {"kind": "step_profile", "model": spec["model"], "batch": batch, "set": spec.get("set", []),
-            "steps": steps, **{f"{k}_ms": v for k, v in ms.items()}, "samples_per_s": samples_per_s,
-            "achieved_flops_per_s": flops * samples_per_s, "train_flops_per_sample": flops,
-            "compile_s": compile_s, **kernel_counts(hlo), "ops": ops, **_device_info()}
+    return {
+        "kind": "step_profile",
+        "model": spec["model"],
+        "batch": batch,
+        "set": spec.get("set", []),
+        "steps": steps,
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "samples_per_s": samples_per_s,
+        "achieved_flops_per_s": flops * samples_per_s,
+        "train_flops_per_sample": flops,
+        "compile_s": compile_s,
+        **kernel_counts(hlo),
+        "ops": ops,
+        **_device_info(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,24 +198,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per compiled scan")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per piece (median)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
-    p.add_argument("--ops", type=int, default=0, metavar="N",
-                   help="also list the N compiled ops that took longest in one traced call")
+    p.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also list the N compiled ops that took longest in one traced call",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per (model, batch)")
     args = p.parse_args(argv)
     from benchmarks.models import MODELS
+
     check_choices(p, "--model", args.model, MODELS)
     if args.steps < 1 or args.repeats < 1 or any(b < 1 for b in args.batch_size):
         p.error("--steps, --repeats and --batch-size must be >= 1")
     if args.ops < 0:
         p.error("--ops must be >= 0 (0: no op list)")
-    print("| model | batch | step ms | grad ms | update ms | gather ms | samples/s | GFLOP/s | fusions | "
-          "library calls |\n|---|---|---|---|---|---|---|---|---|---|", file=sys.stderr if args.json else sys.stdout,
-          flush=True)
+    print(
+        "| model | batch | step ms | grad ms | update ms | gather ms | samples/s | GFLOP/s | fusions | "
+        "library calls |\n|---|---|---|---|---|---|---|---|---|---|",
+        file=sys.stderr if args.json else sys.stdout,
+        flush=True,
+    )
     failed, op_lists = 0, []
     for model in args.model:
         for batch in args.batch_size:
-            spec = {"model": model, "batch": batch, "steps": args.steps, "repeats": args.repeats, "set": args.set,
-                    "ops": args.ops}
+            spec = {
+                "model": model,
+                "batch": batch,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "set": args.set,
+                "ops": args.ops,
+            }
             r = _run_cell("benchmarks.step_profile", json.dumps(spec))  # a fresh process per cell
             if r.get("kind") == "error":
                 failed += 1
@@ -202,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"| {model} | {batch} | " + " | ".join(f"{r[f'{k}_ms']:.3f}" for k in ROWS)
-                      + f" | {r['samples_per_s']:,.0f} | {r['achieved_flops_per_s'] / 1e9:,.0f} | {r['fusions']} | "
-                      f"{r['library_calls']} |", flush=True)
+                print(
+                    f"| {model} | {batch} | "
+                    + " | ".join(f"{r[f'{k}_ms']:.3f}" for k in ROWS)
+                    + f" | {r['samples_per_s']:,.0f} | {r['achieved_flops_per_s'] / 1e9:,.0f} | {r['fusions']} | "
+                    f"{r['library_calls']} |",
+                    flush=True,
+                )
                 op_lists.append((model, batch, r["ops"]))
     for model, batch, ops in op_lists if args.ops else []:
         print(ops_table(model, batch, ops))
@@ -214,8 +255,11 @@ def main(argv: list[str] | None = None) -> int:
 def ops_table(model: str, batch: int, ops: list[dict]) -> str:
     """The longest ops of one profiled step as a markdown table (the JAX operation shortened to the
     part after the scan body's prefix)."""
-    lines = [f"\n{model}, batch {batch}: the longest compiled ops (one traced call; times overlap on CPU)\n",
-             "| ms/step | calls/step | op | shape | from |", "|---|---|---|---|---|"]
+    lines = [
+        f"\n{model}, batch {batch}: the longest compiled ops (one traced call; times overlap on CPU)\n",
+        "| ms/step | calls/step | op | shape | from |",
+        "|---|---|---|---|---|",
+    ]
     for o in ops:
         origin = o["op_name"].split("/body/", 1)[-1].replace("closed_call/", "")
         lines.append(f"| {o['ms_per_step']:.3f} | {o['calls_per_step']:g} | {o['name']} | {o['shape']} | {origin} |")

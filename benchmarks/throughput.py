@@ -31,8 +31,7 @@ REFERENCES = ("keras", "keras_xla", "torch", "torch_compile")
 
 def _run_cell(module: str, arg: str, env_extra: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
     env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.run([sys.executable, "-m", module, arg], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", module, arg], capture_output=True, text=True, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"kind": "error", "module": module, "arg": arg, "error": proc.stderr.strip().splitlines()[-3:]}
@@ -53,8 +52,12 @@ def short_epochs(samples: int, batch_sizes: list[int]) -> list[str]:
     """Warnings for batch sizes (global, whatever the device count) whose epochs hold fewer than
     MIN_STEPS steps: the timed unit is an epoch, and an epoch of a few steps is dominated by
     per-epoch overhead and timer noise."""
-    return [f"--samples {samples} gives {samples // b} steps per epoch at batch {b}: timings over so few "
-            f"steps are noisy; use --samples >= {MIN_STEPS * b}" for b in batch_sizes if samples // b < MIN_STEPS]
+    return [
+        f"--samples {samples} gives {samples // b} steps per epoch at batch {b}: timings over so few "
+        f"steps are noisy; use --samples >= {MIN_STEPS * b}"
+        for b in batch_sizes
+        if samples // b < MIN_STEPS
+    ]
 
 
 def plan(args) -> list[dict[str, Any]]:
@@ -63,11 +66,30 @@ def plan(args) -> list[dict[str, Any]]:
         for batch in args.batch_size:
             for devices in args.devices:
                 for mode in args.mode:
-                    cells.append({"impl": "cvae_jax", "model": model, "batch": batch, "mode": mode, "devices": devices,
-                                  "samples": args.samples, "repeats": args.repeats, "set": args.set, "data": args.data})
+                    cells.append(
+                        {
+                            "impl": "cvae_jax",
+                            "model": model,
+                            "batch": batch,
+                            "mode": mode,
+                            "devices": devices,
+                            "samples": args.samples,
+                            "repeats": args.repeats,
+                            "set": args.set,
+                            "data": args.data,
+                        }
+                    )
             for ref in args.compare:
-                cells.append({"impl": ref, "model": model, "batch": batch, "samples": args.samples,
-                              "repeats": args.repeats, "data": args.data})
+                cells.append(
+                    {
+                        "impl": ref,
+                        "model": model,
+                        "batch": batch,
+                        "samples": args.samples,
+                        "repeats": args.repeats,
+                        "data": args.data,
+                    }
+                )
     return cells
 
 
@@ -99,9 +121,17 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
     for key, rs in groups.items():
         speeds = [r["samples_per_s"] for r in rs]
         med = statistics.median(speeds)
-        row = {"model": key[0], "batch": key[1], "impl": key[2], "mode": key[3], "devices": key[4],
-               "samples_per_s": med, "rounds": len(rs), "spread": (max(speeds) - min(speeds)) / med,
-               "compile_s": statistics.median(r["compile_s"] for r in rs)}
+        row = {
+            "model": key[0],
+            "batch": key[1],
+            "impl": key[2],
+            "mode": key[3],
+            "devices": key[4],
+            "samples_per_s": med,
+            "rounds": len(rs),
+            "spread": (max(speeds) - min(speeds)) / med,
+            "compile_s": statistics.median(r["compile_s"] for r in rs),
+        }
         peak = peaks.get(rs[0].get("compute_dtype", "float32"))
         if peak and rs[0].get("train_flops_per_sample"):
             physical = 1 if rs[0].get("platform") == "cpu" else key[4]  # virtual CPU devices share the cores
@@ -118,22 +148,27 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
     for row in rows:
         if row["impl"] != "cvae_jax" and (row["model"], row["batch"]) in best_jax:
             row["cvae_jax_ratio"] = best_jax[(row["model"], row["batch"])] / row["samples_per_s"]
-    return sorted(rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "cvae_jax", r["impl"], r["mode"],
-                                       r["devices"]))
+    return sorted(
+        rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "cvae_jax", r["impl"], r["mode"], r["devices"])
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | batch | impl | mode | devices | samples/s | spread | compile s | peak frac. | host MiB | "
-            "device MiB | cvae_jax / this |")
+    head = (
+        "| model | batch | impl | mode | devices | samples/s | spread | compile s | peak frac. | host MiB | "
+        "device MiB | cvae_jax / this |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         frac = f"{r['peak_fraction']:.0%}" if "peak_fraction" in r else ""
         ratio = f"{r['cvae_jax_ratio']:.2f}x" if "cvae_jax_ratio" in r else ""
         device = f"{r['peak_device_mib']:.0f}" if "peak_device_mib" in r else ""  # none on XLA:CPU
         spread = f"{r['spread']:.0%}" if r.get("rounds", 1) > 1 else ""
-        lines.append(f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
-                     f"{r['samples_per_s']:,.0f} | {spread} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | "
-                     f"{device} | {ratio} |")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
+            f"{r['samples_per_s']:,.0f} | {spread} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | "
+            f"{device} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -191,15 +226,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds over all cells; the table shows medians")
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (median)")
     p.add_argument("--samples", type=int, default=60000, help="training examples per epoch (random MNIST-shaped)")
-    p.add_argument("--data", default="", help="a folder of MNIST-format IDX files (e.g. /usr/share/datasets/"
-                   "fashion-mnist): train on its first --samples images instead of random ones")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config override for the cvae_jax cells, e.g. train.microbatches=8 (repeatable)")
+    p.add_argument(
+        "--data",
+        default="",
+        help="a folder of MNIST-format IDX files (e.g. /usr/share/datasets/"
+        "fashion-mnist): train on its first --samples images instead of random ones",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the cvae_jax cells, e.g. train.microbatches=8 (repeatable)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--out", help="also append the JSON lines to this file")
-    p.add_argument("--table", nargs="+", metavar="FILE",
-                   help="measure nothing: print the summary table of JSON lines saved with --out")
+    p.add_argument(
+        "--table",
+        nargs="+",
+        metavar="FILE",
+        help="measure nothing: print the summary table of JSON lines saved with --out",
+    )
     args = p.parse_args(argv)
     if args.table:
         results, peaks = load_results(args.table)
@@ -245,8 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(results, peaks)
     for dtype, flops in peaks.items():
         print(f"matmul peak: {flops / 1e9:.0f} GFLOP/s ({dtype})", file=sys.stderr)
-    print(f"device {machine.get('device_kind', '?')}; host CPU {machine.get('cpu_model', '?')}, "
-          f"family/model {machine.get('cpu_family_model', '?')}, {machine.get('cpu_isa', '?')}", file=sys.stderr)
+    print(
+        f"device {machine.get('device_kind', '?')}; host CPU {machine.get('cpu_model', '?')}, "
+        f"family/model {machine.get('cpu_family_model', '?')}, {machine.get('cpu_isa', '?')}",
+        file=sys.stderr,
+    )
     print(table(rows))
     failed = [r for r in results if r.get("kind") == "error"]
     return 1 if failed else 0

@@ -17,13 +17,24 @@ __version__ = "0.1.0"
 
 # Short names of the modules the README and docs use, e.g. `from cvae_jax import priors, inference`.
 _MODULES = {
-    "distributions": "cvae_jax.core.distributions", "likelihoods": "cvae_jax.core.likelihoods",
-    "priors": "cvae_jax.core.priors", "models": "cvae_jax.core.models", "objectives": "cvae_jax.core.objectives",
-    "layers": "cvae_jax.nn.layers", "tasks": "cvae_jax.training.tasks", "trainer": "cvae_jax.training.trainer", "images": "cvae_jax.training.images",
-    "checkpoint": "cvae_jax.training.checkpoint", "parallel": "cvae_jax.training.parallel",
-    "inference": "cvae_jax.apps.inference", "evaluate": "cvae_jax.apps.evaluate",
-    "translate": "cvae_jax.apps.translate", "anomaly": "cvae_jax.apps.anomaly",
-    "classifier": "cvae_jax.apps.classifier", "series": "cvae_jax.data.series", "smiles": "cvae_jax.data.smiles",
+    "distributions": "cvae_jax.core.distributions",
+    "likelihoods": "cvae_jax.core.likelihoods",
+    "priors": "cvae_jax.core.priors",
+    "models": "cvae_jax.core.models",
+    "objectives": "cvae_jax.core.objectives",
+    "layers": "cvae_jax.nn.layers",
+    "tasks": "cvae_jax.training.tasks",
+    "trainer": "cvae_jax.training.trainer",
+    "images": "cvae_jax.training.images",
+    "checkpoint": "cvae_jax.training.checkpoint",
+    "parallel": "cvae_jax.training.parallel",
+    "inference": "cvae_jax.apps.inference",
+    "evaluate": "cvae_jax.apps.evaluate",
+    "translate": "cvae_jax.apps.translate",
+    "anomaly": "cvae_jax.apps.anomaly",
+    "classifier": "cvae_jax.apps.classifier",
+    "series": "cvae_jax.data.series",
+    "smiles": "cvae_jax.data.smiles",
 }
 
 
@@ -39,5 +50,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cvae_jax' has no attribute {name!r}")
 
 
-__all__ = ["CVAE", "VAE", "Config", "ConfigError", "Decoder", "Encoder", "apply_overrides", "build_model",
-           "get_config", "load", "train_and_evaluate", *_MODULES]
+__all__ = [
+    "CVAE",
+    "VAE",
+    "Config",
+    "ConfigError",
+    "Decoder",
+    "Encoder",
+    "apply_overrides",
+    "build_model",
+    "get_config",
+    "load",
+    "train_and_evaluate",
+    *_MODULES,
+]

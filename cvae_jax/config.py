@@ -166,8 +166,15 @@ def _article_model(kind: str) -> ModelConfig:
         return ModelConfig(kind="vae", latent_dim=2, encoder_hidden=(256,), decoder_hidden=(256,))
     # Conv2D(32, 3x3, same, relu) -> flatten -> Dense 64 relu -> concat one-hot -> latent 2;
     # decoder concat(z, label) -> Dense 64 relu -> 784.
-    return ModelConfig(kind="cvae", latent_dim=2, encoder_conv=(32,), encoder_conv_stride=1, encoder_hidden=(64,),
-                       decoder_hidden=(64,), condition_site="head")
+    return ModelConfig(
+        kind="cvae",
+        latent_dim=2,
+        encoder_conv=(32,),
+        encoder_conv_stride=1,
+        encoder_hidden=(64,),
+        decoder_hidden=(64,),
+        condition_site="head",
+    )
 
 
 def get_config(model: str = "cvae", preset: str = "default") -> Config:
@@ -211,8 +218,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         node = config
         for name in parents:
             if not dataclasses.is_dataclass(getattr(node, name, None)):
-                raise ConfigError(f"unknown config section {name!r} in override {item!r}; "
-                                  f"sections: {[f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]}")
+                sections = [
+                    f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))
+                ]
+                raise ConfigError(f"unknown config section {name!r} in override {item!r}; sections: {sections}")
             node = getattr(node, name)
         fields = {f.name: f for f in dataclasses.fields(node)}
         if leaf not in fields or dataclasses.is_dataclass(getattr(node, leaf)):
@@ -283,10 +292,14 @@ def validate_parallel(p: ParallelConfig) -> None:
     """Checks the parallel section (also of molecule runs); raises ConfigError naming the field."""
     _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
     _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
-    _require(not (p.mode == "single" and p.num_devices > 1),
-             f"parallel.mode=single uses one device, but parallel.num_devices={p.num_devices}")
-    _require(p.per_device_batch_size >= 0,
-             f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}")
+    _require(
+        not (p.mode == "single" and p.num_devices > 1),
+        f"parallel.mode=single uses one device, but parallel.num_devices={p.num_devices}",
+    )
+    _require(
+        p.per_device_batch_size >= 0,
+        f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}",
+    )
     _require(p.distributed in DISTRIBUTED, f"parallel.distributed must be one of {DISTRIBUTED}, got {p.distributed!r}")
     _require(p.num_processes >= 0, f"parallel.num_processes must be >= 0, got {p.num_processes}")
     _require(p.process_id >= -1, f"parallel.process_id must be >= 0 (or -1 = from the environment), got {p.process_id}")
@@ -306,31 +319,43 @@ def validate(config: Config) -> Config:
         sizes = getattr(m, name)
         _require(all(s >= 1 for s in sizes), f"model.{name} sizes must be >= 1, got {sizes}")
     _require(m.encoder_conv_stride in (1, 2), f"model.encoder_conv_stride must be 1 or 2, got {m.encoder_conv_stride}")
-    _require(m.condition_site in ("input", "head"),
-             f"model.condition_site must be 'input' or 'head', got {m.condition_site!r}")
+    _require(
+        m.condition_site in ("input", "head"),
+        f"model.condition_site must be 'input' or 'head', got {m.condition_site!r}",
+    )
     _require(m.likelihood in LIKELIHOODS, f"model.likelihood must be one of {LIKELIHOODS}, got {m.likelihood!r}")
     _require(m.gaussian_scale > 0, f"model.gaussian_scale must be > 0, got {m.gaussian_scale}")
-    _require(not (m.learn_scale and m.likelihood != "gaussian"),
-             "model.learn_scale=true needs model.likelihood=gaussian")
+    _require(
+        not (m.learn_scale and m.likelihood != "gaussian"), "model.learn_scale=true needs model.likelihood=gaussian"
+    )
     _require(d.source in SOURCES, f"data.source must be one of {SOURCES}, got {d.source!r}")
-    _require(d.source not in ("npz", "idx") or bool(d.path),
-             f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)")
+    _require(
+        d.source not in ("npz", "idx") or bool(d.path),
+        f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)",
+    )
     _require(d.source != "tfds" or bool(d.name), "data.source=tfds needs data.name, e.g. data.name=mnist")
     _require(not (d.binarize and m.likelihood != "bernoulli"), "data.binarize=true needs model.likelihood=bernoulli")
-    _require(m.compute_dtype in COMPUTE_DTYPES,
-             f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}")
+    _require(
+        m.compute_dtype in COMPUTE_DTYPES,
+        f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}",
+    )
     _require(m.kernels in KERNELS, f"model.kernels must be one of {KERNELS}, got {m.kernels!r}")
     _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
     _require(m.flow_layers >= 1, f"model.flow_layers must be >= 1, got {m.flow_layers}")
-    _require(not (m.prior == "vamp" and m.kind == "cvae"), "model.prior=vamp needs model.kind=vae "
-             "(pseudo-inputs carry no condition); for a CVAE use model.prior=conditional")
+    _require(
+        not (m.prior == "vamp" and m.kind == "cvae"),
+        "model.prior=vamp needs model.kind=vae "
+        "(pseudo-inputs carry no condition); for a CVAE use model.prior=conditional",
+    )
     _require(not (m.prior == "conditional" and m.kind != "cvae"), "model.prior=conditional needs model.kind=cvae")
     _require(not (t.objective == "hybrid" and m.kind != "cvae"), "train.objective=hybrid needs model.kind=cvae")
     c = config.checkpoint
     _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
     _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
-    _require(c.best_metric in BEST_METRICS,
-             f"checkpoint.best_metric must be one of {BEST_METRICS} ('' = none), got {c.best_metric!r}")
+    _require(
+        c.best_metric in BEST_METRICS,
+        f"checkpoint.best_metric must be one of {BEST_METRICS} ('' = none), got {c.best_metric!r}",
+    )
     validate_train(t)
     validate_parallel(config.parallel)
     return config

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvae_jax.training import checkpoint
 from cvae_jax.apps import classifier
+from cvae_jax.training import checkpoint
 from cvae_jax.training.images import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
 
 # Where results go: experiments/results, or $CVAE_JAX_RESULTS (the tests use a temporary folder).

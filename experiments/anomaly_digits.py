@@ -15,13 +15,12 @@ import argparse
 import time
 from pathlib import Path
 
+import _shared
 import numpy as np
 
-import _shared
-from cvae_jax.apps import anomaly
-from cvae_jax.data import images as data
-from cvae_jax.apps import plots
+from cvae_jax.apps import anomaly, plots
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import images as data
 
 
 def main() -> None:
@@ -43,10 +42,22 @@ def main() -> None:
         folder = Path(args.workdir) / f"holdout_{held_out}"
         folder.mkdir(parents=True, exist_ok=True)
         npz = folder / "nine_classes.npz"  # train: nine classes; test: held-out normal digits (calibration)
-        np.savez(npz, x_train=digits.train.images[train], y_train=digits.train.labels[train],
-                 x_test=digits.train.images[calib], y_test=digits.train.labels[calib])
-        config = apply_overrides(get_config("vae"), [f"train.epochs={args.epochs}", "data.source=npz",
-                                                     f"data.path={npz.resolve()}", "checkpoint.every_epochs=0"])
+        np.savez(
+            npz,
+            x_train=digits.train.images[train],
+            y_train=digits.train.labels[train],
+            x_test=digits.train.images[calib],
+            y_test=digits.train.labels[calib],
+        )
+        config = apply_overrides(
+            get_config("vae"),
+            [
+                f"train.epochs={args.epochs}",
+                "data.source=npz",
+                f"data.path={npz.resolve()}",
+                "checkpoint.every_epochs=0",
+            ],
+        )
         run = _shared.trained(config, str(folder / "run"))
         is_anomaly = digits.test.labels == held_out
         row = {"held_out": held_out, "train_examples": len(train), "calibration_examples": len(calib)}
@@ -54,23 +65,41 @@ def main() -> None:
             options = dict(kind=kind, num_classes=10, num_samples=args.k)
             test_scores = anomaly.scores(run.model, run.params, digits.test.images, **options)
             threshold = anomaly.calibrate_threshold(
-                anomaly.scores(run.model, run.params, digits.train.images[calib], **options), args.fpr)
+                anomaly.scores(run.model, run.params, digits.train.images[calib], **options), args.fpr
+            )
             rates = anomaly.detection_rates(test_scores, is_anomaly, threshold)
             row[kind] = {"auroc": anomaly.auroc(test_scores, is_anomaly), "threshold": threshold, **rates}
         row["seconds"] = round(time.perf_counter() - start, 1)
         rows.append(row)
-        print(f"held out {held_out}: " + ", ".join(f"{k} AUROC {row[k]['auroc']:.3f}" for k in anomaly.SCORES)
-              + f" ({row['seconds']} s)", flush=True)
+        print(
+            f"held out {held_out}: "
+            + ", ".join(f"{k} AUROC {row[k]['auroc']:.3f}" for k in anomaly.SCORES)
+            + f" ({row['seconds']} s)",
+            flush=True,
+        )
     mean = {k: float(np.mean([r[k]["auroc"] for r in rows])) for k in anomaly.SCORES}
-    _shared.save_json("anomaly_digits", {"epochs": args.epochs, "num_importance_samples": args.k, "fpr": args.fpr,
-                                         "mean_auroc": mean, "per_class": rows})
+    _shared.save_json(
+        "anomaly_digits",
+        {
+            "epochs": args.epochs,
+            "num_importance_samples": args.k,
+            "fpr": args.fpr,
+            "mean_auroc": mean,
+            "per_class": rows,
+        },
+    )
     picture(rows)
 
 
 def picture(rows) -> None:
-    plots.save_bars(_shared.picture("anomaly_digits"), [str(r["held_out"]) for r in rows],
-                    {kind: np.array([r[kind]["auroc"] for r in rows]) for kind in anomaly.SCORES},
-                    "AUROC", "held-out digit class as the anomaly (0.5 = chance)", reference=0.5)
+    plots.save_bars(
+        _shared.picture("anomaly_digits"),
+        [str(r["held_out"]) for r in rows],
+        {kind: np.array([r[kind]["auroc"] for r in rows]) for kind in anomaly.SCORES},
+        "AUROC",
+        "held-out digit class as the anomaly (0.5 = chance)",
+        reference=0.5,
+    )
 
 
 if __name__ == "__main__":

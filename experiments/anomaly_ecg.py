@@ -13,17 +13,22 @@ import argparse
 import time
 from pathlib import Path
 
+import _shared
 import numpy as np
 
-import _shared
-from cvae_jax.apps import anomaly
-from cvae_jax.apps import plots
-from cvae_jax.data import series
+from cvae_jax.apps import anomaly, plots
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import series
 
-MODEL = ["model.encoder_hidden=256,256", "model.decoder_hidden=256,256", "model.latent_dim=16",
-         "model.likelihood=gaussian", "model.gaussian_scale=0.05", "model.learn_scale=true",
-         "checkpoint.every_epochs=0"]
+MODEL = [
+    "model.encoder_hidden=256,256",
+    "model.decoder_hidden=256,256",
+    "model.latent_dim=16",
+    "model.likelihood=gaussian",
+    "model.gaussian_scale=0.05",
+    "model.learn_scale=true",
+    "checkpoint.every_epochs=0",
+]
 
 
 def pca_scores(train_windows, test_windows, k: int) -> np.ndarray:
@@ -33,7 +38,7 @@ def pca_scores(train_windows, test_windows, k: int) -> np.ndarray:
     _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
     centred = test - mean
     residual = centred - centred @ vt[:k].T @ vt[:k]
-    return np.sum(residual ** 2, axis=1)
+    return np.sum(residual**2, axis=1)
 
 
 def main() -> None:
@@ -58,36 +63,56 @@ def main() -> None:
         folder = Path(args.workdir) / f"window_{window}"
         folder.mkdir(parents=True, exist_ok=True)
         npz = folder / "windows.npz"  # train: normal windows; test: held-out normal windows
-        np.savez(npz, x_train=fit_w[..., 0], y_train=np.zeros(len(fit_w), int), x_test=calib_w[..., 0],
-                 y_test=np.zeros(len(calib_w), int))
-        config = apply_overrides(get_config("vae"), [*MODEL, f"train.epochs={args.epochs}", "data.source=npz",
-                                                     f"data.path={npz.resolve()}"])
+        np.savez(
+            npz,
+            x_train=fit_w[..., 0],
+            y_train=np.zeros(len(fit_w), int),
+            x_test=calib_w[..., 0],
+            y_test=np.zeros(len(calib_w), int),
+        )
+        config = apply_overrides(
+            get_config("vae"), [*MODEL, f"train.epochs={args.epochs}", "data.source=npz", f"data.path={npz.resolve()}"]
+        )
         run = _shared.trained(config, str(folder / "run"))
         rows = {}
 
         def report(name, test_scores, calib_scores):
             points = series.point_scores(test_scores, len(test), window)
             threshold = anomaly.calibrate_threshold(series.point_scores(calib_scores, len(calib), window), args.fpr)
-            rows[name] = {"point_auroc": anomaly.auroc(points, is_anomaly), "threshold": threshold,
-                          **anomaly.detection_rates(points, is_anomaly, threshold)}
+            rows[name] = {
+                "point_auroc": anomaly.auroc(points, is_anomaly),
+                "threshold": threshold,
+                **anomaly.detection_rates(points, is_anomaly, threshold),
+            }
             return points
 
         for kind in anomaly.SCORES:
             options = dict(kind=kind, num_classes=1, num_samples=args.k)
-            points = report(f"vae_{kind}", anomaly.scores(run.model, run.params, test_w, **options),
-                            anomaly.scores(run.model, run.params, calib_w, **options))
+            points = report(
+                f"vae_{kind}",
+                anomaly.scores(run.model, run.params, test_w, **options),
+                anomaly.scores(run.model, run.params, calib_w, **options),
+            )
             if kind == "nll":
                 pictures[f"VAE -log p, window {window}"] = points
         variance = np.linalg.svd(fit_w.reshape(len(fit_w), -1) - fit_w.mean(0).reshape(1, -1), compute_uv=False) ** 2
         explained = np.cumsum(variance) / variance.sum()
         k90 = int(np.searchsorted(explained, 0.90) + 1)
         for k in sorted({3, 5, k90, int(np.searchsorted(explained, 0.99) + 1)}):
-            report(f"pca_k{k}" + ("_90pct_var" if k == k90 else ""), pca_scores(fit_w, test_w, k),
-                   pca_scores(fit_w, calib_w, k))
+            report(
+                f"pca_k{k}" + ("_90pct_var" if k == k90 else ""),
+                pca_scores(fit_w, test_w, k),
+                pca_scores(fit_w, calib_w, k),
+            )
         result["windows"][window] = {"seconds": round(time.perf_counter() - start, 1), "scores": rows}
         print(f"window {window}: " + ", ".join(f"{n} {r['point_auroc']:.3f}" for n, r in rows.items()), flush=True)
-    plots.save_series_scores(_shared.picture("anomaly_ecg"), test_values, pictures, is_anomaly,
-                             title="ECG test series (anomalies shaded) and VAE point scores")
+    plots.save_series_scores(
+        _shared.picture("anomaly_ecg"),
+        test_values,
+        pictures,
+        is_anomaly,
+        title="ECG test series (anomalies shaded) and VAE point scores",
+    )
     _shared.save_json("anomaly_ecg", result)
 
 

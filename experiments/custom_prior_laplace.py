@@ -11,10 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvae_jax.data import images as data
 from cvae_jax.apps import evaluate
-from cvae_jax.core import priors
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.core import priors
+from cvae_jax.data import images as data
 from cvae_jax.training.images import train_and_evaluate
 
 

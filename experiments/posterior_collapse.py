@@ -11,14 +11,13 @@ Writes experiments/results/posterior_collapse.{json,png} (the picture: test KL p
 import argparse
 import time
 
+import _shared
 import jax
 import numpy as np
 
-import _shared
-from cvae_jax.data import images as data
-from cvae_jax.apps import evaluate
-from cvae_jax.apps import plots
+from cvae_jax.apps import evaluate, plots
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import images as data
 
 SETTINGS = {
     "β=1": [],
@@ -49,15 +48,28 @@ def main() -> None:
         start = time.perf_counter()
         run = _shared.train_and_evaluate(config, None, dataset=dataset, progress=False)
         scores = evaluate.evaluate_model(run.model, run.state.params, config, dataset, num_importance_samples=args.k)
-        accuracy, _ = evaluate.conditional_accuracy(judge, run.model, run.state.params, jax.random.key(args.seed),
-                                                    dataset.num_classes)
-        row = {"setting": name, "overrides": overrides, "active_units": scores["active_units"],
-               "latent_dim": scores["latent_dim"], "kl": scores["kl"], "mutual_information": scores["mutual_information"],
-               "test_neg_elbo": scores["neg_elbo"], "test_nll": scores["nll"], "conditional_accuracy": accuracy,
-               "kl_per_dim": scores.get("kl_per_dim"), "seconds": round(time.perf_counter() - start, 1)}
+        accuracy, _ = evaluate.conditional_accuracy(
+            judge, run.model, run.state.params, jax.random.key(args.seed), dataset.num_classes
+        )
+        row = {
+            "setting": name,
+            "overrides": overrides,
+            "active_units": scores["active_units"],
+            "latent_dim": scores["latent_dim"],
+            "kl": scores["kl"],
+            "mutual_information": scores["mutual_information"],
+            "test_neg_elbo": scores["neg_elbo"],
+            "test_nll": scores["nll"],
+            "conditional_accuracy": accuracy,
+            "kl_per_dim": scores.get("kl_per_dim"),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         rows.append(row)
-        print(f"| {name} | {row['active_units']}/{row['latent_dim']} | {row['kl']:.2f} | {row['mutual_information']:.2f} "
-              f"| {row['test_neg_elbo']:.2f} | {row['test_nll']:.2f} | {accuracy:.3f} |", flush=True)
+        print(
+            f"| {name} | {row['active_units']}/{row['latent_dim']} | {row['kl']:.2f} | {row['mutual_information']:.2f} "
+            f"| {row['test_neg_elbo']:.2f} | {row['test_nll']:.2f} | {accuracy:.3f} |",
+            flush=True,
+        )
     _shared.save_json("posterior_collapse", {"epochs": args.epochs, "num_importance_samples": args.k, "rows": rows})
     picture(rows)
 
@@ -65,8 +77,14 @@ def main() -> None:
 def picture(rows) -> None:
     """KL per latent dimension (sorted, largest first) for each setting: collapsed units are dark."""
     kl = np.array([sorted(r["kl_per_dim"], reverse=True) for r in rows])
-    plots.save_heatmap(_shared.picture("posterior_collapse"), kl, [r["setting"] for r in rows],
-                       "latent dimension (sorted by KL)", "test KL per latent dimension", colorbar="nats")
+    plots.save_heatmap(
+        _shared.picture("posterior_collapse"),
+        kl,
+        [r["setting"] for r in rows],
+        "latent dimension (sorted by KL)",
+        "test KL per latent dimension",
+        colorbar="nats",
+    )
 
 
 if __name__ == "__main__":

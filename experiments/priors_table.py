@@ -10,9 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from cvae_jax.data import images as data
 from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import images as data
 from cvae_jax.training.images import train_and_evaluate
 
 RUNS = {
@@ -41,9 +41,11 @@ def main() -> None:
         row = {"run": name, "overrides": overrides, "train_seconds": round(train_s, 1), **result}
         row.pop("kl_per_dim", None)
         rows.append(row)
-        print(f"| {name} | {row['neg_elbo']:.2f} | {row['nll']:.2f} | {row['kl']:.2f} | {row['active_units']}/"
-              f"{row['latent_dim']} | {row['mutual_information']:.2f} | {train_s:.0f} s | {row['nll_seconds']:.1f} s |",
-              flush=True)
+        print(
+            f"| {name} | {row['neg_elbo']:.2f} | {row['nll']:.2f} | {row['kl']:.2f} | {row['active_units']}/"
+            f"{row['latent_dim']} | {row['mutual_information']:.2f} | {train_s:.0f} s | {row['nll_seconds']:.1f} s |",
+            flush=True,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -15,21 +15,21 @@ Writes experiments/results/translation.{json,png} and style_swap.png.
 
 import argparse
 
+import _shared
 import numpy as np
 
-import _shared
-from cvae_jax.data import images as data
-from cvae_jax.apps import plots
-from cvae_jax.apps import translate
+from cvae_jax.apps import plots, translate
 from cvae_jax.config import get_config
+from cvae_jax.data import images as data
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="runs/quickstart")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prefix", default="", help="put before the names of the files written "
-                        "(e.g. fashion_ for a Fashion-MNIST run)")
+    parser.add_argument(
+        "--prefix", default="", help="put before the names of the files written (e.g. fashion_ for a Fashion-MNIST run)"
+    )
     args = parser.parse_args()
 
     run = _shared.trained(get_config("cvae"), args.workdir)
@@ -55,29 +55,51 @@ def main() -> None:
     keep = y[partner] != y
 
     per_class = [float(accuracy[targets == k].mean()) for k in range(classes)]
-    _shared.save_json(args.prefix + "translation", {
-        "workdir": args.workdir, "checkpoint_step": run.step, "num_translations": int(len(moved)),
-        "target_accuracy": float(accuracy.mean()), "target_accuracy_by_target_class": np.round(per_class, 3),
-        "source_class_retained": float(np.mean(judge.predict(moved) == sources)),
-        "cycle_distance_median": float(np.median(cycle)), "random_pair_distance_median": float(np.median(random)),
-        "cycle_over_random": float(np.median(cycle) / np.median(random)),
-        "ink_correlation_input_vs_translation": float(np.corrcoef(ink_in, ink_out)[0, 1]),
-        "ink_correlation_shuffled_pairs": float(np.corrcoef(ink_in, ink_out[shuffled])[0, 1]),
-        "style_swap_accuracy_as_content_class": float(np.mean(judge.predict(swapped[keep]) == y[partner][keep])),
-        "style_swap_pairs": int(keep.sum())})
+    _shared.save_json(
+        args.prefix + "translation",
+        {
+            "workdir": args.workdir,
+            "checkpoint_step": run.step,
+            "num_translations": int(len(moved)),
+            "target_accuracy": float(accuracy.mean()),
+            "target_accuracy_by_target_class": np.round(per_class, 3),
+            "source_class_retained": float(np.mean(judge.predict(moved) == sources)),
+            "cycle_distance_median": float(np.median(cycle)),
+            "random_pair_distance_median": float(np.median(random)),
+            "cycle_over_random": float(np.median(cycle) / np.median(random)),
+            "ink_correlation_input_vs_translation": float(np.corrcoef(ink_in, ink_out)[0, 1]),
+            "ink_correlation_shuffled_pairs": float(np.corrcoef(ink_in, ink_out[shuffled])[0, 1]),
+            "style_swap_accuracy_as_content_class": float(np.mean(judge.predict(swapped[keep]) == y[partner][keep])),
+            "style_swap_pairs": int(keep.sum()),
+        },
+    )
 
     rows = [int(np.flatnonzero(y == k)[0]) for k in range(classes)]  # the first test digit of each class
     grid = np.asarray(translate.translation_grid(run.model, run.params, x[rows], y[rows], classes))
     picture = np.concatenate([x[rows][:, None], grid], axis=1).reshape(-1, *x.shape[1:])
-    plots.save_grid(_shared.picture(args.prefix + "translation"), picture, classes, classes + 1,
-                    title="column 1: input; then translated to classes 0-9", row_labels=[str(k) for k in y[rows]])
+    plots.save_grid(
+        _shared.picture(args.prefix + "translation"),
+        picture,
+        classes,
+        classes + 1,
+        title="column 1: input; then translated to classes 0-9",
+        row_labels=[str(k) for k in y[rows]],
+    )
     styles, contents = x[rows[:6]], x[[int(np.flatnonzero(y == k)[1]) for k in range(classes)]]
-    swap = [translate.style_swap(run.model, run.params, styles, y[rows[:6]], np.full(6, k), classes) for k in range(classes)]
+    swap = [
+        translate.style_swap(run.model, run.params, styles, y[rows[:6]], np.full(6, k), classes) for k in range(classes)
+    ]
     swap = np.stack([np.asarray(s) for s in swap], axis=1)  # [style, content class]
-    picture = np.concatenate([np.concatenate([np.ones_like(x[:1]), contents])[None],
-                              np.concatenate([styles[:, None], swap], axis=1)]).reshape(-1, *x.shape[1:])
-    plots.save_grid(_shared.picture(args.prefix + "style_swap"), picture, 7, classes + 1,
-                    title="top row: content digits; rows: a style (column 1) writing each content class")
+    picture = np.concatenate(
+        [np.concatenate([np.ones_like(x[:1]), contents])[None], np.concatenate([styles[:, None], swap], axis=1)]
+    ).reshape(-1, *x.shape[1:])
+    plots.save_grid(
+        _shared.picture(args.prefix + "style_swap"),
+        picture,
+        7,
+        classes + 1,
+        title="top row: content digits; rows: a style (column 1) writing each content class",
+    )
 
 
 if __name__ == "__main__":

@@ -22,18 +22,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before jax is imported;
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402 (after the environment above is set)
+import pytest  # noqa: E402
 
-from cvae_jax.data import images as data
+from cvae_jax.data import images as data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def full_opt_env() -> dict[str, str]:
     """os.environ for a subprocess that runs its programs long enough for -O0 machine code to cost
     more than it saves in compiling (a benchmark, a 60-epoch training): XLA_FLAGS without the -O0."""
-    return {**os.environ, "XLA_FLAGS": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                                                if f != TEST_XLA_FLAGS)}
+    return {
+        **os.environ,
+        "XLA_FLAGS": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f != TEST_XLA_FLAGS),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +50,9 @@ def small_digits(digits) -> data.Dataset:
     rng = np.random.default_rng(0)
     tr = rng.permutation(len(digits.train))[:500]
     te = rng.permutation(len(digits.test))[:200]
-    return data.Dataset(train=data.Split(digits.train.images[tr], digits.train.labels[tr]),
-                        test=data.Split(digits.test.images[te], digits.test.labels[te]),
-                        num_classes=10, name="small_digits")
+    return data.Dataset(
+        train=data.Split(digits.train.images[tr], digits.train.labels[tr]),
+        test=data.Split(digits.test.images[te], digits.test.labels[te]),
+        num_classes=10,
+        name="small_digits",
+    )

@@ -20,9 +20,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.data import images as data
 from cvae_jax.training import parallel
-from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.training.images import build, init_for, train_and_evaluate
 from cvae_jax.training.step import make_train_step
 
@@ -36,8 +36,12 @@ def max_diff(a, b) -> float:
 
 def small_digits(n_train: int, n_test: int) -> data.Dataset:
     d = data.load_npz(data.embedded_path())
-    return data.Dataset(train=data.Split(d.train.images[:n_train], d.train.labels[:n_train]),
-                        test=data.Split(d.test.images[:n_test], d.test.labels[:n_test]), num_classes=10, name="digits")
+    return data.Dataset(
+        train=data.Split(d.train.images[:n_train], d.train.labels[:n_train]),
+        test=data.Split(d.test.images[:n_test], d.test.labels[:n_test]),
+        num_classes=10,
+        name="digits",
+    )
 
 
 def step_checks() -> dict:
@@ -47,8 +51,13 @@ def step_checks() -> dict:
     parts = build(cfg, digits.image_shape, digits.num_classes)
     state0 = init_for(parts, cfg, digits.image_shape, digits.num_classes)
     key = jax.random.key(42)
-    batches = [{"image": jnp.asarray(digits.train.images[i * 32:(i + 1) * 32]),
-                "label": jnp.asarray(digits.train.labels[i * 32:(i + 1) * 32])} for i in range(2)]
+    batches = [
+        {
+            "image": jnp.asarray(digits.train.images[i * 32 : (i + 1) * 32]),
+            "label": jnp.asarray(digits.train.labels[i * 32 : (i + 1) * 32]),
+        }
+        for i in range(2)
+    ]
 
     def run(step_fn, state, batches):
         out = []
@@ -65,14 +74,16 @@ def step_checks() -> dict:
     # 8 devices, sharded jit: batch split over the mesh, state replicated.
     mesh = Mesh(np.array(jax.devices()), (parallel.AXIS,))
     rep, sh = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.AXIS))
-    sharded = jax.jit(make_train_step(parts.loss, parts.tx, num_shards=8), in_shardings=(rep, sh, rep),
-                      out_shardings=(rep, rep))
+    sharded = jax.jit(
+        make_train_step(parts.loss, parts.tx, num_shards=8), in_shardings=(rep, sh, rep), out_shardings=(rep, rep)
+    )
     s8, m8 = run(sharded, jax.device_put(state0, rep), [jax.device_put(b, sh) for b in batches])
     sharded_inputs_split = len(jax.device_put(batches[0], sh)["image"].addressable_shards) == 8
 
     # 8 devices, pmap: each device gets 4 rows; the state carries a leading device axis.
-    pm = jax.pmap(make_train_step(parts.loss, parts.tx, axis_name=parallel.AXIS), axis_name=parallel.AXIS,
-                  in_axes=(0, 0, None))
+    pm = jax.pmap(
+        make_train_step(parts.loss, parts.tx, axis_name=parallel.AXIS), axis_name=parallel.AXIS, in_axes=(0, 0, None)
+    )
     stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (8, *x.shape)), state0)
     sp, mp = run(pm, stacked, [jax.tree.map(lambda x: x.reshape(8, 4, *x.shape[1:]), b) for b in batches])
     sp0 = jax.tree.map(lambda x: x[0], sp)
@@ -100,8 +111,9 @@ def run_checks() -> dict:
     base = SMALL + ["train.epochs=2", "train.batch_size=64", "train.eval_batch_size=100"]
 
     def train(*extra):
-        run = train_and_evaluate(apply_overrides(get_config("cvae"), base + list(extra)), dataset=digits,
-                                 progress=False)
+        run = train_and_evaluate(
+            apply_overrides(get_config("cvae"), base + list(extra)), dataset=digits, progress=False
+        )
         return run.state.params, [e["neg_elbo"] for e in run.history]
 
     p_sharded, h_sharded = train("parallel.mode=sharded")
@@ -142,10 +154,17 @@ def molecule_checks(workdir: str) -> dict:
     from cvae_jax.config import ParallelConfig, TrainConfig
 
     fixtures = Path(__file__).resolve().parent / "data"
-    base = molecules.MoleculeConfig(str(fixtures / "moses_train_1200.csv.gz"), str(fixtures / "moses_test_400.csv.gz"),
-                                    num_train=512, num_test=64, latent_dim=4, embed_dim=8, encoder_hidden=16,
-                                    decoder_hidden=16, train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64,
-                                                                         learning_rate=3e-3))
+    base = molecules.MoleculeConfig(
+        str(fixtures / "moses_train_1200.csv.gz"),
+        str(fixtures / "moses_test_400.csv.gz"),
+        num_train=512,
+        num_test=64,
+        latent_dim=4,
+        embed_dim=8,
+        encoder_hidden=16,
+        decoder_hidden=16,
+        train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64, learning_rate=3e-3),
+    )
     mol = molecules.prepare(base)
 
     def train(workdir=None, **parallel_fields):

@@ -6,22 +6,25 @@ from __future__ import annotations
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
-from cvae_jax.apps import anomaly
-from cvae_jax.apps import classifier
-from cvae_jax.apps import inference
-from cvae_jax.data import series
-from cvae_jax.apps import translate
+from cvae_jax.apps import anomaly, classifier, inference, translate
 from cvae_jax.cli import main
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import series
 from cvae_jax.data.images import DataError
 from cvae_jax.training.images import load_run, train_and_evaluate
 
-SMALL = ["model.encoder_hidden=256", "model.decoder_hidden=256", "model.latent_dim=2", "train.epochs=25",
-         "checkpoint.async_save=false"]
+pytestmark = pytest.mark.slow  # trained models for the applications
+
+SMALL = [
+    "model.encoder_hidden=256",
+    "model.decoder_hidden=256",
+    "model.latent_dim=2",
+    "train.epochs=25",
+    "checkpoint.async_save=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +64,9 @@ def test_style_swap_and_grid_are_the_decoded_latents(cvae_run, digits):
     grid = np.asarray(translate.translation_grid(run.model, run.params, a, la, 10))
     assert grid.shape == (5, 10, 28, 28, 1)
     for t in (0, 7):
-        np.testing.assert_allclose(grid[:, t], np.asarray(translate.translate(run.model, run.params, a, la, t, 10)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            grid[:, t], np.asarray(translate.translate(run.model, run.params, a, la, t, 10)), atol=1e-5
+        )
 
 
 def test_translate_rejects_bad_labels_and_vaes(cvae_run, digits):
@@ -79,14 +83,42 @@ def test_cli_translate_matches_the_python_api(cvae_run, digits, tmp_path, capsys
     images = (digits.test.images[:4, ..., 0] * 255).round().astype(np.uint8)
     np.save(tmp_path / "in.npy", images)
     np.save(tmp_path / "targets.npy", np.array([3, 1, 4, 1]))
-    assert main(["translate", "--workdir", str(workdir), "--input", str(tmp_path / "in.npy"), "--source-label",
-                 "7", "--target-label", str(tmp_path / "targets.npy"),
-                 "--out", str(tmp_path / "out.npy")]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--workdir",
+                str(workdir),
+                "--input",
+                str(tmp_path / "in.npy"),
+                "--source-label",
+                "7",
+                "--target-label",
+                str(tmp_path / "targets.npy"),
+                "--out",
+                str(tmp_path / "out.npy"),
+            ]
+        )
+        == 0
+    )
     out = np.load(tmp_path / "out.npy")
     expected = translate.translate(run.model, run.params, images[..., None] / 255.0, 7, [3, 1, 4, 1], 10)
     np.testing.assert_allclose(out, np.asarray(expected)[..., 0], atol=1e-5)
-    code = main(["translate", "--workdir", str(workdir), "--input", str(tmp_path / "in.npy"), "--source-label", "0",
-                 "--target-label", "12", "--out", str(tmp_path / "bad.npy")])
+    code = main(
+        [
+            "translate",
+            "--workdir",
+            str(workdir),
+            "--input",
+            str(tmp_path / "in.npy"),
+            "--source-label",
+            "0",
+            "--target-label",
+            "12",
+            "--out",
+            str(tmp_path / "bad.npy"),
+        ]
+    )
     assert code == 2 and "out of range" in capsys.readouterr().err and not (tmp_path / "bad.npy").exists()
 
 
@@ -132,8 +164,15 @@ def test_noise_scores_above_digits_for_every_kind(cvae_run, digits, kind):
     _, run = cvae_run
     x, y = digits.test.images[:200], digits.test.labels[:200]
     noise = np.random.default_rng(0).random((200, 28, 28, 1)).astype(np.float32)
-    s = anomaly.scores(run.model, run.params, np.concatenate([x, noise]), np.concatenate([y, y]), kind=kind,
-                       num_classes=10, num_samples=20)
+    s = anomaly.scores(
+        run.model,
+        run.params,
+        np.concatenate([x, noise]),
+        np.concatenate([y, y]),
+        kind=kind,
+        num_classes=10,
+        num_samples=20,
+    )
     assert anomaly.auroc(s, np.arange(400) >= 200) > 0.99
 
 
@@ -156,8 +195,9 @@ def test_importance_sampled_nll_is_below_the_neg_elbo(cvae_run, digits):
     again = anomaly.scores(run.model, run.params, x, y, kind="nll", num_classes=10, num_samples=100)
     np.testing.assert_array_equal(nll, again)  # seeded: reproducible
     # ... and the second call reused the first one's compiled scorer (an equal model hits the cache)
-    assert anomaly.compiled_scorer(run.model.clone(), "nll", num_classes=10, num_samples=100) is \
-        anomaly.compiled_scorer(run.model, "nll", num_classes=10, num_samples=100)
+    assert anomaly.compiled_scorer(
+        run.model.clone(), "nll", num_classes=10, num_samples=100
+    ) is anomaly.compiled_scorer(run.model, "nll", num_classes=10, num_samples=100)
 
 
 def test_cli_score_writes_scores_and_a_calibrated_threshold(cvae_run, digits, tmp_path):
@@ -165,13 +205,33 @@ def test_cli_score_writes_scores_and_a_calibrated_threshold(cvae_run, digits, tm
     np.save(tmp_path / "x.npy", digits.test.images[:50, ..., 0])
     np.save(tmp_path / "y.npy", digits.test.labels[:50])
     out = tmp_path / "scores.npy"
-    assert main(["score", "--workdir", str(workdir), "--input", str(tmp_path / "x.npy"), "--labels",
-                 str(tmp_path / "y.npy"), "--kind", "neg_elbo", "--fpr", "0.1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--workdir",
+                str(workdir),
+                "--input",
+                str(tmp_path / "x.npy"),
+                "--labels",
+                str(tmp_path / "y.npy"),
+                "--kind",
+                "neg_elbo",
+                "--fpr",
+                "0.1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     scores, summary = np.load(out), json.loads(out.with_suffix(".json").read_text())
-    expected = anomaly.scores(run.model, run.params, digits.test.images[:50], digits.test.labels[:50],
-                              kind="neg_elbo", num_classes=10)
+    expected = anomaly.scores(
+        run.model, run.params, digits.test.images[:50], digits.test.labels[:50], kind="neg_elbo", num_classes=10
+    )
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
-    normal = anomaly.scores(run.model, run.params, digits.test.images, digits.test.labels, kind="neg_elbo",
-                            num_classes=10)  # the run's test split: the default calibration set
+    normal = anomaly.scores(
+        run.model, run.params, digits.test.images, digits.test.labels, kind="neg_elbo", num_classes=10
+    )  # the run's test split: the default calibration set
     assert summary["threshold"] == pytest.approx(anomaly.calibrate_threshold(normal, 0.1))
     assert summary["flagged"] == int(np.sum(scores > summary["threshold"])) and math.isfinite(summary["threshold"])

@@ -4,7 +4,6 @@ like any benchmark) and counts FLOPs right."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax.training.images import build, init_for
+
+pytestmark = pytest.mark.slow  # benchmark subprocesses
 
 ROOT = Path(__file__).parent.parent
 
@@ -32,9 +33,17 @@ def test_flops_match_the_closed_form_of_the_layers():
     # conv VAE: convs 1->32 (14x14 out), 32->64 (7x7); dense 3136->256->16 (x2), 16->256->3136; transposed
     # convs 64->64 (14x14 out) and 64->32 (28x28 out) count the data each output touches (1/4 of the
     # taps of a stride-2 transposed conv); output conv 32->1 (28x28)
-    assert _flops("conv-vae") == 6 * (14 * 14 * 9 * 32 + 7 * 7 * 9 * 32 * 64 + 3136 * 256 + 256 * 16 * 2 + 16 * 256
-                                      + 256 * 3136 + 14 * 14 * 9 * 64 * 64 // 4 + 28 * 28 * 9 * 64 * 32 // 4
-                                      + 28 * 28 * 9 * 32)
+    assert _flops("conv-vae") == 6 * (
+        14 * 14 * 9 * 32
+        + 7 * 7 * 9 * 32 * 64
+        + 3136 * 256
+        + 256 * 16 * 2
+        + 16 * 256
+        + 256 * 3136
+        + 14 * 14 * 9 * 64 * 64 // 4
+        + 28 * 28 * 9 * 64 * 32 // 4
+        + 28 * 28 * 9 * 32
+    )
 
 
 def _own_cache(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
@@ -48,8 +57,14 @@ def _wrote_to_cache(tmp_path: Path) -> list[str]:
 
 def test_quick_mode_runs_and_reports_every_cell(tmp_path, full_opt_env):
     saved = tmp_path / "quick.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--json", "--out", str(saved)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path, full_opt_env))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.throughput", "--quick", "--json", "--out", str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_own_cache(tmp_path, full_opt_env),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _wrote_to_cache(tmp_path)  # compile times are measured, never loaded from a cache
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -66,8 +81,13 @@ def test_quick_mode_runs_and_reports_every_cell(tmp_path, full_opt_env):
     assert "| article-vae | 128 | cvae_jax | fused |" in proc.stdout
     # --table re-renders the saved lines: the same table as the run printed, nothing measured again.
     printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    again = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--table", str(saved)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmarks.throughput", "--table", str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.splitlines() == printed and len(printed) == 4
 
@@ -92,10 +112,16 @@ def test_reference_architectures_match_the_cvae_jax_models():
 
     for name in ARCH:
         m = config_for(name, 1).model
-        assert ARCH[name] == {"conditional": m.kind == "cvae", "latent": m.latent_dim,
-                              "encoder_conv": list(m.encoder_conv), "conv_stride": m.encoder_conv_stride,
-                              "encoder_hidden": list(m.encoder_hidden), "decoder_hidden": list(m.decoder_hidden),
-                              "decoder_conv": list(m.decoder_conv), "condition_site": m.condition_site}, name
+        assert ARCH[name] == {
+            "conditional": m.kind == "cvae",
+            "latent": m.latent_dim,
+            "encoder_conv": list(m.encoder_conv),
+            "conv_stride": m.encoder_conv_stride,
+            "encoder_hidden": list(m.encoder_hidden),
+            "decoder_hidden": list(m.decoder_hidden),
+            "decoder_conv": list(m.decoder_conv),
+            "condition_site": m.condition_site,
+        }, name
 
 
 def test_set_overrides_reach_the_measured_config():
@@ -124,9 +150,29 @@ def test_set_overrides_reach_the_measured_config():
 
 
 def test_step_profile_times_the_step_and_its_pieces(tmp_path, full_opt_env):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--model", "article-vae",
-                           "--batch-size", "64", "--steps", "4", "--repeats", "2", "--ops", "3", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=_own_cache(tmp_path, full_opt_env))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.step_profile",
+            "--model",
+            "article-vae",
+            "--batch-size",
+            "64",
+            "--steps",
+            "4",
+            "--repeats",
+            "2",
+            "--ops",
+            "3",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_own_cache(tmp_path, full_opt_env),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _wrote_to_cache(tmp_path)
     [r] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -152,12 +198,19 @@ def test_op_times_rank_the_compiled_instructions_by_traced_time():
   %copy.1 = f32[3]{0} copy(%d)
 """
     instructions = hlo_instructions(hlo)
-    assert instructions["dot.7"] == {"shape": "f32[32,64]{1,0}", "op_name": "jit(run)/while/body/encoder/Dense_0/dot_general"}
+    assert instructions["dot.7"] == {
+        "shape": "f32[32,64]{1,0}",
+        "op_name": "jit(run)/while/body/encoder/Dense_0/dot_general",
+    }
     assert instructions["fusion.2"]["op_name"] == "jit(run)/add" and instructions["copy.1"]["op_name"] == ""
-    events = [{"ph": "X", "name": "dot.7", "dur": 300.0}, {"ph": "X", "name": "dot.7", "dur": 500.0},
-              {"ph": "X", "name": "fusion.2", "dur": 1000.0}, {"ph": "X", "name": "copy.1", "dur": 10.0},
-              {"ph": "X", "name": "$api.py:2479 block_until_ready", "dur": 9e6},  # not an instruction
-              {"ph": "i", "name": "fusion.2", "dur": 9e6}]  # not a complete ("X") event
+    events = [
+        {"ph": "X", "name": "dot.7", "dur": 300.0},
+        {"ph": "X", "name": "dot.7", "dur": 500.0},
+        {"ph": "X", "name": "fusion.2", "dur": 1000.0},
+        {"ph": "X", "name": "copy.1", "dur": 10.0},
+        {"ph": "X", "name": "$api.py:2479 block_until_ready", "dur": 9e6},  # not an instruction
+        {"ph": "i", "name": "fusion.2", "dur": 9e6},
+    ]  # not a complete ("X") event
     ranked = op_times(events, instructions, steps=2, top=2)
     assert [o["name"] for o in ranked] == ["fusion.2", "dot.7"]
     assert ranked[0]["ms_per_step"] == 0.5 and ranked[1]["ms_per_step"] == 0.4 and ranked[1]["calls_per_step"] == 1.0
@@ -179,10 +232,21 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
     from benchmarks.throughput import summarize, table
 
     def rec(impl, mode, sps, device_bytes=None, round_index=0):
-        return {"kind": "train", "impl": impl, "model": "mlp-vae", "batch": 128, "mode": mode, "devices": 1,
-                "samples_per_s": sps, "compile_s": 1.0, "peak_host_bytes": 2**30, "platform": "gpu",
-                "peak_device_bytes": device_bytes, "round": round_index,
-                **({"train_flops_per_sample": 1e6} if impl == "cvae_jax" else {})}  # as the references report
+        return {
+            "kind": "train",
+            "impl": impl,
+            "model": "mlp-vae",
+            "batch": 128,
+            "mode": mode,
+            "devices": 1,
+            "samples_per_s": sps,
+            "compile_s": 1.0,
+            "peak_host_bytes": 2**30,
+            "platform": "gpu",
+            "peak_device_bytes": device_bytes,
+            "round": round_index,
+            **({"train_flops_per_sample": 1e6} if impl == "cvae_jax" else {}),
+        }  # as the references report
 
     results = [rec("cvae_jax", "step", s, 3 * 2**20, i) for i, s in enumerate((100.0, 300.0, 200.0))]
     results += [rec("cvae_jax", "fused", s, 5 * 2**20, i) for i, s in enumerate((400.0, 600.0, 500.0))]
@@ -204,17 +268,37 @@ def test_peak_fraction_is_of_the_peak_of_the_cells_compute_dtype(tmp_path):
     from benchmarks.throughput import compute_dtypes, load_results, summarize
 
     def rec(mode, dtype):
-        return {"kind": "train", "impl": "cvae_jax", "model": "mlp-vae", "batch": 128, "mode": mode, "devices": 1,
-                "samples_per_s": 1000.0, "compile_s": 1.0, "peak_host_bytes": 2**20, "platform": "gpu",
-                "train_flops_per_sample": 1e6, **({"compute_dtype": dtype} if dtype else {})}
+        return {
+            "kind": "train",
+            "impl": "cvae_jax",
+            "model": "mlp-vae",
+            "batch": 128,
+            "mode": mode,
+            "devices": 1,
+            "samples_per_s": 1000.0,
+            "compile_s": 1.0,
+            "peak_host_bytes": 2**20,
+            "platform": "gpu",
+            "train_flops_per_sample": 1e6,
+            **({"compute_dtype": dtype} if dtype else {}),
+        }
 
     saved = tmp_path / "run.jsonl"
     # peaks without a dtype (files written before peaks had one) are float32; medians per dtype
-    saved.write_text("\n".join(json.dumps(r) for r in [
-        {"kind": "matmul_peak", "flops_per_s": 1e9}, {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 3e9},
-        {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 2e9},
-        {"kind": "matmul_peak", "dtype": "bfloat16", "flops_per_s": 8e9},
-        rec("fused", None), rec("fused (model.compute_dtype=bfloat16)", "bfloat16")]) + "\n")
+    saved.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"kind": "matmul_peak", "flops_per_s": 1e9},
+                {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 3e9},
+                {"kind": "matmul_peak", "dtype": "float32", "flops_per_s": 2e9},
+                {"kind": "matmul_peak", "dtype": "bfloat16", "flops_per_s": 8e9},
+                rec("fused", None),
+                rec("fused (model.compute_dtype=bfloat16)", "bfloat16"),
+            ]
+        )
+        + "\n"
+    )
     results, peaks = load_results([str(saved)])
     assert peaks == {"float32": 2e9, "bfloat16": 8e9}
     rows = {r["mode"]: r for r in summarize(results, peaks)}

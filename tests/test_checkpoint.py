@@ -15,16 +15,22 @@ import jax
 import numpy as np
 import pytest
 
-from cvae_jax.training import checkpoint
-from cvae_jax.data import images as data
-from cvae_jax.training.checkpoint import CheckpointError
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import images as data
+from cvae_jax.training import checkpoint
+from cvae_jax.training.checkpoint import CheckpointError
 from cvae_jax.training.images import load, load_run, train_and_evaluate
 from cvae_jax.training.trainer import TrainingError
 
 HERE = Path(__file__).parent
-SMALL = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.batch_size=50",
-         "train.eval_batch_size=200", "checkpoint.every_epochs=1"]
+SMALL = [
+    "model.latent_dim=4",
+    "model.encoder_hidden=64",
+    "model.decoder_hidden=64",
+    "train.batch_size=50",
+    "train.eval_batch_size=200",
+    "checkpoint.every_epochs=1",
+]
 TIMING = ("seconds", "samples_per_s", "save_s")
 
 
@@ -38,8 +44,11 @@ def _params(workdir) -> list[np.ndarray]:
 
 def _entries(workdir) -> list[dict]:
     lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines
-            if json.loads(line)["split"] != "checkpoint"]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in lines
+        if json.loads(line)["split"] != "checkpoint"
+    ]
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -50,18 +59,17 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 def straight(tmp_path_factory, small_digits):
     """4 epochs without stopping (10 steps per epoch; 3 steps per compiled call, so calls end mid-epoch)."""
     workdir = tmp_path_factory.mktemp("straight") / "run"
-    train_and_evaluate(_cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits,
-                       progress=False)
+    train_and_evaluate(_cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits, progress=False)
     return workdir
 
 
 def test_resume_after_k_epochs_is_bit_identical(straight, small_digits, tmp_path):
     workdir = tmp_path / "run"
-    train_and_evaluate(_cfg("train.epochs=2", "train.steps_per_call=3"), workdir, dataset=small_digits,
-                       progress=False)
+    train_and_evaluate(_cfg("train.epochs=2", "train.steps_per_call=3"), workdir, dataset=small_digits, progress=False)
     assert checkpoint.has_checkpoint(workdir)
-    run = train_and_evaluate(_cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits,
-                             progress=False)
+    run = train_and_evaluate(
+        _cfg("train.epochs=4", "train.steps_per_call=3"), workdir, dataset=small_digits, progress=False
+    )
     assert int(run.state.step) == 40
     assert _same(_params(workdir), _params(straight))
     assert _entries(workdir) == _entries(straight)  # every train and test metric, to the last bit
@@ -82,8 +90,22 @@ def test_keeps_last_k_and_best(straight):
 
 
 def _cli(workdir: Path, *extra: str) -> list[str]:
-    return ["-m", "cvae_jax", "train", "--workdir", str(workdir), "--no-progress", "--set", "data.source=embedded",
-            *[f"--set={s}" for s in SMALL], "--epochs", "6", "--set", "train.steps_per_call=3", *extra]
+    return [
+        "-m",
+        "cvae_jax",
+        "train",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        "--set",
+        "data.source=embedded",
+        *[f"--set={s}" for s in SMALL],
+        "--epochs",
+        "6",
+        "--set",
+        "train.steps_per_call=3",
+        *extra,
+    ]
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -96,8 +118,11 @@ def _start(args: list[str]) -> subprocess.Popen:
 def _wait_for_checkpoint(workdir: Path, proc: subprocess.Popen, count: int = 1, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        done = [p for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()] \
-            if (workdir / "checkpoints").is_dir() else []
+        done = (
+            [p for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+            if (workdir / "checkpoints").is_dir()
+            else []
+        )
         if len(done) >= count:
             return
         assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -113,6 +138,7 @@ def cli_straight(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_path, sig):
     workdir = tmp_path / "run"
@@ -131,6 +157,7 @@ def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_p
     assert _entries(workdir) == _entries(cli_straight)
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(cli_straight, tmp_path):
     workdir = tmp_path / "run"
     proc = _start(_cli(workdir))
@@ -143,11 +170,13 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(cli_straight, 
     assert _entries(workdir) == _entries(cli_straight)  # lines of redone epochs were not duplicated
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(cli_straight, tmp_path):
     workdir = tmp_path / "run"
     # The helper SIGKILLs its own process right after the 3rd save has started writing (async).
-    proc = subprocess.run([sys.executable, str(HERE / "kill_during_save.py"), "3", *_cli(workdir)[2:]],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "kill_during_save.py"), "3", *_cli(workdir)[2:]], capture_output=True, text=True
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
         assert ckpts.steps() == [80, 160]  # the interrupted save (step 240) is not listed
@@ -167,13 +196,14 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_damaged_checkpoint_is_a_clear_error_never_a_partial_restore(straight, tmp_path):
     workdir = _copy(straight, tmp_path / "run")
-    files = sorted(p for p in (workdir / "checkpoints" / "40" / "state").rglob("*") if p.is_file()
-                   and p.stat().st_size > 1000)
+    files = sorted(
+        p for p in (workdir / "checkpoints" / "40" / "state").rglob("*") if p.is_file() and p.stat().st_size > 1000
+    )
     assert files
     for f in files:  # flip bytes in the middle of every array file
         raw = bytearray(f.read_bytes())
         mid = len(raw) // 2
-        raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+        raw[mid : mid + 64] = bytes(b ^ 0xFF for b in raw[mid : mid + 64])
         f.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="checkpoint 40 .*(damaged|cannot be restored)"):
         load(workdir)
@@ -206,16 +236,17 @@ def test_resuming_with_another_architecture_or_data_names_the_mismatch(straight,
     workdir = _copy(straight, tmp_path / "run")
     before = (workdir / "metrics.jsonl").read_text()
     with pytest.raises(CheckpointError, match=r"model.latent_dim: 4 -> 8"):
-        train_and_evaluate(_cfg("train.epochs=5", "model.latent_dim=8"), workdir, dataset=small_digits,
-                           progress=False)
+        train_and_evaluate(_cfg("train.epochs=5", "model.latent_dim=8"), workdir, dataset=small_digits, progress=False)
     with pytest.raises(CheckpointError, match=r"model.encoder_hidden: \[64\] -> \[32\]"):
-        train_and_evaluate(_cfg("train.epochs=5", "model.encoder_hidden=32"), workdir, dataset=small_digits,
-                           progress=False)
+        train_and_evaluate(
+            _cfg("train.epochs=5", "model.encoder_hidden=32"), workdir, dataset=small_digits, progress=False
+        )
     with pytest.raises(CheckpointError, match="trained on other data"):
         train_and_evaluate(_cfg("train.epochs=5"), workdir, dataset=digits, progress=False)
     assert (workdir / "metrics.jsonl").read_text() == before  # nothing was touched
 
 
+@pytest.mark.slow
 def test_a_cyclical_run_trains_on_only_with_its_cycles_kept(small_digits, tmp_path):
     """2 cycles over 2 epochs of 10 steps: 10-step cycles. Training on to 4 epochs would stretch them
     to 20 steps mid-run, so it is refused; with train.cycle_steps=10 it goes on exactly as a run that
@@ -224,8 +255,11 @@ def test_a_cyclical_run_trains_on_only_with_its_cycles_kept(small_digits, tmp_pa
     workdir = tmp_path / "run"
     train_and_evaluate(_cfg("train.epochs=2", *cyclical), workdir, dataset=small_digits, progress=False)
     before = (workdir / "metrics.jsonl").read_text()
-    with pytest.raises(CheckpointError, match=r"KL cycles are 10 steps long .* would be 20 steps .* "
-                                              r"train.cycle_steps=10.0"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"KL cycles are 10 steps long .* would be 20 steps .* "
+        r"train.cycle_steps=10.0",
+    ):
         train_and_evaluate(_cfg("train.epochs=4", *cyclical), workdir, dataset=small_digits, progress=False)
     assert (workdir / "metrics.jsonl").read_text() == before
     kept = _cfg("train.epochs=4", *cyclical, "train.cycle_steps=10")
@@ -238,8 +272,9 @@ def test_a_cyclical_run_trains_on_only_with_its_cycles_kept(small_digits, tmp_pa
 def _poisoned(small_digits) -> data.Dataset:
     images = small_digits.train.images.copy()
     images[17] = np.nan  # one poisoned example: one non-finite batch per epoch
-    return data.Dataset(train=data.Split(images, small_digits.train.labels), test=small_digits.test,
-                        num_classes=10, name="poisoned")
+    return data.Dataset(
+        train=data.Split(images, small_digits.train.labels), test=small_digits.test, num_classes=10, name="poisoned"
+    )
 
 
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(small_digits, tmp_path):
@@ -249,8 +284,12 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(small_digits, tmp_p
 
 
 def test_nan_loss_skip_mode_skips_exactly_the_poisoned_steps(small_digits, tmp_path):
-    run = train_and_evaluate(_cfg("train.epochs=3", "train.on_nonfinite=skip"), tmp_path / "run",
-                             dataset=_poisoned(small_digits), progress=False)
+    run = train_and_evaluate(
+        _cfg("train.epochs=3", "train.on_nonfinite=skip"),
+        tmp_path / "run",
+        dataset=_poisoned(small_digits),
+        progress=False,
+    )
     train = [e for e in run.history if e["split"] == "train"]
     assert [e["skipped_steps"] for e in train] == [1, 1, 1]  # the poisoned example's batch, once per epoch
     assert all(np.isfinite(e["neg_elbo"]) for e in run.history if "neg_elbo" in e)

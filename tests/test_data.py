@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from cvae_jax.data import images as data
 from cvae_jax.config import DataConfig
+from cvae_jax.data import images as data
 
 
 def test_embedded_digits_are_the_real_subset(digits):
@@ -25,8 +25,12 @@ def test_embedded_digits_are_the_real_subset(digits):
 
 def write_npz(path, n=20, **changes):
     rng = np.random.default_rng(0)
-    arrays = dict(x_train=rng.integers(0, 256, (n, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 3, n),
-                  x_test=rng.integers(0, 256, (5, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 3, 5))
+    arrays = dict(
+        x_train=rng.integers(0, 256, (n, 8, 8), dtype=np.uint8),
+        y_train=rng.integers(0, 3, n),
+        x_test=rng.integers(0, 256, (5, 8, 8), dtype=np.uint8),
+        y_test=rng.integers(0, 3, 5),
+    )
     arrays.update(changes)
     arrays = {k: v for k, v in arrays.items() if v is not None}
     np.savez(path, **arrays)
@@ -41,14 +45,17 @@ def test_npz_roundtrip_scales_uint8(tmp_path):
     assert ds.image_shape == (8, 8, 1)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"y_test": None}, "lacks arrays \\['y_test'\\]"),
-    ({"y_train": np.zeros(3, int)}, "labels must have shape \\[N\\] = \\[20\\]"),
-    ({"x_train": np.full((20, 8, 8), 2.0, np.float32)}, "float images must lie in \\[0, 1\\]"),
-    ({"x_train": np.full((20, 8, 8), np.nan, np.float32)}, "NaN or Inf"),
-    ({"x_test": np.zeros((5, 9, 9), np.uint8)}, "differ in shape"),
-    ({"y_train": -np.ones(20, int)}, "non-negative integers"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"y_test": None}, "lacks arrays \\['y_test'\\]"),
+        ({"y_train": np.zeros(3, int)}, "labels must have shape \\[N\\] = \\[20\\]"),
+        ({"x_train": np.full((20, 8, 8), 2.0, np.float32)}, "float images must lie in \\[0, 1\\]"),
+        ({"x_train": np.full((20, 8, 8), np.nan, np.float32)}, "NaN or Inf"),
+        ({"x_test": np.zeros((5, 9, 9), np.uint8)}, "differ in shape"),
+        ({"y_train": -np.ones(20, int)}, "non-negative integers"),
+    ],
+)
 def test_bad_npz_gives_clear_errors(tmp_path, changes, message):
     write_npz(tmp_path / "d.npz", **changes)
     with pytest.raises(data.DataError, match=message):
@@ -73,8 +80,13 @@ def write_idx(path, array):
 def make_idx_folder(folder, n_train=30, n_test=12):
     rng = np.random.default_rng(1)
     folder.mkdir()
-    arrays = {"train": (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8), rng.integers(0, 10, n_train).astype(np.uint8)),
-              "t10k": (rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8), rng.integers(0, 10, n_test).astype(np.uint8))}
+    arrays = {
+        "train": (
+            rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+            rng.integers(0, 10, n_train).astype(np.uint8),
+        ),
+        "t10k": (rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8), rng.integers(0, 10, n_test).astype(np.uint8)),
+    }
     arrays["train"][1][0] = 9  # every class index up to 9 present in train
     for prefix, (images, labels) in arrays.items():
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
@@ -141,9 +153,11 @@ def test_tfds_by_name_with_mock_data():
 
 def test_data_path_does_not_import_tensorflow(tmp_path):
     make_idx_folder(tmp_path / "idx")
-    code = ("import sys; from cvae_jax import data; "
-            f"data.load_idx({str(tmp_path / 'idx')!r}, data_dir={str(tmp_path / 'tfds')!r}); "
-            "import tensorflow_datasets as tfds\n"
-            "with tfds.testing.mock_data(num_examples=4): data.load_tfds('mnist')\n"
-            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    code = (
+        "import sys; from cvae_jax import data; "
+        f"data.load_idx({str(tmp_path / 'idx')!r}, data_dir={str(tmp_path / 'tfds')!r}); "
+        "import tensorflow_datasets as tfds\n"
+        "with tfds.testing.mock_data(num_examples=4): data.load_tfds('mnist')\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

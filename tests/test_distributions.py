@@ -75,8 +75,9 @@ def test_kl_sums_over_latent_dims_and_keeps_batch():
 
 def test_standard_normal_log_prob_is_diag_gaussian_at_zero():
     z = jax.random.normal(jax.random.key(3), (6, 4))
-    np.testing.assert_allclose(D.standard_normal_log_prob(z),
-                               D.diag_gaussian_log_prob(z, jnp.zeros(4), jnp.zeros(4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        D.standard_normal_log_prob(z), D.diag_gaussian_log_prob(z, jnp.zeros(4), jnp.zeros(4)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("partitionable", [True, False])
@@ -92,8 +93,10 @@ def test_flat_draws_are_jax_draws_bit_for_bit(partitionable):
         for shape, dtype in [((4, 3, 5), jnp.float32), ((2, 9, 7, 3), jnp.bfloat16), ((6,), jnp.float32)]:
             expected = jax.random.normal(key, shape, dtype)
             assert np.array_equal(D.normal(key, shape, dtype), expected)
-            fused = [jax.jit(lambda k, draw=draw: 2.0 * draw(k, shape, dtype) + 1.0)(key)
-                     for draw in (D.normal, jax.random.normal)]
+            fused = [
+                jax.jit(lambda k, draw=draw: 2.0 * draw(k, shape, dtype) + 1.0)(key)
+                for draw in (D.normal, jax.random.normal)
+            ]
             assert np.array_equal(*fused)
         assert np.array_equal(D.bernoulli(key, p), jax.random.bernoulli(key, p))
         assert np.array_equal(jax.jit(D.bernoulli)(key, p), jax.random.bernoulli(key, p))

@@ -16,28 +16,40 @@ def linear_gaussian(exact_encoder: bool):
     """x = W z + b + sigma * noise, z ~ N(0, I): p(x) = N(b, W W^T + sigma^2 I). W has orthogonal columns, so
     the true posterior is a diagonal Gaussian, which the (linear) encoder can represent exactly."""
     sigma, d_x, d_z = 0.5, 4, 2
-    cfg = apply_overrides(get_config("vae"), ["model.likelihood=gaussian", f"model.gaussian_scale={sigma}",
-                                              f"model.latent_dim={d_z}", "model.encoder_hidden=()",
-                                              "model.decoder_hidden=()"])
+    cfg = apply_overrides(
+        get_config("vae"),
+        [
+            "model.likelihood=gaussian",
+            f"model.gaussian_scale={sigma}",
+            f"model.latent_dim={d_z}",
+            "model.encoder_hidden=()",
+            "model.decoder_hidden=()",
+        ],
+    )
     model = build_model(cfg.model, (1, d_x, 1))
     params = model.init(jax.random.key(0), jnp.zeros((1, 1, d_x, 1)))
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d_x, d_z)))
     w = q * np.array([1.5, 0.7])  # orthogonal columns of different lengths
     b = np.array([0.1, -0.2, 0.3, 0.05])
     post_var = 1.0 / (1.0 + (w**2).sum(0) / sigma**2)  # diagonal because W^T W is diagonal
-    enc_kernel = (w * post_var / sigma**2)  # mean = post_var * W^T (x - b) / sigma^2
+    enc_kernel = w * post_var / sigma**2  # mean = post_var * W^T (x - b) / sigma^2
     p = jax.tree.map(np.asarray, params)["params"]
     p["decoder"]["out"] = {"kernel": w.T.astype(np.float32), "bias": b.astype(np.float32)}
     if exact_encoder:
         p["encoder"]["mean"] = {"kernel": enc_kernel.astype(np.float32), "bias": (-b @ enc_kernel).astype(np.float32)}
-        p["encoder"]["log_var"] = {"kernel": np.zeros((d_x, d_z), np.float32),
-                                   "bias": np.log(post_var).astype(np.float32)}
+        p["encoder"]["log_var"] = {
+            "kernel": np.zeros((d_x, d_z), np.float32),
+            "bias": np.log(post_var).astype(np.float32),
+        }
     params = {"params": p}
     cov = w @ w.T + sigma**2 * np.eye(d_x)
     x = np.random.default_rng(1).multivariate_normal(b, cov, size=8)
     diff = x - b
-    exact = -0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + np.linalg.slogdet(cov)[1]
-                    + d_x * math.log(2 * math.pi))
+    exact = -0.5 * (
+        np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        + np.linalg.slogdet(cov)[1]
+        + d_x * math.log(2 * math.pi)
+    )
     batch = {"image": x.reshape(8, 1, d_x, 1).astype(np.float32), "label": np.zeros(8, np.int32)}
     return model, params, batch, exact
 
@@ -76,7 +88,9 @@ def test_mutual_information_zero_when_posterior_ignores_x_and_positive_otherwise
     rng = np.random.default_rng(0)
     n, d = 400, 2
     z = rng.normal(size=(n, d))
-    assert evaluate.mutual_information(np.zeros((n, d)), np.zeros((n, d)), z) == pytest.approx(0.0, abs=0.05)  # Monte Carlo estimate
+    assert evaluate.mutual_information(np.zeros((n, d)), np.zeros((n, d)), z) == pytest.approx(
+        0.0, abs=0.05
+    )  # Monte Carlo estimate
     means = rng.normal(size=(n, d)) * 3
     log_var = np.full((n, d), np.log(0.01))
     z = means + 0.1 * rng.normal(size=(n, d))

@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # whole experiment scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +26,14 @@ def _write_series(path: Path, values: np.ndarray, anomalous: np.ndarray) -> None
 
 def _run(script: str, *args: str, tmp_path: Path) -> None:
     env = {**os.environ, "CVAE_JAX_RESULTS": str(tmp_path / "results"), "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -36,11 +45,23 @@ def test_ecg_experiment_finds_injected_anomalies(tmp_path):
     test = beat.copy()
     anomalous = np.zeros(len(t), bool)
     for start in (700, 1900):  # two segments where the rhythm doubles its frequency
-        anomalous[start:start + 60] = True
-        test[start:start + 60] = np.sin(2 * np.pi * t[start:start + 60] / 9)
+        anomalous[start : start + 60] = True
+        test[start : start + 60] = np.sin(2 * np.pi * t[start : start + 60] / 9)
     _write_series(tmp_path / "ecg-diff-count-3_TEST.csv.gz", test, anomalous)
-    _run("anomaly_ecg.py", "--data", str(tmp_path), "--windows", "25", "--epochs", "8", "--k", "10",
-         "--workdir", str(tmp_path / "runs"), tmp_path=tmp_path)
+    _run(
+        "anomaly_ecg.py",
+        "--data",
+        str(tmp_path),
+        "--windows",
+        "25",
+        "--epochs",
+        "8",
+        "--k",
+        "10",
+        "--workdir",
+        str(tmp_path / "runs"),
+        tmp_path=tmp_path,
+    )
     result = json.loads((tmp_path / "results" / "anomaly_ecg.json").read_text())
     scores = result["windows"]["25"]["scores"]
     assert scores["vae_recon"]["point_auroc"] > 0.9 and scores["vae_nll"]["point_auroc"] > 0.9, scores
@@ -48,8 +69,18 @@ def test_ecg_experiment_finds_injected_anomalies(tmp_path):
 
 
 def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
-    _run("anomaly_digits.py", "--epochs", "2", "--k", "10", "--classes", "0,1", "--workdir",
-         str(tmp_path / "runs"), tmp_path=tmp_path)
+    _run(
+        "anomaly_digits.py",
+        "--epochs",
+        "2",
+        "--k",
+        "10",
+        "--classes",
+        "0,1",
+        "--workdir",
+        str(tmp_path / "runs"),
+        tmp_path=tmp_path,
+    )
     result = json.loads((tmp_path / "results" / "anomaly_digits.json").read_text())
     assert [r["held_out"] for r in result["per_class"]] == [0, 1]
     for row in result["per_class"]:
@@ -62,9 +93,22 @@ def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
 
 def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):
     fixtures = Path(__file__).resolve().parent / "data"
-    _run("molecules.py", "--train", "512", "--test", "100", "--epochs", "1", "--samples", "40",
-         "--train-csv", str(fixtures / "moses_train_1200.csv.gz"), "--test-csv", str(fixtures / "moses_test_400.csv.gz"),
-         tmp_path=tmp_path)
+    _run(
+        "molecules.py",
+        "--train",
+        "512",
+        "--test",
+        "100",
+        "--epochs",
+        "1",
+        "--samples",
+        "40",
+        "--train-csv",
+        str(fixtures / "moses_train_1200.csv.gz"),
+        "--test-csv",
+        str(fixtures / "moses_test_400.csv.gz"),
+        tmp_path=tmp_path,
+    )
     result = json.loads((tmp_path / "results" / "molecules.json").read_text())
     tests = [row for row in result["history"] if row["split"] == "test"]
     assert result["data"]["train_molecules"] == 512 and len(tests) == 2

@@ -38,8 +38,9 @@ def test_article_cvae_has_the_articles_layers():
     # The run initializes under jit: on CPU bit for bit flax's eager init (checkpoints and results
     # unchanged); on a GPU (H200) fused kernels round the truncated-normal draw differently, so there
     # the same values to float32 rounding.
-    state = init_state(model, optax.adam(1e-3), {"image": jnp.zeros((1, 28, 28, 1))}, jnp.zeros((1, 10)),
-                       jax.random.key(0))
+    state = init_state(
+        model, optax.adam(1e-3), {"image": jnp.zeros((1, 28, 28, 1))}, jnp.zeros((1, 10)), jax.random.key(0)
+    )
     assert jax.tree.structure(state.params) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
         if jax.default_backend() == "cpu":
@@ -49,8 +50,14 @@ def test_article_cvae_has_the_articles_layers():
 
 
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
-@pytest.mark.parametrize("overrides", [[], ["model.encoder_conv=16,32", "model.decoder_conv=32,16"],
-                                       ["model.likelihood=gaussian", "model.learn_scale=true"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model.encoder_conv=16,32", "model.decoder_conv=32,16"],
+        ["model.likelihood=gaussian", "model.learn_scale=true"],
+    ],
+)
 def test_encode_decode_shapes(kind, overrides):
     cfg = apply_overrides(get_config(kind), overrides + ["model.latent_dim=5"])
     model = build_model(cfg.model, (28, 28, 1))
@@ -100,16 +107,18 @@ def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
     batch = {"image": images, "label": jnp.arange(16) % 10}
     losses = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = apply_overrides(get_config("cvae"), [f"model.compute_dtype={dtype}", "model.encoder_conv=8",
-                                                   "model.decoder_conv=8"])
+        cfg = apply_overrides(
+            get_config("cvae"), [f"model.compute_dtype={dtype}", "model.encoder_conv=8", "model.decoder_conv=8"]
+        )
         model = build_model(cfg.model, (28, 28, 1), 10)
         params = jax.jit(model.init)(jax.random.key(0), images, jax.nn.one_hot(batch["label"], 10))
         assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # master weights stay float32
         _, loss = objectives.make_objective(model, cfg.train, num_classes=10, binarize=False, total_steps=1)
         value, metrics = jax.jit(loss)(params, batch, jax.random.key(2))
         assert value.dtype == jnp.float32 and metrics["kl"].dtype == jnp.float32
-        mean, _ = jax.eval_shape(lambda p: model.apply(p, images, jax.nn.one_hot(batch["label"], 10),
-                                                       method=model.encode), params)
+        mean, _ = jax.eval_shape(
+            lambda p: model.apply(p, images, jax.nn.one_hot(batch["label"], 10), method=model.encode), params
+        )
         assert mean.dtype == jnp.float32
         losses[dtype] = float(value)
     # Same parameters (same init key), bfloat16 matmuls: the loss agrees to bfloat16 precision.
@@ -127,13 +136,25 @@ def _layer_cases():
     # strides 1, 2, 3, odd sizes). Dense: the first two take wide_matmul (in >= 8 out, batch >= 64);
     # split_matmul (in >= 8192) has its own test below: its blocks add the long sum in another order.
     return [
-        *[(layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
-          for shape, f in [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)]],
+        *[
+            (layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
+            for shape, f in [((3, 7, 7, 5), 4), ((2, 14, 14, 3), 6), ((2, 5, 6, 2), 3)]
+        ],
         (layers.ConvTranspose(4, 3, 3), nn.ConvTranspose(4, (3, 3), strides=(3, 3), padding="SAME"), (2, 4, 5, 3)),
-        *[(layers.Conv(f, 3, s), nn.Conv(f, (3, 3), strides=s, padding="SAME"), shape)
-          for shape, f, s in [((3, 28, 28, 1), 16, 1), ((2, 7, 6, 1), 12, 2), ((2, 9, 9, 2), 18, 1),
-                              ((2, 14, 14, 3), 6, 2), ((3, 28, 28, 32), 1, 1), ((2, 7, 8, 20), 2, 1),
-                              ((2, 9, 7, 4), 5, 2), ((2, 8, 10, 3), 4, 3), ((2, 6, 6, 3), 4, 1)]],
+        *[
+            (layers.Conv(f, 3, s), nn.Conv(f, (3, 3), strides=s, padding="SAME"), shape)
+            for shape, f, s in [
+                ((3, 28, 28, 1), 16, 1),
+                ((2, 7, 6, 1), 12, 2),
+                ((2, 9, 9, 2), 18, 1),
+                ((2, 14, 14, 3), 6, 2),
+                ((3, 28, 28, 32), 1, 1),
+                ((2, 7, 8, 20), 2, 1),
+                ((2, 9, 7, 4), 5, 2),
+                ((2, 8, 10, 3), 4, 3),
+                ((2, 6, 6, 3), 4, 1),
+            ]
+        ],
         *[(layers.Dense(f), nn.Dense(f), shape) for shape, f in [((96, 200), 8), ((70, 300), 37), ((5, 12), 7)]],
     ]
 
@@ -154,8 +175,12 @@ def test_layers_match_flax_in_params_values_and_gradients(case):
         def loss(module):
             return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
 
-        return (ours.apply(moved, x), theirs.apply(moved, x),
-                jax.grad(loss(ours), argnums=(0, 1))(moved, x), jax.grad(loss(theirs), argnums=(0, 1))(moved, x))
+        return (
+            ours.apply(moved, x),
+            theirs.apply(moved, x),
+            jax.grad(loss(ours), argnums=(0, 1))(moved, x),
+            jax.grad(loss(theirs), argnums=(0, 1))(moved, x),
+        )
 
     # One program, its machine code unoptimized (LLVM -O0): the check is the math of the forward and
     # gradients, which the codegen level does not change; op by op, or optimized, a case took 8-12 s
@@ -178,8 +203,11 @@ def test_layers_take_the_custom_gradient_where_documented():
         kind = type(ours).__name__
         output_taps = kind == "Conv" and ours.stride == 1 and 9 * ours.features <= shape[-1]
         cpu = jax.default_backend() == "cpu"
-        expected = {"ConvTranspose": True, "Conv": 9 * shape[-1] <= ours.features or output_taps or cpu,
-                    "Dense": cpu and shape[0] >= 64 and shape[-1] >= 8 * ours.features}[kind]  # CPU only
+        expected = {
+            "ConvTranspose": True,
+            "Conv": 9 * shape[-1] <= ours.features or output_taps or cpu,
+            "Dense": cpu and shape[0] >= 64 and shape[-1] >= 8 * ours.features,
+        }[kind]  # CPU only
         assert ("custom_vjp" in text) == expected, (kind, shape)  # output taps: the tap matmul's kernel grad
         if kind == "Conv":
             assert ("conv_general_dilated" not in text) == output_taps, shape
@@ -198,12 +226,13 @@ def test_a_long_dense_layer_at_small_batch_matches_flax_through_split_matmul():
 
     x = jax.random.normal(jax.random.key(0), (5, 8192))
     ours, theirs = layers.Dense(6), nn.Dense(6)
-    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
-                          ours.init(jax.random.key(1), x))
+    params = jax.tree.map(
+        lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), ours.init(jax.random.key(1), x)
+    )
     text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
     assert ("custom_vjp" in text) == (jax.default_backend() == "cpu")
     terms = np.abs(np.asarray(x, np.float64)) @ np.abs(np.asarray(params["params"]["kernel"], np.float64))
-    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2.0 ** -20 * terms.max())
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2.0**-20 * terms.max())
     weights = jax.random.normal(jax.random.key(3), (5, 6))
 
     def loss(module):
@@ -223,8 +252,11 @@ def test_split_blocks_divide_a_long_contraction_into_blocks_near_512():
         if n > 1:
             assert size % n == 0 and 256 <= size // n <= 1024
             # no other admissible count gives a block nearer 512
-            assert all(abs(size // n - 512) <= abs(size // m - 512)
-                       for m in range(2, size) if size % m == 0 and 256 <= size // m <= 1024)
+            assert all(
+                abs(size // n - 512) <= abs(size // m - 512)
+                for m in range(2, size)
+                if size % m == 0 and 256 <= size // m <= 1024
+            )
     assert (split_blocks(25088), split_blocks(8192), split_blocks(4608)) == (49, 16, 9)
     assert split_blocks(1000) == 2 and split_blocks(257 * 263) == 257  # blocks of 500 and 263
     assert split_blocks(8209) == 1 and split_blocks(300) == 1  # a prime; too short for two blocks
@@ -244,16 +276,24 @@ def test_split_matmul_sums_bfloat16_blocks_in_float32():
     assert y.dtype == jnp.bfloat16
     scale = np.abs(exact).max()
     # One bfloat16 rounding of the output (2^-8 relative) from the exact product of the rounded inputs.
-    np.testing.assert_allclose(np.asarray(y, np.float64), inputs_exact, atol=2.0 ** -8 * scale)
+    np.testing.assert_allclose(np.asarray(y, np.float64), inputs_exact, atol=2.0**-8 * scale)
     dx, dk = jax.grad(lambda x, k: jnp.sum(split_matmul(x, k).astype(jnp.float32)), argnums=(0, 1))(xb, kb)
-    np.testing.assert_allclose(np.asarray(dk, np.float64), np.repeat(np.asarray(xb, np.float64).sum(0)[:, None], 6, 1),
-                               atol=2.0 ** -7 * np.abs(np.asarray(xb, np.float64)).sum(0).max())
-    np.testing.assert_allclose(np.asarray(dx, np.float64), np.repeat(np.asarray(kb, np.float64).sum(1)[None], 4, 0),
-                               atol=2.0 ** -7 * 6 * np.abs(np.asarray(kb, np.float64)).max())
+    np.testing.assert_allclose(
+        np.asarray(dk, np.float64),
+        np.repeat(np.asarray(xb, np.float64).sum(0)[:, None], 6, 1),
+        atol=2.0**-7 * np.abs(np.asarray(xb, np.float64)).sum(0).max(),
+    )
+    np.testing.assert_allclose(
+        np.asarray(dx, np.float64),
+        np.repeat(np.asarray(kb, np.float64).sum(1)[None], 4, 0),
+        atol=2.0**-7 * 6 * np.abs(np.asarray(kb, np.float64)).max(),
+    )
 
 
 def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():
-    cfg = apply_overrides(get_config("cvae"), ["model.latent_dim=3", "model.encoder_hidden=16", "model.decoder_hidden=16"])
+    cfg = apply_overrides(
+        get_config("cvae"), ["model.latent_dim=3", "model.encoder_hidden=16", "model.decoder_hidden=16"]
+    )
     model = build_model(cfg.model, (28, 28, 1))
     x, c = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1)), jnp.eye(10)[:4]
     params = model.init(jax.random.key(0), x, c)
@@ -268,8 +308,53 @@ def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():
     assert np.allclose(inference.encode(unhashable, params, x, c)[0], by_hand[0], atol=1e-6)
     assert inference.encode.jitted._cache_size() == compiled  # not through the compiled path
     key = jax.random.key(2)
-    np.testing.assert_allclose(inference.sample(unhashable, params, key, 4, c), inference.sample(model, params, key, 4, c),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        inference.sample(unhashable, params, key, 4, c), inference.sample(model, params, key, 4, c), atol=1e-6
+    )
     # Keyword arguments still reach the function (num by name stays a compile-time constant).
-    np.testing.assert_array_equal(inference.sample(model, params, key, num=4, condition=c),
-                                  inference.sample(model, params, key, 4, c))
+    np.testing.assert_array_equal(
+        inference.sample(model, params, key, num=4, condition=c), inference.sample(model, params, key, 4, c)
+    )
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("article-cvae", []),
+        (
+            "conv-vae",
+            [
+                "model.encoder_conv=8,16",
+                "model.encoder_hidden=32",
+                "model.decoder_hidden=32",
+                "model.decoder_conv=16,8",
+            ],
+        ),
+    ],
+)
+def test_tuned_kernels_match_flax_kernels_in_the_whole_model(name, overrides):
+    """model.kernels=tuned and =flax build the same parameters and the same loss, with gradients
+    equal to float rounding; auto takes tuned on the CPU backend."""
+    from cvae_jax.nn import layers
+    from cvae_jax.training.images import build, init_for
+
+    kind, preset = ("cvae", "article") if name == "article-cvae" else ("vae", "default")
+    images = jax.random.uniform(jax.random.key(0), (70, 28, 28, 1))
+    batch = {"image": images, "label": jnp.arange(70) % 10}
+    results = {}
+    for kernels in ("flax", "tuned"):
+        cfg = apply_overrides(get_config(kind, preset), [*overrides, f"model.kernels={kernels}"])
+        parts = build(cfg, (28, 28, 1), 10)
+        params = init_for(parts, cfg, (28, 28, 1), 10).params
+        loss = jax.jit(lambda p: parts.loss(p, batch, jax.random.key(1), 0)[0])
+        results[kernels] = (params, loss(params), jax.jit(jax.grad(loss))(params))
+    (p_flax, l_flax, g_flax), (p_tuned, l_tuned, g_tuned) = results["flax"], results["tuned"]
+    assert jax.tree.structure(p_flax) == jax.tree.structure(p_tuned)
+    for a, b in zip(jax.tree.leaves(p_flax), jax.tree.leaves(p_tuned)):
+        np.testing.assert_array_equal(a, b)  # same initial values: checkpoints are interchangeable
+    np.testing.assert_allclose(l_tuned, l_flax, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_flax), jax.tree.leaves(g_tuned)):
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-4 * float(jnp.max(jnp.abs(a))))
+    assert layers.resolve("auto") == ("tuned" if jax.default_backend() == "cpu" else "flax")
+    with pytest.raises(ValueError, match="model.kernels"):
+        layers.resolve("fast")

@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import flax.linen as nn
@@ -14,15 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax.molecules import chem
-from cvae_jax import cli
-from cvae_jax import molecules
-from cvae_jax.core import priors
-from cvae_jax.nn import recurrent
-from cvae_jax.molecules import model as sequence
-from cvae_jax.data import smiles
-from cvae_jax.training.checkpoint import CheckpointError, Checkpoints
+from cvae_jax import cli, molecules
 from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
+from cvae_jax.core import priors
+from cvae_jax.data import smiles
+from cvae_jax.molecules import chem
+from cvae_jax.molecules import model as sequence
+from cvae_jax.nn import recurrent
+from cvae_jax.training.checkpoint import CheckpointError, Checkpoints
 
 # The first 1,200 training and 400 test molecules of MOSES (tests/data/README.md).
 DATA = Path(__file__).resolve().parent / "data"
@@ -53,7 +56,7 @@ def test_bad_smiles_input_gets_clear_errors(moses, tmp_path):
         smiles.encode(["CCCCC"], vocab, 4)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         smiles.encode(["C[Se]C"], vocab, 10)
-    with pytest.raises(FileNotFoundError, match="moses_train"):
+    with pytest.raises(FileNotFoundError, match="moses_csv"):
         smiles.load_csv(tmp_path / "missing.csv.gz")
     (tmp_path / "x.csv").write_text("smiles_typo\nCCO\n")
     with pytest.raises(ValueError, match="no 'SMILES' column"):
@@ -97,8 +100,9 @@ def test_gru_equals_flax_gru_cell_and_stops_at_each_rows_length():
 def tiny(moses):
     vocab = smiles.build_vocab(moses)
     length = 1 + max(len(smiles.tokenize(s)) for s in moses)
-    model = sequence.build(vocab.size, length, latent_dim=4, condition_dim=2, embed_dim=8, encoder_hidden=16,
-                           decoder_hidden=24)
+    model = sequence.build(
+        vocab.size, length, latent_dim=4, condition_dim=2, embed_dim=8, encoder_hidden=16, decoder_hidden=24
+    )
     tokens = jnp.asarray(smiles.encode(moses[:6], vocab, length))
     condition = jax.random.normal(jax.random.key(2), (6, 2))
     params = jax.jit(model.init)(jax.random.key(3), tokens, condition)
@@ -129,9 +133,10 @@ def test_sequence_elbo_terms_match_a_direct_computation(tiny):
     logits = np.asarray(model.apply(params, z, condition, tokens, method=model.decode)["token_logits"], np.float64)
     log_p = logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
     tok = np.asarray(tokens)
-    recon = np.array([-sum(log_p[b, t, tok[b, t]] for t in range(tok.shape[1]) if tok[b, t] != smiles.PAD)
-                      for b in range(len(tok))])
-    kl = 0.5 * np.sum(np.exp(log_var) + mean ** 2 - 1 - log_var, axis=1)
+    recon = np.array(
+        [-sum(log_p[b, t, tok[b, t]] for t in range(tok.shape[1]) if tok[b, t] != smiles.PAD) for b in range(len(tok))]
+    )
+    kl = 0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var, axis=1)
     np.testing.assert_allclose(out["recon"], recon, rtol=1e-5)
     np.testing.assert_allclose(out["kl"], kl, rtol=1e-5)
     np.testing.assert_allclose(out["neg_elbo"], recon + kl, rtol=1e-5)
@@ -161,10 +166,17 @@ def test_chem_metrics_and_properties_against_hand_counts():
 
 @pytest.fixture(scope="module")
 def trained():
-    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=1024, num_test=256, latent_dim=8, embed_dim=16,
-                                   encoder_hidden=32, decoder_hidden=64,
-                                   train=TrainConfig(epochs=4, batch_size=64, eval_batch_size=128,
-                                                     learning_rate=3e-3))
+    cfg = molecules.MoleculeConfig(
+        TRAIN,
+        TEST,
+        num_train=1024,
+        num_test=256,
+        latent_dim=8,
+        embed_dim=16,
+        encoder_hidden=32,
+        decoder_hidden=64,
+        train=TrainConfig(epochs=4, batch_size=64, eval_batch_size=128, learning_rate=3e-3),
+    )
     data = molecules.prepare(cfg)
     model, state, history = molecules.train(cfg, data)
     return cfg, data, model, state, history
@@ -174,6 +186,7 @@ def _tests(history):
     return [e for e in history if e["split"] == "test"]
 
 
+@pytest.mark.slow
 def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
     cfg, data, model, state, history = trained
     assert data.train["tokens"].shape == (1024, data.length) and data.train["condition"].shape == (1024, 3)
@@ -184,8 +197,9 @@ def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
     assert recon_0 > 0.9 * uniform and recon_4 < 0.6 * uniform  # far better than guessing tokens
     rerun = molecules.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), data)
     assert _tests(rerun[2])[1] == _tests(history)[1]  # same seed, same numbers
-    drawn = molecules.generate(model, state.params, jax.random.key(0), data.condition_for({"logp": 2.0}, 50),
-                               data.vocab)
+    drawn = molecules.generate(
+        model, state.params, jax.random.key(0), data.condition_for({"logp": 2.0}, 50), data.vocab
+    )
     assert len(drawn) == 50 and all(isinstance(s, str) for s in drawn)
     assert set("".join(drawn)) <= set("".join(data.vocab.tokens[3:]))
     condition = data.condition_for({"logp": 2.0}, 2)
@@ -194,10 +208,19 @@ def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
         data.condition_for({"qed": 0.5}, 2)
 
 
+@pytest.mark.slow
 def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
-    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=256, num_test=64, latent_dim=4, embed_dim=8,
-                                   encoder_hidden=16, decoder_hidden=16,
-                                   train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64))
+    cfg = molecules.MoleculeConfig(
+        TRAIN,
+        TEST,
+        num_train=256,
+        num_test=64,
+        latent_dim=4,
+        embed_dim=8,
+        encoder_hidden=16,
+        decoder_hidden=16,
+        train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=64),
+    )
     data = molecules.prepare(cfg)
     _, state, history = molecules.train(cfg, data, workdir=tmp_path / "run")
     steps = sorted(p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
@@ -210,18 +233,37 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
     model, params, saved = molecules.load(tmp_path / "run", "latest")
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
-    assert saved.vocab == data.vocab and np.array_equal(saved.condition_for({"mw": 300.0}, 1),
-                                                        data.condition_for({"mw": 300.0}, 1))
+    assert saved.vocab == data.vocab and np.array_equal(
+        saved.condition_for({"mw": 300.0}, 1), data.condition_for({"mw": 300.0}, 1)
+    )
     assert len(molecules.generate(model, params, jax.random.key(0), saved.condition_for({}, 3), saved.vocab)) == 3
     out = tmp_path / "drawn.smi"
-    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--num", "7", "--property", "logp=2.5",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample-molecules",
+                "--workdir",
+                str(tmp_path / "run"),
+                "--num",
+                "7",
+                "--property",
+                "logp=2.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = out.read_text().splitlines()
     assert len(lines) == 7 and set("".join(lines)) <= set("".join(data.vocab.tokens[3:]))
-    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "logp=high",
-                     "--out", str(out)]) == 2
-    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "colour=1",
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "logp=high", "--out", str(out)])
+        == 2
+    )
+    assert (
+        cli.main(["sample-molecules", "--workdir", str(tmp_path / "run"), "--property", "colour=1", "--out", str(out)])
+        == 2
+    )
     assert out.read_text().splitlines() == lines  # a failed call leaves the earlier output alone
     other = dataclasses.replace(cfg, latent_dim=5)
     with pytest.raises(CheckpointError, match="another config"):
@@ -234,9 +276,16 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
 
 def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
     model, _, tokens, condition = tiny
-    mixture = sequence.build(model.decoder.vocab_size, model.decoder.length, latent_dim=4, condition_dim=2,
-                             embed_dim=8, encoder_hidden=16, decoder_hidden=24,
-                             prior=priors.MixtureOfGaussians(latent_dim=4, num_components=3))
+    mixture = sequence.build(
+        model.decoder.vocab_size,
+        model.decoder.length,
+        latent_dim=4,
+        condition_dim=2,
+        embed_dim=8,
+        encoder_hidden=16,
+        decoder_hidden=24,
+        prior=priors.MixtureOfGaussians(latent_dim=4, num_components=3),
+    )
     params = jax.jit(mixture.init)(jax.random.key(3), tokens, condition)
     assert "prior" in params["params"]
     key = jax.random.key(9)
@@ -245,8 +294,10 @@ def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.fold_in(key, 1), mean.shape)
     p = params["params"]["prior"]  # the one-sample KL: log q(z | x) - log p(z), p a 3-component mixture
     log_q = np.sum(-0.5 * ((z - mean) ** 2 / np.exp(log_var) + log_var + np.log(2 * np.pi)), axis=1)
-    comps = [np.sum(-0.5 * ((z - m) ** 2 / np.exp(v) + v + np.log(2 * np.pi)), axis=1)
-             for m, v in zip(p["means"], p["log_vars"])]
+    comps = [
+        np.sum(-0.5 * ((z - m) ** 2 / np.exp(v) + v + np.log(2 * np.pi)), axis=1)
+        for m, v in zip(p["means"], p["log_vars"])
+    ]
     log_p = np.log(np.sum(np.exp(np.stack(comps)) * jax.nn.softmax(p["logits"])[:, None], axis=0))
     np.testing.assert_allclose(out["kl"], log_q - log_p, rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="pseudo-inputs"):
@@ -270,12 +321,29 @@ def test_generation_runs_an_unhashable_model_op_by_op_with_the_same_samples(tiny
         molecules.generate(model, params, key, condition, vocab, temperature=-1.0)
 
 
+@pytest.mark.slow
 def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_path, capsys):
     run = str(tmp_path / "run")
 
     def args(epochs=2, latent=4, workdir=run, *extra):
-        return ["train-molecules", "--train-csv", TRAIN, "--test-csv", TEST, "--workdir", workdir, "--num-train", "256",
-                "--num-test", "64", "--epochs", str(epochs), "--latent-dim", str(latent), *extra]
+        return [
+            "train-molecules",
+            "--train-csv",
+            TRAIN,
+            "--test-csv",
+            TEST,
+            "--workdir",
+            workdir,
+            "--num-train",
+            "256",
+            "--num-test",
+            "64",
+            "--epochs",
+            str(epochs),
+            "--latent-dim",
+            str(latent),
+            *extra,
+        ]
 
     assert cli.main(args()) == 0
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -301,3 +369,77 @@ def test_train_molecules_command_trains_resumes_and_refuses_bad_settings(tmp_pat
     err = capsys.readouterr().err
     assert "parallel.num_devices=99 but this process sees only" in err and "training a SMILES" not in err
     assert not (tmp_path / "other").exists()
+
+
+def _molecule_cli(workdir, epochs: int = 6) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cvae_jax",
+        "train-molecules",
+        "--train-csv",
+        TRAIN,
+        "--test-csv",
+        TEST,
+        "--workdir",
+        str(workdir),
+        "--num-train",
+        "1024",
+        "--num-test",
+        "128",
+        "--epochs",
+        str(epochs),
+        "--latent-dim",
+        "4",
+        "--no-progress",
+    ]
+
+
+def _lines(workdir) -> list[dict]:
+    timing = ("seconds", "samples_per_s")
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in timing}
+        for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] != "checkpoint"
+    ]
+
+
+@pytest.mark.slow
+def test_train_molecules_exits_143_on_sigterm_after_saving_and_resumes_bit_identically(tmp_path):
+    straight = tmp_path / "straight"
+    done = subprocess.run(_molecule_cli(straight), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(_molecule_cli(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    with Checkpoints(workdir, read_only=True) as ckpts:
+        stopped_at = ckpts.latest_step()
+    assert stopped_at is not None and stopped_at < 6 * 8  # 1,024 molecules / 128 = 8 steps per epoch
+    again = subprocess.run(_molecule_cli(workdir), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _lines(workdir) == _lines(straight)
+    for a, b in zip(
+        jax.tree.leaves(molecules.load(straight, "latest")[1]), jax.tree.leaves(molecules.load(workdir, "latest")[1])
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_moses_csv_is_found_without_importing_the_package_or_named_as_missing(tmp_path, monkeypatch):
+    package = tmp_path / "moses"
+    (package / "dataset" / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('the molsets package must not be imported')\n")
+    (package / "dataset" / "data" / "test.csv.gz").write_bytes(Path(TEST).read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert smiles.moses_csv("test") == package / "dataset" / "data" / "test.csv.gz"
+    assert smiles.load_csv(smiles.moses_csv("test"))[:3] == smiles.load_csv(TEST)[:3]
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps molsets"):
+        smiles.moses_csv("train")
+    with pytest.raises(ValueError, match="split"):
+        smiles.moses_csv("validation")

@@ -5,15 +5,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax.core import objectives
 from cvae_jax.config import TrainConfig, apply_overrides, get_config
-from cvae_jax.training.images import build, init_for, train_and_evaluate
+from cvae_jax.core import objectives
+from cvae_jax.training.images import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
 def trained(small_digits):
-    cfg = apply_overrides(get_config("vae"), ["model.latent_dim=4", "model.encoder_hidden=64",
-                                              "model.decoder_hidden=64", "train.epochs=3", "train.batch_size=32"])
+    cfg = apply_overrides(
+        get_config("vae"),
+        [
+            "model.latent_dim=4",
+            "model.encoder_hidden=64",
+            "model.decoder_hidden=64",
+            "train.epochs=3",
+            "train.batch_size=32",
+        ],
+    )
     run = train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
     batch = {"image": jnp.asarray(small_digits.test.images[:64]), "label": jnp.asarray(small_digits.test.labels[:64])}
     return run, batch
@@ -63,9 +71,19 @@ def test_free_bits_floor_per_dimension(trained):
 
 
 def test_hybrid_objective_trains_a_conditional_prior_cvae(small_digits):
-    cfg = apply_overrides(get_config("cvae"), ["model.prior=conditional", "train.objective=hybrid",
-                                               "train.hybrid_alpha=0.5", "model.latent_dim=4",
-                                               "model.encoder_hidden=64", "model.decoder_hidden=64", "train.epochs=3", "train.batch_size=32"])
+    cfg = apply_overrides(
+        get_config("cvae"),
+        [
+            "model.prior=conditional",
+            "train.objective=hybrid",
+            "train.hybrid_alpha=0.5",
+            "model.latent_dim=4",
+            "model.encoder_hidden=64",
+            "model.decoder_hidden=64",
+            "train.epochs=3",
+            "train.batch_size=32",
+        ],
+    )
     run = train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
     train = [e for e in run.history if e["split"] == "train"]
     assert "gsnn_recon" in train[-1] and train[-1]["gsnn_recon"] < train[0]["gsnn_recon"]
@@ -74,8 +92,17 @@ def test_hybrid_objective_trains_a_conditional_prior_cvae(small_digits):
 
 
 def test_iwae_training_runs_and_reports_the_elbo(small_digits):
-    cfg = apply_overrides(get_config("vae"), ["train.objective=iwae", "train.iwae_samples=3", "model.latent_dim=4",
-                                              "model.encoder_hidden=64", "model.decoder_hidden=64", "train.epochs=2"])
+    cfg = apply_overrides(
+        get_config("vae"),
+        [
+            "train.objective=iwae",
+            "train.iwae_samples=3",
+            "model.latent_dim=4",
+            "model.encoder_hidden=64",
+            "model.decoder_hidden=64",
+            "train.epochs=2",
+        ],
+    )
     run = train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
     train = [e for e in run.history if e["split"] == "train"]
     assert train[-1]["neg_iwae"] <= train[-1]["neg_elbo"] + 1e-3

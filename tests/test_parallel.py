@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvae_jax.training import parallel
 from cvae_jax.config import ConfigError, ParallelConfig, apply_overrides, get_config
+from cvae_jax.training import parallel
+
+pytestmark = pytest.mark.slow  # multi-device subprocesses
 
 HERE = Path(__file__).parent
 # The session's XLA flags (conftest.py's), less any device count: each subprocess sets its own.
@@ -23,8 +25,11 @@ XLA_FLAGS = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "devi
 
 
 def _python(args: list[str], devices: int, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"{XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip(),
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"{XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip(),
+        JAX_PLATFORMS="cpu",
+    )
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -90,9 +95,16 @@ def test_two_processes_on_localhost_train_like_one_process_with_as_many_devices(
     port, worker = str(_free_port()), str(HERE / "multihost_worker.py")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = XLA_FLAGS  # each process sets its own device count
-    procs = [subprocess.Popen([sys.executable, worker, str(i), "2", port, str(tmp_path / "run"),
-                               str(tmp_path / f"p{i}.npz"), mode], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(i), "2", port, str(tmp_path / "run"), str(tmp_path / f"p{i}.npz"), mode],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
@@ -130,12 +142,15 @@ def test_shard_rows_are_disjoint_equal_and_seeded():
     np.testing.assert_array_equal(again["label"], rows["label"][2:])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("parallel.mode=data", "parallel.mode must be one of"),
-    ("parallel.num_devices=-1", "parallel.num_devices must be >= 0"),
-    ("parallel.per_device_batch_size=-4", "parallel.per_device_batch_size must be >= 0"),
-    ("parallel.distributed=maybe", "parallel.distributed must be one of"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("parallel.mode=data", "parallel.mode must be one of"),
+        ("parallel.num_devices=-1", "parallel.num_devices must be >= 0"),
+        ("parallel.per_device_batch_size=-4", "parallel.per_device_batch_size must be >= 0"),
+        ("parallel.distributed=maybe", "parallel.distributed must be one of"),
+    ],
+)
 def test_bad_parallel_config_is_named(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_config(), [override])

@@ -5,21 +5,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax.core import distributions
-from cvae_jax.core import priors
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.core import distributions, priors
 from cvae_jax.core.models import build_model
 from cvae_jax.training.images import train_and_evaluate
 from cvae_jax.training.step import INIT, purpose_key
 
-PRIORS = [("vae", "standard_normal"), ("vae", "learned_gaussian"), ("vae", "mixture"), ("vae", "vamp"),
-          ("cvae", "conditional"), ("vae", "flow")]
+PRIORS = [
+    ("vae", "standard_normal"),
+    ("vae", "learned_gaussian"),
+    ("vae", "mixture"),
+    ("vae", "vamp"),
+    ("cvae", "conditional"),
+    ("vae", "flow"),
+]
 
 
 def small_model(kind, prior, latent_dim=2):
-    cfg = apply_overrides(get_config(kind), [f"model.prior={prior}", f"model.latent_dim={latent_dim}",
-                                             "model.encoder_hidden=16", "model.decoder_hidden=16",
-                                             "model.prior_components=3", "model.flow_layers=3"])
+    cfg = apply_overrides(
+        get_config(kind),
+        [
+            f"model.prior={prior}",
+            f"model.latent_dim={latent_dim}",
+            "model.encoder_hidden=16",
+            "model.decoder_hidden=16",
+            "model.prior_components=3",
+            "model.flow_layers=3",
+        ],
+    )
     model = build_model(cfg.model, (6, 6, 1), num_classes=3)
     c = jnp.eye(3)[:1] if kind == "cvae" else None
 
@@ -59,7 +72,9 @@ def test_prior_normalizes_and_samples_match_density(kind, name):
         np.testing.assert_allclose(f(samples).mean(0), expected, atol=0.03 + 0.02 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("kind, name", [("vae", "standard_normal"), ("vae", "learned_gaussian"), ("cvae", "conditional")])
+@pytest.mark.parametrize(
+    "kind, name", [("vae", "standard_normal"), ("vae", "learned_gaussian"), ("cvae", "conditional")]
+)
 def test_analytic_kl_matches_monte_carlo(kind, name):
     model, params, c = small_model(kind, name, latent_dim=3)
     assert priors.has_analytic_kl(model.prior)
@@ -80,10 +95,21 @@ def test_priors_without_closed_form_use_monte_carlo():
         assert not priors.has_analytic_kl(model.prior), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, name", [p for p in PRIORS if p[1] != "standard_normal"])
 def test_each_prior_trains_end_to_end(kind, name, small_digits):
-    cfg = apply_overrides(get_config(kind), [f"model.prior={name}", "model.latent_dim=4", "model.encoder_hidden=64",
-                                             "model.decoder_hidden=64", "train.epochs=3", "train.batch_size=32", "model.prior_components=5"])
+    cfg = apply_overrides(
+        get_config(kind),
+        [
+            f"model.prior={name}",
+            "model.latent_dim=4",
+            "model.encoder_hidden=64",
+            "model.decoder_hidden=64",
+            "train.epochs=3",
+            "train.batch_size=32",
+            "model.prior_components=5",
+        ],
+    )
     run = train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
     tests = [e["neg_elbo"] for e in run.history if e["split"] == "test"]
     assert tests[-1] < 0.7 * tests[0]

@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cvae_jax.core import distributions
-from cvae_jax.core import objectives
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.core import objectives
 from cvae_jax.training.images import build, init_for, train_and_evaluate
 from cvae_jax.training.step import all_finite, make_train_step
 
 
 def setup(kind="cvae", overrides=()):
-    cfg = apply_overrides(get_config(kind), ["model.latent_dim=4", "model.encoder_hidden=32",
-                                             "model.decoder_hidden=32", *overrides])
+    cfg = apply_overrides(
+        get_config(kind), ["model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32", *overrides]
+    )
     parts = build(cfg, (28, 28, 1), 10)
     state = init_for(parts, cfg, (28, 28, 1), 10)
     return cfg, parts, state
@@ -112,8 +112,10 @@ def test_step_noise_depends_on_step_number(small_digits):
 
 
 def _params_after(ds, seed):
-    cfg = apply_overrides(get_config("cvae"), ["model.latent_dim=4", "model.encoder_hidden=32",
-                                               "model.decoder_hidden=32", "train.epochs=2", f"seed={seed}"])
+    cfg = apply_overrides(
+        get_config("cvae"),
+        ["model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32", "train.epochs=2", f"seed={seed}"],
+    )
     run = train_and_evaluate(cfg, None, dataset=ds, progress=False)
     return jax.tree.leaves(run.state.params), run.history
 
@@ -133,9 +135,16 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
     """steps_per_call only changes how steps are dispatched, never which steps run."""
     runs = []
     for k in (0, 1, 5):
-        cfg = apply_overrides(get_config("vae"), ["model.latent_dim=4", "model.encoder_hidden=32",
-                                                  "model.decoder_hidden=32", "train.epochs=2",
-                                                  f"train.steps_per_call={k}"])
+        cfg = apply_overrides(
+            get_config("vae"),
+            [
+                "model.latent_dim=4",
+                "model.encoder_hidden=32",
+                "model.decoder_hidden=32",
+                "train.epochs=2",
+                f"train.steps_per_call={k}",
+            ],
+        )
         runs.append(train_and_evaluate(cfg, None, dataset=small_digits, progress=False))
     for other in runs[1:]:
         for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(other.state.params)):
@@ -152,9 +161,17 @@ def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, m
     monkeypatch.setattr(train, "accumulated_grads", lambda *a: seen.append(a[1:]) or real(*a))
     runs = []
     for unroll in ("false", "true"):
-        cfg = apply_overrides(get_config("vae"), ["model.latent_dim=4", "model.encoder_hidden=32",
-                                                  "model.decoder_hidden=32", "train.epochs=1",
-                                                  "train.microbatches=4", f"train.unroll_microbatches={unroll}"])
+        cfg = apply_overrides(
+            get_config("vae"),
+            [
+                "model.latent_dim=4",
+                "model.encoder_hidden=32",
+                "model.decoder_hidden=32",
+                "train.epochs=1",
+                "train.microbatches=4",
+                f"train.unroll_microbatches={unroll}",
+            ],
+        )
         runs.append(train_and_evaluate(cfg, None, dataset=small_digits, progress=False))
     assert (4, False) in seen and (4, True) in seen
     for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(runs[1].state.params)):
@@ -169,8 +186,12 @@ def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, 
     batch, key = batch_of(small_digits, 16), jax.random.key(3)
     grads, metrics = jax.jit(accumulated_grads(parts.loss, 4, unroll))(state.params, batch, key, 0)
     # Independent: four separate gradients of 4-example chunks, chunk i with key fold_in(key, i).
-    chunks = [jax.grad(parts.loss, has_aux=True)(state.params, jax.tree.map(lambda x: x[4 * i:4 * i + 4], batch),
-                                                 jax.random.fold_in(key, i), 0) for i in range(4)]
+    chunks = [
+        jax.grad(parts.loss, has_aux=True)(
+            state.params, jax.tree.map(lambda x: x[4 * i : 4 * i + 4], batch), jax.random.fold_in(key, i), 0
+        )
+        for i in range(4)
+    ]
     expected = jax.tree.map(lambda *g: sum(g) / 4, *[c[0] for c in chunks])
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
@@ -184,11 +205,13 @@ def test_microbatches_leave_a_noise_free_gradient_unchanged(small_digits):
     _, parts, state = setup()
 
     def loss(params, batch, key, step):  # the reconstruction of the posterior mean: deterministic
-        mean, _ = parts.model.apply(params, batch["image"], jax.nn.one_hot(batch["label"], 10),
-                                    method=parts.model.encode)
+        mean, _ = parts.model.apply(
+            params, batch["image"], jax.nn.one_hot(batch["label"], 10), method=parts.model.encode
+        )
         logits = parts.model.apply(params, mean, jax.nn.one_hot(batch["label"], 10), method=parts.model.decode)
-        value = jnp.mean(jnp.sum(jnp.logaddexp(0.0, logits["logits"]) - batch["image"] * logits["logits"],
-                                 axis=(1, 2, 3)))
+        value = jnp.mean(
+            jnp.sum(jnp.logaddexp(0.0, logits["logits"]) - batch["image"] * logits["logits"], axis=(1, 2, 3))
+        )
         return value, {"loss": value}
 
     batch = batch_of(small_digits, 16)
@@ -208,8 +231,11 @@ def test_all_finite_agrees_with_an_elementwise_check(bad):
     wherever the bad value sits, also when +Inf and -Inf would cancel in a sum (they give NaN)."""
     rng = np.random.default_rng(0)
     for trial in range(20):
-        tree = {"w": rng.normal(size=(7, 5)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32),
-                "deep": [rng.normal(size=(3, 2, 2)).astype(np.float32)]}
+        tree = {
+            "w": rng.normal(size=(7, 5)).astype(np.float32),
+            "b": rng.normal(size=(5,)).astype(np.float32),
+            "deep": [rng.normal(size=(3, 2, 2)).astype(np.float32)],
+        }
         leaves = jax.tree.leaves(tree)
         if bad is not None:
             leaf = leaves[trial % len(leaves)]

@@ -8,9 +8,10 @@ import sys
 import jax
 import pytest
 
-from cvae_jax.apps import classifier
-from cvae_jax.apps import evaluate
+from cvae_jax.apps import classifier, evaluate
 from cvae_jax.training.images import load_run
+
+pytestmark = pytest.mark.slow  # a 60-epoch training
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,25 @@ def trained_cvae(tmp_path_factory, full_opt_env):
     """60 epochs of the default CVAE (latent 8) on the embedded digits, by the command line in a
     process of its own, compiled at XLA's default level: it runs its programs for ~40 s."""
     workdir = tmp_path_factory.mktemp("cvae") / "run"
-    proc = subprocess.run([sys.executable, "-m", "cvae_jax", "train", "--workdir", str(workdir), "--epochs", "60",
-                           "--set", "model.latent_dim=8", "--no-progress"], env=full_opt_env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cvae_jax",
+            "train",
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "60",
+            "--set",
+            "model.latent_dim=8",
+            "--no-progress",
+        ],
+        env=full_opt_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return load_run(workdir), history
@@ -39,7 +56,8 @@ def test_cvae_samples_are_their_requested_class(trained_cvae, digits):
     clf = classifier.train_classifier(digits.train.images, digits.train.labels, digits.num_classes)
     assert clf.accuracy(digits.test.images, digits.test.labels) > 0.9  # the judge itself is competent
     run, _ = trained_cvae
-    accuracy, per_class = evaluate.conditional_accuracy(clf, run.model, run.params,
-                                                        jax.random.key(123), 10, per_class=100)
+    accuracy, per_class = evaluate.conditional_accuracy(
+        clf, run.model, run.params, jax.random.key(123), 10, per_class=100
+    )
     assert accuracy > 0.75, per_class  # chance is 0.1
     assert per_class.min() > 0.4, per_class

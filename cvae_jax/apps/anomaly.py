@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from cvae_jax.apps import evaluate
-from cvae_jax.apps import inference
+from cvae_jax.apps import evaluate, inference
 from cvae_jax.core import objectives
 
 SCORES = ("nll", "neg_elbo", "recon")
@@ -61,8 +60,18 @@ def compiled_scorer(model, kind: str, *, num_classes: int, num_samples: int = 10
         return jax.jit(make_scorer(model, kind, num_classes=num_classes, num_samples=num_samples))
 
 
-def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes: int, num_samples: int = 100,
-           batch_size: int = 500, seed: int = 0) -> np.ndarray:
+def scores(
+    model,
+    params,
+    images,
+    labels=None,
+    *,
+    kind: str = "nll",
+    num_classes: int,
+    num_samples: int = 100,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> np.ndarray:
     """Anomaly score of every image [N, H, W, C] (labels [N] for a CVAE): float64 [N]."""
     images = np.asarray(images, np.float32)
     if model.conditional and labels is None:
@@ -75,9 +84,9 @@ def scores(model, params, images, labels=None, *, kind: str = "nll", num_classes
     key = jax.random.key(seed)
     out = []
     for i in range(0, len(images), batch_size):
-        batch = {"image": images[i:i + batch_size]}
+        batch = {"image": images[i : i + batch_size]}
         if labels is not None:
-            batch["label"] = labels[i:i + batch_size]
+            batch["label"] = labels[i : i + batch_size]
         n = len(batch["image"])
         if i and n < batch_size:  # pad a short last batch to the compiled shape: one compile, not two
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)]) for k, v in batch.items()}
@@ -114,6 +123,9 @@ def detection_rates(scores_, is_anomaly, threshold: float) -> dict[str, float]:
     """Precision, recall and false-positive rate of flagging score > threshold."""
     flagged, is_anomaly = np.asarray(scores_) > threshold, np.asarray(is_anomaly, bool)
     true_pos = int(np.sum(flagged & is_anomaly))
-    return {"precision": true_pos / max(int(flagged.sum()), 1), "recall": true_pos / max(int(is_anomaly.sum()), 1),
-            "false_positive_rate": int(np.sum(flagged & ~is_anomaly)) / max(int((~is_anomaly).sum()), 1),
-            "flagged": int(flagged.sum())}
+    return {
+        "precision": true_pos / max(int(flagged.sum()), 1),
+        "recall": true_pos / max(int(is_anomaly.sum()), 1),
+        "false_positive_rate": int(np.sum(flagged & ~is_anomaly)) / max(int((~is_anomaly).sum()), 1),
+        "flagged": int(flagged.sum()),
+    }

@@ -36,16 +36,19 @@ class Classifier:
         """Predicted class of each image [N, H, W, C] in [0, 1]."""
         apply = jax.jit(self.module.apply)
         images = np.asarray(images, np.float32)
-        preds = [np.asarray(jnp.argmax(apply(self.params, images[i:i + batch_size]), -1))
-                 for i in range(0, len(images), batch_size)]
+        preds = [
+            np.asarray(jnp.argmax(apply(self.params, images[i : i + batch_size]), -1))
+            for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(preds)
 
     def accuracy(self, images, labels) -> float:
         return float(np.mean(self.predict(images) == np.asarray(labels)))
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int = 15,
-                     batch_size: int = 64, seed: int = 0) -> Classifier:
+def train_classifier(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int = 15, batch_size: int = 64, seed: int = 0
+) -> Classifier:
     """Trains SmallCNN with Adam on (images [N, H, W, C] in [0, 1], int labels)."""
     module = SmallCNN(num_classes)
     key = jax.random.key(seed)
@@ -72,6 +75,6 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *
     for _ in range(epochs):
         order = rng.permutation(len(images))
         for i in range(0, len(images) - batch_size + 1, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             params, opt_state = step(params, opt_state, images[idx], labels[idx])
     return Classifier(module=module, params=params)

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax.core import distributions
 from cvae_jax.apps import inference
-from cvae_jax.core import objectives
+from cvae_jax.core import distributions, objectives
 
 
 def conditional_samples(model, params, key, num_classes: int, per_class: int):
@@ -21,7 +20,9 @@ def conditional_samples(model, params, key, num_classes: int, per_class: int):
     return np.asarray(inference.sample(model, params, key, len(labels), condition)), labels
 
 
-def conditional_accuracy(classifier, model, params, key, num_classes: int, per_class: int = 100) -> tuple[float, np.ndarray]:
+def conditional_accuracy(
+    classifier, model, params, key, num_classes: int, per_class: int = 100
+) -> tuple[float, np.ndarray]:
     """Share of class-k samples that `classifier` assigns to class k: (overall, per class)."""
     images, labels = conditional_samples(model, params, key, num_classes, per_class)
     correct = classifier.predict(images) == labels
@@ -82,18 +83,32 @@ def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray, blo
     offset = (mean * scaled_mean).sum(1) + log_var.sum(1) + d * math.log(2 * math.pi)  # [N (x_n)]
     log_agg = np.empty(n)
     for i in range(0, n, block):
-        zb = z[i:i + block]
+        zb = z[i : i + block]
         log_q = -0.5 * ((zb * zb) @ inv_var.T - 2 * zb @ scaled_mean.T + offset)  # [block (z), N (x_n)]
-        log_agg[i:i + block] = np.logaddexp.reduce(log_q, axis=1) - math.log(n)
+        log_agg[i : i + block] = np.logaddexp.reduce(log_q, axis=1) - math.log(n)
     return float(neg_entropy - np.mean(log_agg))
 
 
-def evaluate_model(model, params, config, dataset, *, num_importance_samples: int = 1000, chunk: int = 100,
-                   batch_size: int = 100, num_examples: int | None = None, seed: int = 0) -> dict:
+def evaluate_model(
+    model,
+    params,
+    config,
+    dataset,
+    *,
+    num_importance_samples: int = 1000,
+    chunk: int = 100,
+    batch_size: int = 100,
+    num_examples: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Test-set metrics of a trained model: ELBO terms, importance-sampled NLL, bits/dim, active units,
     per-dimension KL (factorized priors), mutual information. All in nats per example unless named."""
-    for name, value in (("num_importance_samples", num_importance_samples), ("chunk", chunk),
-                        ("batch_size", batch_size), ("num_examples", 1 if num_examples is None else num_examples)):
+    for name, value in (
+        ("num_importance_samples", num_importance_samples),
+        ("chunk", chunk),
+        ("batch_size", batch_size),
+        ("num_examples", 1 if num_examples is None else num_examples),
+    ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     test = dataset.test
@@ -111,17 +126,24 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
         z = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.fold_in(batch_key, 9), mean.shape)
         return elbo_terms(params, batch, batch_key), mean, log_var, z
 
-    log_px = jax.jit(make_log_likelihood(model, num_classes=dataset.num_classes, num_samples=num_importance_samples,
-                                         chunk=chunk, binarize=config.data.binarize))
+    log_px = jax.jit(
+        make_log_likelihood(
+            model,
+            num_classes=dataset.num_classes,
+            num_samples=num_importance_samples,
+            chunk=chunk,
+            binarize=config.data.binarize,
+        )
+    )
     terms, lls, means, log_vars, zs = [], [], [], [], []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
-        batch = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+        batch = {"image": images[i : i + batch_size], "label": labels[i : i + batch_size]}
         batch_key = jax.random.fold_in(key, i)
         lls.append(np.asarray(log_px(params, batch, batch_key)))
     is_seconds = time.perf_counter() - start
     for i in range(0, n, batch_size):
-        batch = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+        batch = {"image": images[i : i + batch_size], "label": labels[i : i + batch_size]}
         batch_key = jax.random.fold_in(key, i)
         batch_terms, mean, log_var, z = jax.device_get(terms_fn(params, batch, batch_key))
         terms.append(batch_terms)
@@ -135,11 +157,17 @@ def evaluate_model(model, params, config, dataset, *, num_importance_samples: in
     dims = int(np.prod(dataset.image_shape))
     nll = float(-ll.mean())
     result = {
-        "num_examples": n, "num_importance_samples": num_importance_samples,
-        "neg_elbo": float(merged["neg_elbo"].mean()), "recon": float(merged["recon"].mean()),
-        "kl": float(merged["kl"].mean()), "nll": nll, "bits_per_dim": nll / (dims * math.log(2)),
-        "active_units": num_au, "latent_dim": int(mean.shape[1]),
-        "mutual_information": mutual_information(mean, log_var, z), "nll_seconds": is_seconds,
+        "num_examples": n,
+        "num_importance_samples": num_importance_samples,
+        "neg_elbo": float(merged["neg_elbo"].mean()),
+        "recon": float(merged["recon"].mean()),
+        "kl": float(merged["kl"].mean()),
+        "nll": nll,
+        "bits_per_dim": nll / (dims * math.log(2)),
+        "active_units": num_au,
+        "latent_dim": int(mean.shape[1]),
+        "mutual_information": mutual_information(mean, log_var, z),
+        "nll_seconds": is_seconds,
         "conditional": bool(model.conditional),
     }
     if "kl_per_dim" in merged:

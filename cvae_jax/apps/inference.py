@@ -20,11 +20,13 @@ def check_labels(labels, num: int, num_classes: int, what: str) -> np.ndarray:
     names them in the error."""
     labels = np.broadcast_to(np.asarray(labels), (num,)) if np.ndim(labels) == 0 else np.asarray(labels)
     if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what} must be one integer or {num} integers (one per image), got shape "
-                         f"{labels.shape} of {labels.dtype}")
+        raise ValueError(
+            f"{what} must be one integer or {num} integers (one per image), got shape {labels.shape} of {labels.dtype}"
+        )
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"{what} {labels.min()}..{labels.max()} out of range: this model knows classes "
-                         f"0..{num_classes - 1}")
+        raise ValueError(
+            f"{what} {labels.min()}..{labels.max()} out of range: this model knows classes 0..{num_classes - 1}"
+        )
     return labels.astype(np.int32)
 
 
@@ -45,6 +47,7 @@ def compiled_per_model(*static: int):
     the arguments at positions `static`) compile-time constants; a model that cannot be hashed (a
     custom prior with, say, a list field) runs op by op instead, with the same values up to rounding.
     Op by op, a fresh process compiles every operation on its own, which is slower."""
+
     def wrap(fn):
         jitted = jax.jit(fn, static_argnums=(0, *static))
 
@@ -55,8 +58,10 @@ def compiled_per_model(*static: int):
             except TypeError:
                 return fn(model, *args, **kwargs)
             return jitted(model, *args, **kwargs)
+
         call.jitted = jitted
         return call
+
     return wrap
 
 

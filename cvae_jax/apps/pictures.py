@@ -8,11 +8,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cvae_jax.data import images as data_lib
-from cvae_jax.apps import inference
-from cvae_jax.apps import plots
+from cvae_jax.apps import inference, plots
 from cvae_jax.config import Config
 from cvae_jax.core.models import VAE
+from cvae_jax.data import images as data_lib
 from cvae_jax.training.step import SAMPLE, purpose_key
 
 
@@ -30,31 +29,64 @@ def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: d
 
     images = test.images[:10]
     recon = np.asarray(inference.reconstruct(model, params, images, cond(test.labels[:10])))
-    plots.save_grid(out("reconstructions.png"), np.concatenate([images, recon]), 2, 10,
-                    "test digits (top) and reconstructions (bottom)")
+    plots.save_grid(
+        out("reconstructions.png"),
+        np.concatenate([images, recon]),
+        2,
+        10,
+        "test digits (top) and reconstructions (bottom)",
+    )
 
     labels = np.arange(64) % num_classes
     samples = np.asarray(inference.sample(model, params, key, 64, cond(labels)))
-    plots.save_grid(out("samples.png"), samples, 8, 8, "random samples" + (" (label = index mod classes)" if model.conditional else ""))
+    plots.save_grid(
+        out("samples.png"),
+        samples,
+        8,
+        8,
+        "random samples" + (" (label = index mod classes)" if model.conditional else ""),
+    )
 
     if model.conditional:
         # The same key for every class: for an unconditional prior each column shares its z (the "style").
-        grid = [inference.sample(model, params, jax.random.fold_in(key, 1), 10, cond(np.full(10, c)))
-                for c in range(num_classes)]
-        plots.save_grid(out("class_grid.png"), np.concatenate(grid), num_classes, 10,
-                        "one row per class; each column shares z", [str(c) for c in range(num_classes)])
+        grid = [
+            inference.sample(model, params, jax.random.fold_in(key, 1), 10, cond(np.full(10, c)))
+            for c in range(num_classes)
+        ]
+        plots.save_grid(
+            out("class_grid.png"),
+            np.concatenate(grid),
+            num_classes,
+            10,
+            "one row per class; each column shares z",
+            [str(c) for c in range(num_classes)],
+        )
 
     if latent_dim == 2:
         mean, _ = inference.encode(model, params, test.images, cond(test.labels))
-        plots.save_latent_scatter(out("latent_scatter.png"), np.asarray(mean), test.labels,
-                                  "posterior means of the test set")
+        plots.save_latent_scatter(
+            out("latent_scatter.png"), np.asarray(mean), test.labels, "posterior means of the test set"
+        )
         z = plots.manifold_grid(12)
         if model.conditional:
-            rows = [inference.decode_mean(model, params, z[i * 12:(i + 1) * 12], cond(np.full(12, c)))
-                    for c in range(num_classes) for i in range(0, 12, 3)]
-            plots.save_grid(out("manifold.png"), np.concatenate(rows), num_classes * 4, 12,
-                            "decoded latent grid per class (every 3rd row of a 12x12 grid)")
+            rows = [
+                inference.decode_mean(model, params, z[i * 12 : (i + 1) * 12], cond(np.full(12, c)))
+                for c in range(num_classes)
+                for i in range(0, 12, 3)
+            ]
+            plots.save_grid(
+                out("manifold.png"),
+                np.concatenate(rows),
+                num_classes * 4,
+                12,
+                "decoded latent grid per class (every 3rd row of a 12x12 grid)",
+            )
         else:
-            plots.save_grid(out("manifold.png"), np.asarray(inference.decode_mean(model, params, z)), 12, 12,
-                            "decoded latent grid, z in [-2, 2]^2")
+            plots.save_grid(
+                out("manifold.png"),
+                np.asarray(inference.decode_mean(model, params, z)),
+                12,
+                12,
+                "decoded latent grid, z in [-2, 2]^2",
+            )
     return written

@@ -25,12 +25,13 @@ def tile(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray:
     out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), images.dtype)
     for k in range(n):
         r, col = divmod(k, cols)
-        out[r * (h + pad): r * (h + pad) + h, col * (w + pad): col * (w + pad) + w] = images[k]
+        out[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = images[k]
     return out
 
 
-def save_grid(path: str | Path, images: np.ndarray, rows: int, cols: int, title: str = "",
-              row_labels: list[str] | None = None) -> None:
+def save_grid(
+    path: str | Path, images: np.ndarray, rows: int, cols: int, title: str = "", row_labels: list[str] | None = None
+) -> None:
     """Saves images [rows * cols, H, W, C] in [0, 1] as one PNG grid."""
     plt = _pyplot()
     picture = tile(np.clip(images, 0.0, 1.0), rows, cols)
@@ -69,8 +70,9 @@ def manifold_grid(n: int, extent: float = 2.0) -> np.ndarray:
     return np.stack([zx.ravel(), zy.ravel()], axis=-1)
 
 
-def save_series_scores(path: str | Path, values: np.ndarray, scores: dict[str, np.ndarray], is_anomaly: np.ndarray,
-                       title: str = "") -> None:
+def save_series_scores(
+    path: str | Path, values: np.ndarray, scores: dict[str, np.ndarray], is_anomaly: np.ndarray, title: str = ""
+) -> None:
     """A series (top) and point-wise anomaly scores (one panel each), labelled anomalies shaded."""
     plt = _pyplot()
     fig, axes = plt.subplots(1 + len(scores), 1, figsize=(12, 1.8 * (1 + len(scores))), sharex=True)
@@ -86,8 +88,9 @@ def save_series_scores(path: str | Path, values: np.ndarray, scores: dict[str, n
     plt.close(fig)
 
 
-def save_heatmap(path: str | Path, values: np.ndarray, row_labels: list[str], col_label: str, title: str = "",
-                 colorbar: str = "") -> None:
+def save_heatmap(
+    path: str | Path, values: np.ndarray, row_labels: list[str], col_label: str, title: str = "", colorbar: str = ""
+) -> None:
     """A [rows, cols] matrix as a heat map, one labelled row per setting."""
     plt = _pyplot()
     values = np.asarray(values, np.float64)
@@ -103,8 +106,14 @@ def save_heatmap(path: str | Path, values: np.ndarray, row_labels: list[str], co
     plt.close(fig)
 
 
-def save_bars(path: str | Path, groups: list[str], series: dict[str, np.ndarray], ylabel: str, title: str = "",
-              reference: float | None = None) -> None:
+def save_bars(
+    path: str | Path,
+    groups: list[str],
+    series: dict[str, np.ndarray],
+    ylabel: str,
+    title: str = "",
+    reference: float | None = None,
+) -> None:
     """Grouped bars: one group per entry of `groups`, one bar per series; an optional dashed reference line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(groups) * len(series) / 2 + 3), 3.2))

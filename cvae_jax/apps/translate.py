@@ -17,8 +17,10 @@ from cvae_jax.apps import inference
 
 def _require_cvae(model) -> None:
     if not model.conditional:
-        raise ValueError("translation and style swap need a CVAE (train with --model cvae): an unconditional "
-                         "VAE has no condition to change")
+        raise ValueError(
+            "translation and style swap need a CVAE (train with --model cvae): an unconditional "
+            "VAE has no condition to change"
+        )
 
 
 def latent_means(model, params, images, labels, num_classes: int) -> jax.Array:
@@ -56,8 +58,9 @@ def translation_grid(model, params, images, labels, num_classes: int) -> jax.Arr
     return out.reshape(n, num_classes, *out.shape[1:])
 
 
-def cycle_distances(model, params, images, source_labels, target_labels, num_classes: int, *,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cycle_distances(
+    model, params, images, source_labels, target_labels, num_classes: int, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Style preservation, measured in latent space: (cycle, random), both [N].
 
     cycle[i]  = |z_i - z'_i|: z_i encodes image i under its source label, z'_i re-encodes its

@@ -11,8 +11,8 @@ import numpy as np
 
 
 def _train(args) -> int:
-    from cvae_jax.training import parallel
     from cvae_jax.config import apply_overrides, get_config
+    from cvae_jax.training import parallel
 
     config = _saved_config(args.workdir) if args.model is None and args.preset is None else None
     resuming = config is not None
@@ -32,29 +32,40 @@ def _train(args) -> int:
     primary = parallel.is_primary()
     devices = parallel.make_layout(config.parallel).num_shards  # refuses a device count this machine lacks
     if primary:
-        print(f"{'resuming' if resuming else 'training'} {config.model.kind} ({config.preset} preset) on {config.data.source} data, "
-              f"{config.parallel.mode} over {devices} {jax.default_backend()} device(s) in "
-              f"{jax.process_count()} process(es) -> {args.workdir}", file=sys.stderr)
+        print(
+            f"{'resuming' if resuming else 'training'} {config.model.kind} ({config.preset} preset) on "
+            f"{config.data.source} data, "
+            f"{config.parallel.mode} over {devices} {jax.default_backend()} device(s) in "
+            f"{jax.process_count()} process(es) -> {args.workdir}",
+            file=sys.stderr,
+        )
     run = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
     final = [e for e in run.history if e["split"] == "test"][-1]
     if primary:
-        print(f"done: test neg_elbo {final['neg_elbo']:.2f} nats (recon {final['recon']:.2f}, kl {final['kl']:.2f}); "
-              f"metrics, pictures and checkpoint in {args.workdir}")
+        print(
+            f"done: test neg_elbo {final['neg_elbo']:.2f} nats (recon {final['recon']:.2f}, kl {final['kl']:.2f}); "
+            f"metrics, pictures and checkpoint in {args.workdir}"
+        )
     return 0
 
 
 # (command-line flag, config field) pairs of `cvae-jax train`.
-_TRAIN_FLAGS = (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
-                ("devices", "parallel.num_devices"), ("parallel", "parallel.mode"),
-                ("per_device_batch_size", "parallel.per_device_batch_size"),
-                ("coordinator", "parallel.coordinator_address"), ("num_processes", "parallel.num_processes"),
-                ("process_id", "parallel.process_id"))
+_TRAIN_FLAGS = (
+    ("epochs", "train.epochs"),
+    ("batch_size", "train.batch_size"),
+    ("devices", "parallel.num_devices"),
+    ("parallel", "parallel.mode"),
+    ("per_device_batch_size", "parallel.per_device_batch_size"),
+    ("coordinator", "parallel.coordinator_address"),
+    ("num_processes", "parallel.num_processes"),
+    ("process_id", "parallel.process_id"),
+)
 
 
 def _saved_config(workdir: str):
     """The config of the run already in `workdir` (to resume it), or None if there is none."""
-    from cvae_jax.training import checkpoint
     from cvae_jax.config import from_dict
+    from cvae_jax.training import checkpoint
 
     if not checkpoint.has_checkpoint(workdir):
         return None
@@ -87,20 +98,31 @@ def _sample(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    from cvae_jax.data import images as data
     from cvae_jax.apps import evaluate
+    from cvae_jax.data import images as data
     from cvae_jax.training.images import load
 
-    for flag, value in (("--num-importance-samples", args.num_importance_samples), ("--chunk", args.chunk),
-                        ("--num-examples", args.num_examples)):
+    for flag, value in (
+        ("--num-importance-samples", args.num_importance_samples),
+        ("--chunk", args.chunk),
+        ("--num-examples", args.num_examples),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     out = _output_file(args.out) if args.out else None
     model, params, config = load(args.workdir, args.checkpoint)
     dataset = data.load(config.data)
     # evaluate_model rejects a chunk that does not divide K before any sampling starts.
-    result = evaluate.evaluate_model(model, params, config, dataset, num_importance_samples=args.num_importance_samples,
-                                     chunk=args.chunk, num_examples=args.num_examples, seed=args.seed)
+    result = evaluate.evaluate_model(
+        model,
+        params,
+        config,
+        dataset,
+        num_importance_samples=args.num_importance_samples,
+        chunk=args.chunk,
+        num_examples=args.num_examples,
+        seed=args.seed,
+    )
     text = json.dumps(result, indent=2)
     print(text)
     out = out or Path(args.workdir) / "evaluation.json"
@@ -208,8 +230,12 @@ def _score(args) -> int:
     images = _read_images(args.input)
     labels = _read_labels(args.labels, len(images), "--labels")
     result = anomaly.scores(run.model, run.params, images, labels, **options)
-    summary = {"kind": args.kind, "num_samples": args.num_samples if args.kind == "nll" else None,
-               "num_inputs": len(result), "checkpoint_step": run.step}
+    summary = {
+        "kind": args.kind,
+        "num_samples": args.num_samples if args.kind == "nll" else None,
+        "num_inputs": len(result),
+        "checkpoint_step": run.step,
+    }
     if args.fpr is not None:  # calibrate on held-out normal data: --normal, else the run's test split
         if args.normal:
             normal = _read_images(args.normal, "--normal")
@@ -217,10 +243,15 @@ def _score(args) -> int:
         else:
             test = data.load(run.config.data).test
             normal, normal_labels = test.images, test.labels if run.model.conditional else None
-        threshold = anomaly.calibrate_threshold(anomaly.scores(run.model, run.params, normal, normal_labels, **options),
-                                                args.fpr)
-        summary.update(fpr=args.fpr, threshold=threshold, calibrated_on=args.normal or "the run's test split",
-                       flagged=int(np.sum(result > threshold)))
+        threshold = anomaly.calibrate_threshold(
+            anomaly.scores(run.model, run.params, normal, normal_labels, **options), args.fpr
+        )
+        summary.update(
+            fpr=args.fpr,
+            threshold=threshold,
+            calibrated_on=args.normal or "the run's test split",
+            flagged=int(np.sum(result > threshold)),
+        )
     _write(out, _npy_bytes(result))
     _write(summary_file, (json.dumps(summary, indent=2) + "\n").encode())
     print(json.dumps(summary))
@@ -235,23 +266,39 @@ def _train_molecules(args) -> int:
 
     names = tuple(n.strip() for n in args.properties.split(",") if n.strip())
     devices = ParallelConfig(mode=args.parallel, num_devices=args.devices or 0)
-    cfg = molecules.recipe(args.train_csv, args.test_csv, num_train=args.num_train, num_test=args.num_test,
-                           epochs=args.epochs, free_bits=args.free_bits, word_dropout=args.word_dropout,
-                           seed=args.seed, properties=names, latent_dim=args.latent_dim, parallel=devices)
+    cfg = molecules.recipe(
+        args.train_csv,
+        args.test_csv,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        epochs=args.epochs,
+        free_bits=args.free_bits,
+        word_dropout=args.word_dropout,
+        seed=args.seed,
+        properties=names,
+        latent_dim=args.latent_dim,
+        parallel=devices,
+    )
     parallel.initialize(cfg.parallel)  # before anything touches the devices
     parallel.make_layout(cfg.parallel)  # refuses a device count this machine lacks before the data are prepared
     primary = parallel.is_primary()
     data = molecules.prepare(cfg)
     if primary:
-        print(f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
-              f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
-              f"{args.workdir}", file=sys.stderr)
+        print(
+            f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
+            f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
+            f"{args.workdir}",
+            file=sys.stderr,
+        )
     _, _, history = molecules.train(cfg, data, workdir=args.workdir, progress=primary and not args.no_progress)
     if primary:
         final = [e for e in history if e["split"] == "test"][-1]
-        print(f"done: test -ELBO {final['neg_elbo']:.2f} nats/molecule (recon {final['recon']:.2f}, KL "
-              f"{final['kl']:.2f}); checkpoints and metrics.jsonl in {args.workdir}; draw with: cvae-jax "
-              f"sample-molecules --workdir {args.workdir} --out samples.smi", file=sys.stderr)
+        print(
+            f"done: test -ELBO {final['neg_elbo']:.2f} nats/molecule (recon {final['recon']:.2f}, KL "
+            f"{final['kl']:.2f}); checkpoints and metrics.jsonl in {args.workdir}; draw with: cvae-jax "
+            f"sample-molecules --workdir {args.workdir} --out samples.smi",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -272,11 +319,11 @@ def _sample_molecules(args) -> int:
     if targets and not model.conditional:
         raise ValueError("this molecule model is unconditional: it takes no --property")
     condition = data.condition_for(targets, args.num) if model.conditional else None
-    drawn = molecules.generate(model, params, jax.random.key(args.seed), condition, data.vocab, num=args.num,
-                               temperature=args.temperature)
+    drawn = molecules.generate(
+        model, params, jax.random.key(args.seed), condition, data.vocab, num=args.num, temperature=args.temperature
+    )
     _write(out, ("\n".join(drawn) + "\n").encode())
-    print(f"saved {len(drawn)} SMILES to {out} (conditioned on {targets or 'the training medians'})",
-          file=sys.stderr)
+    print(f"saved {len(drawn)} SMILES to {out} (conditioned on {targets or 'the training medians'})", file=sys.stderr)
     return 0
 
 
@@ -288,21 +335,32 @@ def make_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write metrics, pictures and a checkpoint")
     train.add_argument("--model", choices=("vae", "cvae"), help="default: cvae (or, resuming, the saved run's)")
-    train.add_argument("--preset", choices=("default", "article"),
-                       help="'article': the article's architecture; 'default' (the default): a stronger 512-512 MLP, "
-                            "latent 16")
+    train.add_argument(
+        "--preset",
+        choices=("default", "article"),
+        help="'article': the article's architecture; 'default' (the default): a stronger 512-512 MLP, latent 16",
+    )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
     train.add_argument("--seed", type=int)
-    train.add_argument("--workdir", default="runs/quickstart",
-                       help="run directory (default: %(default)s); if it holds a run, that run is resumed")
-    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override any config field, e.g. --set model.latent_dim=32 --set data.source=npz")
+    train.add_argument(
+        "--workdir",
+        default="runs/quickstart",
+        help="run directory (default: %(default)s); if it holds a run, that run is resumed",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any config field, e.g. --set model.latent_dim=32 --set data.source=npz",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     par = train.add_argument_group("devices and hosts")
     par.add_argument("--devices", type=int, help="local devices to use (default: all)")
-    par.add_argument("--parallel", choices=PARALLEL_MODES,
-                     help="sharded jit over a device mesh (default), pmap, or one device")
+    par.add_argument(
+        "--parallel", choices=PARALLEL_MODES, help="sharded jit over a device mesh (default), pmap, or one device"
+    )
     par.add_argument("--per-device-batch-size", type=int, help="global batch = this x devices")
     par.add_argument("--coordinator", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
     par.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
@@ -333,9 +391,11 @@ def make_parser() -> argparse.ArgumentParser:
     translate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     translate.add_argument("--input", required=True, help=".npy images [N, H, W] (uint8 or float in [0, 1])")
     translate.add_argument("--source-label", required=True, help="the inputs' class: an integer or a .npy of N ints")
-    translate.add_argument("--target-label", required=True,
-                           help="class to translate to: an integer or a .npy of N ints (another image's labels: a "
-                                "style swap)")
+    translate.add_argument(
+        "--target-label",
+        required=True,
+        help="class to translate to: an integer or a .npy of N ints (another image's labels: a style swap)",
+    )
     translate.add_argument("--out", required=True, help="output .npy: float32 [N, H, W] in [0, 1]")
     translate.set_defaults(func=_translate)
 
@@ -344,8 +404,12 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     score.add_argument("--input", required=True, help=".npy inputs [N, H, W] (uint8 or float in [0, 1])")
     score.add_argument("--labels", help="CVAE: the inputs' class, an integer or a .npy of N ints")
-    score.add_argument("--kind", choices=("nll", "neg_elbo", "recon"), default="nll",
-                       help="importance-sampled -log p(x) (default), -ELBO, or squared reconstruction error")
+    score.add_argument(
+        "--kind",
+        choices=("nll", "neg_elbo", "recon"),
+        default="nll",
+        help="importance-sampled -log p(x) (default), -ELBO, or squared reconstruction error",
+    )
     score.add_argument("--num-samples", type=int, default=100, help="importance samples K for --kind nll")
     score.add_argument("--fpr", type=float, help="calibrate a threshold flagging this share of normal data")
     score.add_argument("--normal", help="held-out normal .npy to calibrate on (default: the run's test split)")
@@ -354,36 +418,59 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output .npy of float64 [N] scores; a .json summary beside it")
     score.set_defaults(func=_score)
 
-    tm = commands.add_parser("train-molecules", help="train a SMILES CVAE conditioned on molecular properties "
-                             "(RDKit: pip install -e \".[chem]\"); resumes a run in --workdir")
-    tm.add_argument("--train-csv", required=True, help="training SMILES: a CSV (optionally .gz) with a SMILES "
-                    "column, e.g. MOSES's train split")
+    tm = commands.add_parser(
+        "train-molecules",
+        help="train a SMILES CVAE conditioned on molecular properties "
+        '(RDKit: pip install -e ".[chem]"); resumes a run in --workdir',
+    )
+    tm.add_argument(
+        "--train-csv",
+        required=True,
+        help="training SMILES: a CSV (optionally .gz) with a SMILES column, e.g. MOSES's train split",
+    )
     tm.add_argument("--test-csv", required=True, help="held-out SMILES, the same format")
-    tm.add_argument("--workdir", required=True, help="Orbax checkpoints after every epoch; a workdir holding a run "
-                    "of the same settings resumes it (a larger --epochs trains it on), one of other settings is refused")
+    tm.add_argument(
+        "--workdir",
+        required=True,
+        help="Orbax checkpoints after every epoch; a workdir holding a run "
+        "of the same settings resumes it (a larger --epochs trains it on), one of other settings is refused",
+    )
     tm.add_argument("--num-train", type=int, default=30_000, help="the first N training molecules")
     tm.add_argument("--num-test", type=int, default=2_000)
-    tm.add_argument("--properties", default="logp,tpsa,mw", help="the condition, comma-separated from logp, tpsa, "
-                    "mw, qed; '' trains an unconditional VAE (no RDKit needed)")
+    tm.add_argument(
+        "--properties",
+        default="logp,tpsa,mw",
+        help="the condition, comma-separated from logp, tpsa, "
+        "mw, qed; '' trains an unconditional VAE (no RDKit needed)",
+    )
     tm.add_argument("--epochs", type=int, default=10)
     tm.add_argument("--latent-dim", type=int, default=32)
     tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
-    tm.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the "
-                    "decoder in training")
+    tm.add_argument(
+        "--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the decoder in training"
+    )
     tm.add_argument("--seed", type=int, default=0)
-    tm.add_argument("--devices", type=int, help="local devices to use (default: all); the batch of 128 is split "
-                    "over them")
+    tm.add_argument(
+        "--devices", type=int, help="local devices to use (default: all); the batch of 128 is split over them"
+    )
     tm.add_argument("--parallel", choices=PARALLEL_MODES, default="sharded")
     tm.add_argument("--no-progress", action="store_true", help="no progress bar")
     tm.set_defaults(func=_train_molecules)
 
-    mol = commands.add_parser("sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules.task")
+    mol = commands.add_parser(
+        "sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules.task"
+    )
     mol.add_argument("--workdir", required=True)
     mol.add_argument("--checkpoint", default="best", help="best (default, by test -ELBO), latest, or a step number")
     mol.add_argument("--num", type=int, default=100)
-    mol.add_argument("--property", action="append", default=[], metavar="NAME=VALUE",
-                     help="requested property in its own units, e.g. --property logp=3.0 --property mw=350 "
-                          "(others: the training median)")
+    mol.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="requested property in its own units, e.g. --property logp=3.0 --property mw=350 "
+        "(others: the training median)",
+    )
     mol.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
@@ -396,9 +483,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # a process-wide allocator setting: made by the entry point, never on import
     args = make_parser().parse_args(argv)
-    from cvae_jax.training.checkpoint import CheckpointError
     from cvae_jax.config import ConfigError
     from cvae_jax.data.images import DataError
+    from cvae_jax.training.checkpoint import CheckpointError
     from cvae_jax.training.resume import Interrupted
     from cvae_jax.training.trainer import TrainingError
 
@@ -407,8 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:  # a checkpoint was saved; 128 + signal, as shells report a signalled job
         print(f"cvae-jax {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except (ConfigError, DataError, CheckpointError, TrainingError, FileExistsError, FileNotFoundError,
-            ValueError, ImportError) as e:
+    except (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        TrainingError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        ImportError,
+    ) as e:
         print(f"cvae-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

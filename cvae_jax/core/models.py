@@ -15,9 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvae_jax.config import ConfigError, ModelConfig
 from cvae_jax.core import distributions as D
 from cvae_jax.core import priors as priors_lib
-from cvae_jax.config import ConfigError, ModelConfig
 from cvae_jax.nn import layers
 
 
@@ -115,17 +115,22 @@ class VAE(nn.Module):
         if condition is None:
             return
         if condition.ndim != 2 or condition.shape[0] != rows:
-            raise ValueError(f"condition must have shape [{rows}, {self.condition_dim or 'C'}] (one row per "
-                             f"input), got {tuple(condition.shape)}")
+            raise ValueError(
+                f"condition must have shape [{rows}, {self.condition_dim or 'C'}] (one row per "
+                f"input), got {tuple(condition.shape)}"
+            )
         if self.condition_dim and condition.shape[1] != self.condition_dim:
-            raise ValueError(f"condition has width {condition.shape[1]} but this model was trained with "
-                             f"{self.condition_dim} (e.g. one-hot over {self.condition_dim} classes)")
+            raise ValueError(
+                f"condition has width {condition.shape[1]} but this model was trained with "
+                f"{self.condition_dim} (e.g. one-hot over {self.condition_dim} classes)"
+            )
 
     def encode(self, x: jax.Array, condition: jax.Array | None = None):
         expected = tuple(self.decoder.data_shape)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"images must have shape [N, {', '.join(map(str, expected))}] for this model, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"images must have shape [N, {', '.join(map(str, expected))}] for this model, got {tuple(x.shape)}"
+            )
         self._check(condition, x.shape[0])
         return self.encoder(x, condition)
 
@@ -136,8 +141,10 @@ class VAE(nn.Module):
         return self.decoder(z, condition)
 
     def _prior_args(self, condition):
-        return {"condition": condition if self.prior.conditional else None,
-                "encoder": self.encoder if self.prior.needs_encoder else None}
+        return {
+            "condition": condition if self.prior.conditional else None,
+            "encoder": self.encoder if self.prior.needs_encoder else None,
+        }
 
     def prior_log_prob(self, z: jax.Array, condition: jax.Array | None = None) -> jax.Array:
         """log p(z[ | c]), one value per row of z."""
@@ -165,8 +172,9 @@ class CVAE(VAE):
     conditional = True
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes: int = 10,
-                prior: priors_lib.Prior | None = None) -> VAE:
+def build_model(
+    cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes: int = 10, prior: priors_lib.Prior | None = None
+) -> VAE:
     """The VAE or CVAE that `cfg` describes, for images of shape (H, W, C).
 
     `prior` overrides `cfg.prior` with any Prior module (e.g. one defined in your own file).
@@ -175,15 +183,30 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], num_classes:
         raise ConfigError(f"images must have shape (H, W, C), got {data_shape}")
     scale = 2 ** len(cfg.decoder_conv)
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
-        raise ConfigError(f"model.decoder_conv={cfg.decoder_conv} upsamples by {scale}: image height and width "
-                          f"{data_shape[:2]} must divide by {scale}; use fewer decoder_conv layers")
+        raise ConfigError(
+            f"model.decoder_conv={cfg.decoder_conv} upsamples by {scale}: image height and width "
+            f"{data_shape[:2]} must divide by {scale}; use fewer decoder_conv layers"
+        )
     dtype, kernels = jnp.dtype(cfg.compute_dtype), layers.resolve(cfg.kernels)
-    encoder = Encoder(latent_dim=cfg.latent_dim, hidden=tuple(cfg.encoder_hidden), conv=tuple(cfg.encoder_conv),
-                      conv_stride=cfg.encoder_conv_stride, condition_site=cfg.condition_site, dtype=dtype,
-                      kernels=kernels)
-    decoder = Decoder(data_shape=tuple(data_shape), hidden=tuple(cfg.decoder_hidden), conv=tuple(cfg.decoder_conv),
-                      likelihood=cfg.likelihood, gaussian_scale=cfg.gaussian_scale, learn_scale=cfg.learn_scale,
-                      dtype=dtype, kernels=kernels)
+    encoder = Encoder(
+        latent_dim=cfg.latent_dim,
+        hidden=tuple(cfg.encoder_hidden),
+        conv=tuple(cfg.encoder_conv),
+        conv_stride=cfg.encoder_conv_stride,
+        condition_site=cfg.condition_site,
+        dtype=dtype,
+        kernels=kernels,
+    )
+    decoder = Decoder(
+        data_shape=tuple(data_shape),
+        hidden=tuple(cfg.decoder_hidden),
+        conv=tuple(cfg.decoder_conv),
+        likelihood=cfg.likelihood,
+        gaussian_scale=cfg.gaussian_scale,
+        learn_scale=cfg.learn_scale,
+        dtype=dtype,
+        kernels=kernels,
+    )
     cls = CVAE if cfg.kind == "cvae" else VAE
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)

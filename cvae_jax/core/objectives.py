@@ -21,10 +21,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from cvae_jax.core import distributions
-from cvae_jax.core import likelihoods
-from cvae_jax.core import priors
 from cvae_jax.config import TrainConfig
+from cvae_jax.core import distributions, likelihoods, priors
 from cvae_jax.core.models import VAE
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
@@ -54,8 +52,9 @@ def _latents(key, mean, log_var, num_samples: int):
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
-def make_elbo_terms(model: VAE, *, num_classes: int, binarize: bool = False,
-                    analytic_kl: bool | None = None) -> Callable[..., Terms]:
+def make_elbo_terms(
+    model: VAE, *, num_classes: int, binarize: bool = False, analytic_kl: bool | None = None
+) -> Callable[..., Terms]:
     """Returns terms(params, batch, key) -> {"recon", "kl", "neg_elbo"} of shape [B] (+ "kl_per_dim" [B, D]
     for a standard-normal prior). `analytic_kl=None` uses the prior's closed form when it has one."""
     use_analytic = priors.has_analytic_kl(model.prior) if analytic_kl is None else analytic_kl
@@ -109,8 +108,12 @@ def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize:
         log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z)
         log_w = log_lik + log_prior - log_q
         neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples))
-        return {"neg_iwae": neg_iwae, "neg_elbo": -jnp.mean(log_w, 0), "recon": -jnp.mean(log_lik, 0),
-                "kl": jnp.mean(log_q - log_prior, 0)}
+        return {
+            "neg_iwae": neg_iwae,
+            "neg_elbo": -jnp.mean(log_w, 0),
+            "recon": -jnp.mean(log_lik, 0),
+            "kl": jnp.mean(log_q - log_prior, 0),
+        }
 
     return terms
 
@@ -147,8 +150,9 @@ def _scalars(terms: Terms) -> dict[str, jax.Array]:
     return {name: jnp.mean(v) for name, v in terms.items() if v.ndim == 1}
 
 
-def make_elbo_loss(terms_fn: Callable[..., Terms], *, beta: float = 1.0, cfg: TrainConfig | None = None,
-                   total_steps: int = 1):
+def make_elbo_loss(
+    terms_fn: Callable[..., Terms], *, beta: float = 1.0, cfg: TrainConfig | None = None, total_steps: int = 1
+):
     """Returns loss(params, batch, key, step=0) -> (scalar, batch-mean metrics) for the beta-ELBO,
     with cfg's KL schedule and free bits when `cfg` is given (else a constant `beta`)."""
 
@@ -176,8 +180,9 @@ def make_iwae_loss(terms_fn: Callable[..., Terms]):
     return loss
 
 
-def make_hybrid_loss(model: VAE, terms_fn: Callable[..., Terms], *, num_classes: int, alpha: float,
-                     binarize: bool = False):
+def make_hybrid_loss(
+    model: VAE, terms_fn: Callable[..., Terms], *, num_classes: int, alpha: float, binarize: bool = False
+):
     """Sohn et al. (2015): alpha * (-ELBO_CVAE) + (1 - alpha) * (-log p(x | z, c)), z ~ p(z | c) (GSNN).
 
     The GSNN term trains the decoder on latents drawn from the (conditional) prior, as at test time."""
@@ -186,8 +191,7 @@ def make_hybrid_loss(model: VAE, terms_fn: Callable[..., Terms], *, num_classes:
         del step
         terms = terms_fn(params, batch, key)
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
-        z = model.apply(params, jax.random.fold_in(key, PRIOR_LATENT), x.shape[0], condition,
-                        method=model.prior_sample)
+        z = model.apply(params, jax.random.fold_in(key, PRIOR_LATENT), x.shape[0], condition, method=model.prior_sample)
         gsnn = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
         value = alpha * jnp.mean(terms["neg_elbo"]) + (1.0 - alpha) * jnp.mean(gsnn)
         return value, {**_scalars(terms), "gsnn_recon": jnp.mean(gsnn), "loss": value}
@@ -202,6 +206,5 @@ def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: 
         iwae = make_iwae_terms(model, num_classes=num_classes, num_samples=cfg.iwae_samples, binarize=binarize)
         return terms, make_iwae_loss(iwae)
     if cfg.objective == "hybrid":
-        return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha,
-                                       binarize=binarize)
+        return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha, binarize=binarize)
     return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)

@@ -82,8 +82,9 @@ class LearnedGaussian(Prior):
 
     def sample(self, key, num, condition=None, encoder=None):
         mean, log_var = self._params()
-        return D.sample_diag_gaussian(key, jnp.broadcast_to(mean, (num, self.latent_dim)),
-                                      jnp.broadcast_to(log_var, (num, self.latent_dim)))
+        return D.sample_diag_gaussian(
+            key, jnp.broadcast_to(mean, (num, self.latent_dim)), jnp.broadcast_to(log_var, (num, self.latent_dim))
+        )
 
     def kl(self, mean, log_var, condition=None, encoder=None):
         p_mean, p_log_var = self._params()
@@ -131,8 +132,9 @@ class VampPrior(Prior):
 
     def setup(self):
         # Pseudo-inputs live in logit space so that sigmoid(u) stays a valid [0, 1] image.
-        self.pseudo_inputs = self.param("pseudo_inputs", nn.initializers.normal(0.5),
-                                        (self.num_components, *self.data_shape))
+        self.pseudo_inputs = self.param(
+            "pseudo_inputs", nn.initializers.normal(0.5), (self.num_components, *self.data_shape)
+        )
 
     def _components(self, encoder, condition):
         if encoder is None:
@@ -171,8 +173,9 @@ class ConditionalGaussian(Prior):
 
     def sample(self, key, num, condition=None, encoder=None):
         mean, log_var = self._params(condition)
-        return D.sample_diag_gaussian(key, jnp.broadcast_to(mean, (num, self.latent_dim)),
-                                      jnp.broadcast_to(log_var, (num, self.latent_dim)))
+        return D.sample_diag_gaussian(
+            key, jnp.broadcast_to(mean, (num, self.latent_dim)), jnp.broadcast_to(log_var, (num, self.latent_dim))
+        )
 
     def kl(self, mean, log_var, condition=None, encoder=None):
         p_mean, p_log_var = self._params(condition)
@@ -186,8 +189,11 @@ class _Coupling(nn.Module):
     hidden: int = 64
 
     def setup(self):
-        self.net = [nn.Dense(self.hidden), nn.Dense(self.hidden),
-                    nn.Dense(2 * len(self.mask), kernel_init=nn.initializers.zeros)]
+        self.net = [
+            nn.Dense(self.hidden),
+            nn.Dense(self.hidden),
+            nn.Dense(2 * len(self.mask), kernel_init=nn.initializers.zeros),
+        ]
 
     def _shift_log_scale(self, z_masked):
         h = nn.relu(self.net[0](z_masked))
@@ -254,8 +260,10 @@ def names() -> list[str]:
 
 def make(name: str, cfg, data_shape, num_classes: int) -> Prior:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown prior {name!r}; registered priors: {names()}. A custom prior must be "
-                         "registered (cvae_jax.core.priors.register) in a module imported before training")
+        raise ValueError(
+            f"unknown prior {name!r}; registered priors: {names()}. A custom prior must be "
+            "registered (cvae_jax.core.priors.register) in a module imported before training"
+        )
     return _REGISTRY[name](cfg, tuple(data_shape), num_classes)
 
 
@@ -266,5 +274,16 @@ register("vamp")(lambda cfg, shape, k: VampPrior(cfg.latent_dim, data_shape=shap
 register("conditional")(lambda cfg, shape, k: ConditionalGaussian(cfg.latent_dim))
 register("flow")(lambda cfg, shape, k: RealNVPPrior(cfg.latent_dim, num_layers=cfg.flow_layers))
 
-__all__ = ["ConditionalGaussian", "LearnedGaussian", "MixtureOfGaussians", "Prior", "RealNVPPrior", "StandardNormal",
-           "VampPrior", "has_analytic_kl", "make", "names", "register"]
+__all__ = [
+    "ConditionalGaussian",
+    "LearnedGaussian",
+    "MixtureOfGaussians",
+    "Prior",
+    "RealNVPPrior",
+    "StandardNormal",
+    "VampPrior",
+    "has_analytic_kl",
+    "make",
+    "names",
+    "register",
+]

@@ -2,5 +2,4 @@
 
 `cvae_jax.data` itself exposes the image data API (`load`, `Dataset`, `Split`, ...)."""
 
-from cvae_jax.data.images import (Dataset, DataError, Split, as_split, embedded_path, load, load_idx,  # noqa: F401
-                                  load_npz, load_tfds)
+from cvae_jax.data.images import DataError, Dataset, Split, as_split, embedded_path, load, load_idx, load_npz, load_tfds  # noqa: F401

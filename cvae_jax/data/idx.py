@@ -51,7 +51,9 @@ def read_idx(path: Path) -> np.ndarray:
         raise IdxError(f"cannot read {path}: {e}") from None
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise IdxError(f"{path} holds {len(data)} data bytes, its header {shape} needs {expected}: truncated or corrupt")
+        raise IdxError(
+            f"{path} holds {len(data)} data bytes, its header {shape} needs {expected}: truncated or corrupt"
+        )
     return np.frombuffer(data, dtype).reshape(shape)
 
 
@@ -63,15 +65,19 @@ def find_split_files(folder: Path, split: str) -> tuple[Path, Path]:
             labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
             if images.is_file() and labels.is_file():
                 return images, labels
-    raise IdxError(f"no {split} IDX files in {folder}: expected {_SPLIT_PREFIXES[split][0]}-images-idx3-ubyte.gz "
-                   f"and {_SPLIT_PREFIXES[split][0]}-labels-idx1-ubyte.gz")
+    raise IdxError(
+        f"no {split} IDX files in {folder}: expected {_SPLIT_PREFIXES[split][0]}-images-idx3-ubyte.gz "
+        f"and {_SPLIT_PREFIXES[split][0]}-labels-idx1-ubyte.gz"
+    )
 
 
 class IdxImages(tfds.core.GeneratorBasedBuilder):
     """MNIST-format IDX image/label files from a local folder (`manual_dir`)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Place train-/t10k- images-idx3-ubyte.gz and labels-idx1-ubyte.gz files in manual_dir."
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Place train-/t10k- images-idx3-ubyte.gz and labels-idx1-ubyte.gz files in manual_dir."
+    )
 
     def __init__(self, *, manual_dir: Path, **kwargs):
         self._manual_dir = Path(manual_dir)
@@ -86,18 +92,23 @@ class IdxImages(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=self._image_shape, dtype=np.uint8),
-                "label": tfds.features.ClassLabel(num_classes=self._num_classes),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=self._image_shape, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=self._num_classes),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 
     # TFDS announces a preparation as "Downloading and preparing dataset ..." on stdout; nothing is
     # downloaded here, so say what happens instead, on stderr with the other progress messages.
     def _log_download_bytes(self) -> None:
-        print(f"preparing the IDX files of {self._manual_dir} as TFDS array_record files in {self.data_dir} "
-              "(once; later runs read those)", file=sys.stderr)
+        print(
+            f"preparing the IDX files of {self._manual_dir} as TFDS array_record files in {self.data_dir} "
+            "(once; later runs read those)",
+            file=sys.stderr,
+        )
 
     def _log_download_done(self) -> None:
         print(f"prepared {self.data_dir}", file=sys.stderr)
@@ -112,7 +123,9 @@ class IdxImages(tfds.core.GeneratorBasedBuilder):
         if images.ndim != 3 or images.shape[0] != labels.shape[0]:
             raise IdxError(f"{image_file} {images.shape} and {label_file} {labels.shape} do not match")
         if int(labels.max()) >= self._num_classes:
-            raise IdxError(f"{label_file} has label {int(labels.max())}; the train split has {self._num_classes} classes")
+            raise IdxError(
+                f"{label_file} has label {int(labels.max())}; the train split has {self._num_classes} classes"
+            )
         for i, (image, label) in enumerate(zip(images, labels)):
             yield i, {"image": image[..., None].astype(np.uint8), "label": int(label)}
 

@@ -61,8 +61,9 @@ def as_split(images, labels, where: str) -> Split:
     if images.ndim != 4:
         raise DataError(f"{where}: images must have shape [N, H, W] or [N, H, W, C], got {images.shape}")
     if labels.shape != (images.shape[0],):
-        raise DataError(f"{where}: labels must have shape [N] = [{images.shape[0]}] to match the images, "
-                        f"got {labels.shape}")
+        raise DataError(
+            f"{where}: labels must have shape [N] = [{images.shape[0]}] to match the images, got {labels.shape}"
+        )
     if images.shape[0] == 0:
         raise DataError(f"{where}: no examples")
     if np.issubdtype(images.dtype, np.integer):
@@ -74,18 +75,20 @@ def as_split(images, labels, where: str) -> Split:
         if not np.all(np.isfinite(images)):
             raise DataError(f"{where}: images contain NaN or Inf")
         if images.min() < 0.0 or images.max() > 1.0:
-            raise DataError(f"{where}: float images must lie in [0, 1], got {images.min():.3g}..{images.max():.3g}; "
-                            "divide by 255 or rescale")
+            raise DataError(
+                f"{where}: float images must lie in [0, 1], got {images.min():.3g}..{images.max():.3g}; "
+                "divide by 255 or rescale"
+            )
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise DataError(f"{where}: labels must be non-negative integers, got dtype {labels.dtype}, "
-                        f"min {labels.min()}")
+        raise DataError(f"{where}: labels must be non-negative integers, got dtype {labels.dtype}, min {labels.min()}")
     return Split(images=images, labels=labels.astype(np.int32))
 
 
 def _finish(train: Split, test: Split, name: str, num_classes: int | None = None) -> Dataset:
     if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError(f"{name}: train images {train.images.shape[1:]} and test images "
-                        f"{test.images.shape[1:]} differ in shape")
+        raise DataError(
+            f"{name}: train images {train.images.shape[1:]} and test images {test.images.shape[1:]} differ in shape"
+        )
     seen = int(max(train.labels.max(), test.labels.max())) + 1
     num_classes = num_classes or seen
     if seen > num_classes:
@@ -105,8 +108,10 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         raise DataError(f"cannot read {str(path)!r} as .npz ({type(e).__name__}: {e})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise DataError(f"{str(path)!r} lacks arrays {missing}; it has {sorted(arrays)}. "
-                        "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        raise DataError(
+            f"{str(path)!r} lacks arrays {missing}; it has {sorted(arrays)}. "
+            "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
     train = as_split(arrays["x_train"], arrays["y_train"], f"{path.name} train")
     test = as_split(arrays["x_test"], arrays["y_test"], f"{path.name} test")
     return _finish(train, test, path.stem)
@@ -148,8 +153,10 @@ def load_tfds(name: str, *, data_dir: str = "", train_split: str = "train", test
         train_src = tfds.data_source(name, split=train_split, download=False, **kwargs)
         test_src = tfds.data_source(name, split=test_split, download=False, **kwargs)
     except Exception as e:  # tfds raises several types for missing/unprepared data sets
-        raise DataError(f"cannot open TFDS data set {name!r} ({type(e).__name__}: {e}). This machine may be "
-                        "offline: prepare it first (tfds build), or use data.source=npz or idx") from None
+        raise DataError(
+            f"cannot open TFDS data set {name!r} ({type(e).__name__}: {e}). This machine may be "
+            "offline: prepare it first (tfds build), or use data.source=npz or idx"
+        ) from None
     train = _read_tfds_source(train_src, f"{name}[{train_split}]")
     test = _read_tfds_source(test_src, f"{name}[{test_split}]")
     return _finish(train, test, name, _num_classes(train_src))

@@ -20,7 +20,7 @@ def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise DataError(f"series file {str(path)!r} does not exist")
     try:
-        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
+        with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
             table = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read {str(path)!r} as timestamp,value,is_anomaly CSV: {e}") from e
@@ -45,8 +45,9 @@ def windows(values: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
     if values.ndim != 1:
         raise DataError(f"a series must be 1-D, got shape {values.shape}")
     if not 1 <= window <= len(values) or stride < 1:
-        raise DataError(f"window={window} and stride={stride} must satisfy 1 <= window <= length {len(values)}, "
-                        "stride >= 1")
+        raise DataError(
+            f"window={window} and stride={stride} must satisfy 1 <= window <= length {len(values)}, stride >= 1"
+        )
     view = np.lib.stride_tricks.sliding_window_view(values, window)[::stride]
     return np.ascontiguousarray(view)[:, :, None, None]
 
@@ -56,8 +57,10 @@ def point_scores(window_scores: np.ndarray, length: int, window: int, stride: in
     window_scores = np.asarray(window_scores, np.float64)
     expected = (length - window) // stride + 1
     if window_scores.shape != (expected,):
-        raise ValueError(f"expected {expected} window scores for length {length}, window {window}, stride {stride}; "
-                         f"got {window_scores.shape}")
+        raise ValueError(
+            f"expected {expected} window scores for length {length}, window {window}, stride {stride}; "
+            f"got {window_scores.shape}"
+        )
     total, count = np.zeros(length), np.zeros(length)
     starts = np.arange(expected) * stride
     for offset in range(window):

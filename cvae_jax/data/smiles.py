@@ -20,7 +20,9 @@ import numpy as np
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIAL = ("<pad>", "<bos>", "<eos>")
-_TOKEN = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
+_TOKEN = re.compile(
+    r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])"
+)
 
 
 def tokenize(smiles: str) -> list[str]:
@@ -33,8 +35,10 @@ def tokenize(smiles: str) -> list[str]:
                 covered += len(token)
             else:
                 break
-        raise ValueError(f"SMILES {smiles!r} has a character no token covers at position {covered} "
-                         f"({smiles[covered:covered + 5]!r}...)")
+        raise ValueError(
+            f"SMILES {smiles!r} has a character no token covers at position {covered} "
+            f"({smiles[covered : covered + 5]!r}...)"
+        )
     return tokens
 
 
@@ -77,12 +81,14 @@ def encode(smiles: Sequence[str], vocab: Vocab, length: int) -> np.ndarray:
     for row, s in enumerate(smiles):
         tokens = tokenize(s)
         if len(tokens) >= length:
-            raise ValueError(f"SMILES {s!r} has {len(tokens)} tokens; sequences of length {length} hold at most "
-                             f"{length - 1} (one place is the end token): raise the length or filter the data")
+            raise ValueError(
+                f"SMILES {s!r} has {len(tokens)} tokens; sequences of length {length} hold at most "
+                f"{length - 1} (one place is the end token): raise the length or filter the data"
+            )
         unknown = [t for t in tokens if t not in ids]
         if unknown:
             raise ValueError(f"SMILES {s!r} has tokens outside the vocabulary: {unknown}")
-        out[row, :len(tokens)] = [ids[t] for t in tokens]
+        out[row, : len(tokens)] = [ids[t] for t in tokens]
         out[row, len(tokens)] = EOS
     return out
 
@@ -123,8 +129,10 @@ def moses_csv(split: str = "train") -> Path:
         path = Path(folder) / "dataset" / "data" / f"{split}.csv.gz"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"MOSES's {split}.csv.gz was not found: install the molsets wheel with "
-                            "`pip install --no-deps molsets`, or give the CSV files' paths")
+    raise FileNotFoundError(
+        f"MOSES's {split}.csv.gz was not found: install the molsets wheel with "
+        "`pip install --no-deps molsets`, or give the CSV files' paths"
+    )
 
 
 def load_csv(path: str | Path, limit: int | None = None, column: str = "SMILES") -> list[str]:
@@ -132,8 +140,10 @@ def load_csv(path: str | Path, limit: int | None = None, column: str = "SMILES")
     `limit` rows when given."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no SMILES file at {path}: give a CSV (or .csv.gz) with a {column!r} column, "
-                                "e.g. MOSES's train.csv.gz (see cvae_jax.data.smiles.moses_csv)")
+        raise FileNotFoundError(
+            f"no SMILES file at {path}: give a CSV (or .csv.gz) with a {column!r} column, "
+            "e.g. MOSES's train.csv.gz (see cvae_jax.data.smiles.moses_csv)"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", newline="") as f:

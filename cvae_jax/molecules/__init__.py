@@ -7,5 +7,16 @@ library's one trainer as a `MoleculeTask`.
     smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 100), data.vocab)
 """
 
-from cvae_jax.molecules.task import (MoleculeConfig, MoleculeData, MoleculeTask, build_model, generate, load,  # noqa: F401
-                                     prepare, property_control, recipe, reconstruction, train)
+from cvae_jax.molecules.task import (  # noqa: F401
+    MoleculeConfig,
+    MoleculeData,
+    MoleculeTask,
+    build_model,
+    generate,
+    load,
+    prepare,
+    property_control,
+    recipe,
+    reconstruction,
+    train,
+)

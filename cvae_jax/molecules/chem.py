@@ -19,7 +19,7 @@ def _rdkit():
         from rdkit import Chem, RDLogger
         from rdkit.Chem import Descriptors
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("molecule properties and validity need RDKit: pip install -e \".[chem]\"") from e
+        raise ImportError('molecule properties and validity need RDKit: pip install -e ".[chem]"') from e
     RDLogger.DisableLog("rdApp.*")  # invalid samples are expected; do not print one line per failure
     return Chem, Descriptors
 
@@ -52,6 +52,9 @@ def sample_metrics(generated: Sequence[str], training: Iterable[str]) -> dict[st
     valid = [c for c in (canonical(s) for s in generated) if c is not None]
     unique = set(valid)
     known = {c for c in (canonical(s) for s in training) if c is not None}
-    return {"num_samples": len(generated), "validity": len(valid) / max(1, len(generated)),
-            "uniqueness": len(unique) / max(1, len(valid)),
-            "novelty": len(unique - known) / max(1, len(unique))}
+    return {
+        "num_samples": len(generated),
+        "validity": len(valid) / max(1, len(generated)),
+        "uniqueness": len(unique) / max(1, len(valid)),
+        "novelty": len(unique - known) / max(1, len(unique)),
+    }

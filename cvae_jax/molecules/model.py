@@ -19,13 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvae_jax.core import distributions as D
-from cvae_jax.core import objectives
-from cvae_jax.core import priors
-from cvae_jax.nn import recurrent
 from cvae_jax.config import ConfigError
+from cvae_jax.core import distributions as D
+from cvae_jax.core import objectives, priors
 from cvae_jax.core.models import VAE
 from cvae_jax.data.smiles import BOS, EOS, PAD
+from cvae_jax.nn import recurrent
 
 
 class SmilesEncoder(nn.Module):
@@ -68,8 +67,9 @@ class SmilesDecoder(nn.Module):
         table = self.input(self.embed.embedding)
         return table, self.context(context), jnp.tanh(self.initial(context))
 
-    def __call__(self, z: jax.Array, condition: jax.Array | None, tokens: jax.Array,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, z: jax.Array, condition: jax.Array | None, tokens: jax.Array, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
         """Teacher forcing: logits [B, L, vocab] of every position given the tokens before it. With a
         `dropout_key` and word_dropout > 0, that share of the previous tokens (never BOS) is replaced
         by PAD, so the decoder must take more from z: a cure for posterior collapse."""
@@ -113,16 +113,25 @@ class SmilesVAE(VAE):
 
     def encode(self, tokens: jax.Array, condition: jax.Array | None = None):
         if tokens.ndim != 2 or tokens.shape[1] != self.decoder.length or not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(f"tokens must be integers of shape [N, {self.decoder.length}] for this model, got "
-                             f"{tokens.dtype} {tuple(tokens.shape)} (see cvae_jax.data.smiles.encode)")
+            raise ValueError(
+                f"tokens must be integers of shape [N, {self.decoder.length}] for this model, got "
+                f"{tokens.dtype} {tuple(tokens.shape)} (see cvae_jax.data.smiles.encode)"
+            )
         self._check(condition, tokens.shape[0])
         return self.encoder(tokens, condition)
 
-    def decode(self, z: jax.Array, condition: jax.Array | None = None, tokens: jax.Array | None = None,
-               dropout_key: jax.Array | None = None):
+    def decode(
+        self,
+        z: jax.Array,
+        condition: jax.Array | None = None,
+        tokens: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ):
         if tokens is None:
-            raise ValueError("a sequence decoder scores tokens given the ones before them: pass tokens=, "
-                             "or use generate() to draw new sequences")
+            raise ValueError(
+                "a sequence decoder scores tokens given the ones before them: pass tokens=, "
+                "or use generate() to draw new sequences"
+            )
         self._check(condition, z.shape[0])
         return {"token_logits": self.decoder(z, condition, tokens, dropout_key)}
 
@@ -136,16 +145,29 @@ class SmilesVAE(VAE):
         return self.decode(mean, condition, tokens)
 
 
-def build(vocab_size: int, length: int, *, latent_dim: int = 32, condition_dim: int = 0, embed_dim: int = 64,
-          encoder_hidden: int = 256, decoder_hidden: int = 512, word_dropout: float = 0.0,
-          prior: priors.Prior | None = None) -> SmilesVAE:
+def build(
+    vocab_size: int,
+    length: int,
+    *,
+    latent_dim: int = 32,
+    condition_dim: int = 0,
+    embed_dim: int = 64,
+    encoder_hidden: int = 256,
+    decoder_hidden: int = 512,
+    word_dropout: float = 0.0,
+    prior: priors.Prior | None = None,
+) -> SmilesVAE:
     if prior is not None and prior.needs_encoder:
-        raise ConfigError(f"{type(prior).__name__} needs the encoder's image pseudo-inputs; a sequence model takes "
-                          "priors of z alone (standard normal, learned Gaussian, mixture, flow, or your own)")
-    return SmilesVAE(encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
-                     decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout),
-                     prior=prior if prior is not None else priors.StandardNormal(latent_dim),
-                     condition_dim=condition_dim)
+        raise ConfigError(
+            f"{type(prior).__name__} needs the encoder's image pseudo-inputs; a sequence model takes "
+            "priors of z alone (standard normal, learned Gaussian, mixture, flow, or your own)"
+        )
+    return SmilesVAE(
+        encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
+        decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout),
+        prior=prior if prior is not None else priors.StandardNormal(latent_dim),
+        condition_dim=condition_dim,
+    )
 
 
 def token_log_likelihood(tokens: jax.Array, logits: jax.Array) -> jax.Array:

@@ -23,10 +23,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax.molecules import chem
 from cvae_jax.apps import inference
-from cvae_jax.config import (CheckpointConfig, ConfigError, ParallelConfig, TrainConfig, validate_parallel,
-                             validate_train)
+from cvae_jax.config import (
+    CheckpointConfig,
+    ConfigError,
+    ParallelConfig,
+    TrainConfig,
+    validate_parallel,
+    validate_train,
+)
 from cvae_jax.core import objectives
 from cvae_jax.data import smiles
 from cvae_jax.molecules import chem
@@ -49,12 +54,16 @@ class MoleculeConfig:
     encoder_hidden: int = 128
     decoder_hidden: int = 256
     word_dropout: float = 0.0  # share of the decoder's previous tokens hidden during training
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=256, eval_batch_size=500, kl_schedule="linear", warmup_steps=2000))
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            epochs=10, batch_size=256, eval_batch_size=500, kl_schedule="linear", warmup_steps=2000
+        )
+    )
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # train.batch_size is global
     # A checkpoint after every epoch (the last two and the best by test -ELBO are kept).
-    checkpoint: CheckpointConfig = dataclasses.field(default_factory=lambda: CheckpointConfig(
-        every_epochs=1, keep=2, async_save=False))
+    checkpoint: CheckpointConfig = dataclasses.field(
+        default_factory=lambda: CheckpointConfig(every_epochs=1, keep=2, async_save=False)
+    )
     seed: int = 0
 
     def __post_init__(self):
@@ -78,19 +87,48 @@ class MoleculeConfig:
     def from_dict(cls, c: dict[str, Any]) -> MoleculeConfig:
         """The config of `to_dict()` output (a checkpoint's, possibly without the newer sections)."""
         sections = {"train": TrainConfig, "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
-        return cls(**{**c, "properties": tuple(c["properties"]),
-                      **{name: kind(**c[name]) for name, kind in sections.items() if name in c}})
+        return cls(
+            **{
+                **c,
+                "properties": tuple(c["properties"]),
+                **{name: kind(**c[name]) for name, kind in sections.items() if name in c},
+            }
+        )
 
 
-def recipe(train_path: str, test_path: str, *, num_train: int = 30_000, num_test: int = 2_000, epochs: int = 10,
-           free_bits: float = 0.1, word_dropout: float = 0.0, seed: int = 0, **fields) -> MoleculeConfig:
+def recipe(
+    train_path: str,
+    test_path: str,
+    *,
+    num_train: int = 30_000,
+    num_test: int = 2_000,
+    epochs: int = 10,
+    free_bits: float = 0.1,
+    word_dropout: float = 0.0,
+    seed: int = 0,
+    **fields,
+) -> MoleculeConfig:
     """The measured setting (experiments/README.md, "Conditional molecule generation"): batch 128, the
     KL weight warmed up linearly over the first two epochs, `free_bits` nats per latent dimension;
     `fields` sets any other MoleculeConfig field (properties, latent_dim, ...)."""
-    train = TrainConfig(epochs=epochs, batch_size=128, eval_batch_size=500, kl_schedule="linear",
-                        warmup_steps=2 * (num_train // 128), free_bits=free_bits)
-    return MoleculeConfig(train_path, test_path, num_train=num_train, num_test=num_test, seed=seed,
-                          word_dropout=word_dropout, train=train, **fields)
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=128,
+        eval_batch_size=500,
+        kl_schedule="linear",
+        warmup_steps=2 * (num_train // 128),
+        free_bits=free_bits,
+    )
+    return MoleculeConfig(
+        train_path,
+        test_path,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        word_dropout=word_dropout,
+        train=train,
+        **fields,
+    )
 
 
 @dataclasses.dataclass
@@ -122,8 +160,11 @@ def _split(smi: list[str], vocab: smiles.Vocab, length: int, names, mean=None, s
     smi, props = [s for s, k in zip(smi, keep) if k], props[keep]
     if mean is None:
         mean, std = props.mean(0), props.std(0) + 1e-8
-    arrays = {"tokens": smiles.encode(smi, vocab, length), "properties": props.astype(np.float32),
-              "condition": ((props - mean) / std).astype(np.float32)}
+    arrays = {
+        "tokens": smiles.encode(smi, vocab, length),
+        "properties": props.astype(np.float32),
+        "condition": ((props - mean) / std).astype(np.float32),
+    }
     return smi, arrays, mean, std
 
 
@@ -134,8 +175,9 @@ def prepare(cfg: MoleculeConfig) -> MoleculeData:
     train_smi = smiles.load_csv(cfg.train_path, cfg.num_train)
     test_smi = smiles.load_csv(cfg.test_path, cfg.num_test)
     if len(train_smi) < cfg.train.batch_size:
-        raise ConfigError(f"{cfg.train_path} has {len(train_smi)} molecules, fewer than one batch "
-                          f"({cfg.train.batch_size})")
+        raise ConfigError(
+            f"{cfg.train_path} has {len(train_smi)} molecules, fewer than one batch ({cfg.train.batch_size})"
+        )
     vocab = smiles.build_vocab(train_smi)
     length = 1 + max(len(smiles.tokenize(s)) for s in train_smi)
     ids = vocab.ids()
@@ -150,9 +192,17 @@ def prepare(cfg: MoleculeConfig) -> MoleculeData:
 
 
 def build_model(cfg: MoleculeConfig, data: MoleculeData, prior=None) -> sequence.SmilesVAE:
-    return sequence.build(data.vocab.size, data.length, latent_dim=cfg.latent_dim, condition_dim=len(data.names),
-                          embed_dim=cfg.embed_dim, encoder_hidden=cfg.encoder_hidden,
-                          decoder_hidden=cfg.decoder_hidden, word_dropout=cfg.word_dropout, prior=prior)
+    return sequence.build(
+        data.vocab.size,
+        data.length,
+        latent_dim=cfg.latent_dim,
+        condition_dim=len(data.names),
+        embed_dim=cfg.embed_dim,
+        encoder_hidden=cfg.encoder_hidden,
+        decoder_hidden=cfg.decoder_hidden,
+        word_dropout=cfg.word_dropout,
+        prior=prior,
+    )
 
 
 def _rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -161,9 +211,15 @@ def _rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _conditioning(cfg: MoleculeConfig, data: MoleculeData) -> dict:
     """What a saved model needs besides its weights: the config, vocabulary and condition units."""
-    return {"config": cfg.to_dict(), "vocab": list(data.vocab.tokens), "length": data.length,
-            "names": list(data.names), "mean": data.mean.tolist(), "std": data.std.tolist(),
-            "median": data.median.tolist()}
+    return {
+        "config": cfg.to_dict(),
+        "vocab": list(data.vocab.tokens),
+        "length": data.length,
+        "names": list(data.names),
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
+        "median": data.median.tolist(),
+    }
 
 
 class MoleculeTask(Task):
@@ -184,8 +240,9 @@ class MoleculeTask(Task):
         return batch["tokens"], (batch["condition"] if self.data.names else None)
 
     def fingerprint(self) -> str:
-        return fingerprint_arrays(*self.train_rows.values(), *self.test_rows.values(),
-                                  extra=json.dumps(list(self.data.vocab.tokens)))
+        return fingerprint_arrays(
+            *self.train_rows.values(), *self.test_rows.values(), extra=json.dumps(list(self.data.vocab.tokens))
+        )
 
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "molecules": _conditioning(self.config, self.data)}
@@ -197,8 +254,9 @@ class MoleculeTask(Task):
         return MoleculeConfig.from_dict(saved)
 
 
-def train(cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str | Path | None = None,
-          progress: bool = False):
+def train(
+    cfg: MoleculeConfig, data: MoleculeData, *, prior=None, workdir: str | Path | None = None, progress: bool = False
+):
     """Trains from the seed: (model, state, history), history being the metrics.jsonl entries (a
     "train" and a "test" line per epoch, epoch 0 = untrained; -ELBO, recon and KL in nats per molecule).
 
@@ -219,10 +277,20 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         if saved is None:
             raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
         cfg = MoleculeConfig.from_dict(saved["config"])
-        empty = {"tokens": np.zeros((2, saved["length"]), np.int32),
-                 "condition": np.zeros((2, len(saved["names"])), np.float32)}
-        data = MoleculeData(smiles.Vocab(tuple(saved["vocab"])), saved["length"], tuple(saved["names"]),
-                            *(np.asarray(saved[k]) for k in ("mean", "std", "median")), empty, empty, [], [])
+        empty = {
+            "tokens": np.zeros((2, saved["length"]), np.int32),
+            "condition": np.zeros((2, len(saved["names"])), np.float32),
+        }
+        data = MoleculeData(
+            smiles.Vocab(tuple(saved["vocab"])),
+            saved["length"],
+            tuple(saved["names"]),
+            *(np.asarray(saved[k]) for k in ("mean", "std", "median")),
+            empty,
+            empty,
+            [],
+            [],
+        )
         task = MoleculeTask(cfg, data, prior)
         parts = task.build(1)
         target = jax.eval_shape(lambda: task.init(parts))
@@ -237,8 +305,15 @@ def _generate_tokens(model, params, z, condition, key, temperature: float):
     return model.apply(params, z, condition, key, temperature, method=model.generate)
 
 
-def generate(model, params, key, condition: np.ndarray | None, vocab: smiles.Vocab, num: int | None = None,
-             temperature: float = 1.0) -> list[str]:
+def generate(
+    model,
+    params,
+    key,
+    condition: np.ndarray | None,
+    vocab: smiles.Vocab,
+    num: int | None = None,
+    temperature: float = 1.0,
+) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
@@ -260,23 +335,42 @@ def reconstruction(model, params, arrays: dict[str, np.ndarray], vocab: smiles.V
     tokens = arrays["tokens"]
     scored = tokens != smiles.PAD
     exact = [a == b for a, b in zip(smiles.decode(out, vocab), smiles.decode(tokens, vocab))]
-    return {"exact": float(np.mean(exact)),
-            "token_accuracy": float(np.sum((out == tokens) & scored) / np.sum(scored))}
+    return {"exact": float(np.mean(exact)), "token_accuracy": float(np.sum((out == tokens) & scored) / np.sum(scored))}
 
 
-def property_control(model, params, data: MoleculeData, key, name: str, targets: Sequence[float],
-                     num: int = 500, temperature: float = 1.0) -> list[dict]:
+def property_control(
+    model,
+    params,
+    data: MoleculeData,
+    key,
+    name: str,
+    targets: Sequence[float],
+    num: int = 500,
+    temperature: float = 1.0,
+) -> list[dict]:
     """For each target value of property `name` (others at the training median): `num` molecules
     drawn under that condition, their validity, and the property measured by RDKit on the valid ones."""
     col = data.names.index(name)
     rows = []
     for i, target in enumerate(targets):
-        smi = generate(model, params, jax.random.fold_in(key, i), data.condition_for({name: target}, num), data.vocab,
-                       temperature=temperature)
+        smi = generate(
+            model,
+            params,
+            jax.random.fold_in(key, i),
+            data.condition_for({name: target}, num),
+            data.vocab,
+            temperature=temperature,
+        )
         values = chem.properties(smi, data.names)[:, col]
         valid = values[~np.isnan(values)]
-        rows.append({"property": name, "target": float(target), "validity": float(len(valid) / num),
-                     "mean": float(np.mean(valid)) if len(valid) else float("nan"),
-                     "std": float(np.std(valid)) if len(valid) else float("nan"),
-                     "mae": float(np.mean(np.abs(valid - target))) if len(valid) else float("nan")})
+        rows.append(
+            {
+                "property": name,
+                "target": float(target),
+                "validity": float(len(valid) / num),
+                "mean": float(np.mean(valid)) if len(valid) else float("nan"),
+                "std": float(np.std(valid)) if len(valid) else float("nan"),
+                "mae": float(np.mean(np.abs(valid - target))) if len(valid) else float("nan"),
+            }
+        )
     return rows

@@ -19,7 +19,7 @@ KERNELS = ("auto", "flax", "tuned")
 
 
 def resolve(kernels: str) -> str:
-    """"flax" or "tuned" for a `model.kernels` value ("auto": tuned on CPU only)."""
+    """ "flax" or "tuned" for a `model.kernels` value ("auto": tuned on CPU only)."""
     if kernels not in KERNELS:
         raise ValueError(f"model.kernels must be one of {KERNELS}, got {kernels!r}")
     if kernels == "auto":
@@ -37,14 +37,17 @@ def conv(features: int, kernel_size: int, stride: int, *, kernels: str, dtype, n
     """A "SAME" 2-D convolution with a square kernel and equal strides (NHWC)."""
     if resolve(kernels) == "tuned":
         return tuned.Conv(features, kernel_size, stride, dtype=dtype, name=name)
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", dtype=dtype,
-                   name=name)
+    return nn.Conv(
+        features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", dtype=dtype, name=name
+    )
 
 
-def conv_transpose(features: int, kernel_size: int, stride: int, *, kernels: str, dtype,
-                   name: str | None = None) -> nn.Module:
+def conv_transpose(
+    features: int, kernel_size: int, stride: int, *, kernels: str, dtype, name: str | None = None
+) -> nn.Module:
     """A "SAME" 2-D transposed convolution with a square kernel and equal strides (NHWC)."""
     if resolve(kernels) == "tuned":
         return tuned.ConvTranspose(features, kernel_size, stride, dtype=dtype, name=name)
-    return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME",
-                            dtype=dtype, name=name)
+    return nn.ConvTranspose(
+        features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", dtype=dtype, name=name
+    )

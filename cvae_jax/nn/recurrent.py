@@ -20,13 +20,14 @@ def update(gates_x: jax.Array, h: jax.Array, w_h: jax.Array, b_hn: jax.Array) ->
     hidden = h.shape[-1]
     gates_h = h @ w_h
     r = jax.nn.sigmoid(gates_x[:, :hidden] + gates_h[:, :hidden])
-    u = jax.nn.sigmoid(gates_x[:, hidden:2 * hidden] + gates_h[:, hidden:2 * hidden])
-    n = jnp.tanh(gates_x[:, 2 * hidden:] + r * (gates_h[:, 2 * hidden:] + b_hn))
+    u = jax.nn.sigmoid(gates_x[:, hidden : 2 * hidden] + gates_h[:, hidden : 2 * hidden])
+    n = jnp.tanh(gates_x[:, 2 * hidden :] + r * (gates_h[:, 2 * hidden :] + b_hn))
     return (1.0 - u) * n + u * h
 
 
-def run(gates_x: jax.Array, h0: jax.Array, w_h: jax.Array, b_hn: jax.Array,
-        lengths: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def run(
+    gates_x: jax.Array, h0: jax.Array, w_h: jax.Array, b_hn: jax.Array, lengths: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """The recurrence over gates_x [B, L, 3H] from h0 [B, H]: (states [B, L, H], final state [B, H]).
 
     With `lengths` [B], row b's state stops changing after its first lengths[b] steps, so the final

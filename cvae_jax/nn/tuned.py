@@ -94,8 +94,9 @@ def _split_product(x, kernel):
     blocks = split_blocks(kernel.shape[0])
     xs = x.reshape(x.shape[0], blocks, -1)
     # float32 partial products, so that a bfloat16 layer sums its blocks no coarser than one product
-    partial = jnp.einsum("bsk,sko->sbo", xs, kernel.reshape(blocks, -1, kernel.shape[1]),
-                         preferred_element_type=jnp.float32)
+    partial = jnp.einsum(
+        "bsk,sko->sbo", xs, kernel.reshape(blocks, -1, kernel.shape[1]), preferred_element_type=jnp.float32
+    )
     return partial.sum(0).astype(x.dtype)
 
 
@@ -158,9 +159,15 @@ def _tap_rows(padded: jax.Array, starts, size: tuple[int, int], stride: int) -> 
     """Rows [N, len(starts)*C] of a padded [B, H, W, C] array: for each (row, col) start, the
     size[0] x size[1] grid of pixels from there in steps of `stride`, taps concatenated tap-major."""
     batch, _, _, channels = padded.shape
-    taps = [jax.lax.slice(padded, (0, r, c, 0), (batch, r + stride * (size[0] - 1) + 1,
-                                                 c + stride * (size[1] - 1) + 1, channels), (1, stride, stride, 1))
-            for r, c in starts]
+    taps = [
+        jax.lax.slice(
+            padded,
+            (0, r, c, 0),
+            (batch, r + stride * (size[0] - 1) + 1, c + stride * (size[1] - 1) + 1, channels),
+            (1, stride, stride, 1),
+        )
+        for r, c in starts
+    ]
     return jnp.concatenate(taps, axis=-1).reshape(-1, len(starts) * channels)
 
 
@@ -178,9 +185,13 @@ def _conv_bwd(stride, residuals, grad):
     # phase r, offset q. XLA:CPU's own input gradient (a transposed convolution) is slow in a scan.
     taps = (grad.reshape(-1, c_out) @ kernel.reshape(-1, c_out).T).reshape(*grad.shape[:3], kh, kw, c_in)
     (low_h, _), (low_w, _) = pads
-    d_x = _phase_sum(taps, [divmod(a - low_h, stride)[::-1] for a in range(kh)],
-                     [divmod(b - low_w, stride)[::-1] for b in range(kw)], stride)
-    return d_x[:, :x.shape[1], :x.shape[2]].astype(x.dtype), d_kernel
+    d_x = _phase_sum(
+        taps,
+        [divmod(a - low_h, stride)[::-1] for a in range(kh)],
+        [divmod(b - low_w, stride)[::-1] for b in range(kw)],
+        stride,
+    )
+    return d_x[:, : x.shape[1], : x.shape[2]].astype(x.dtype), d_kernel
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
@@ -210,8 +221,11 @@ def conv_output_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     taps = wide_matmul(x.reshape(-1, c_in), _taps_matrix(kernel)).reshape(batch, height, width, kh, kw, c_out)
     (low_h, _), (low_w, _) = jax.lax.padtype_to_pads((height, width), (kh, kw), (1, 1), "SAME")
     # y[i, j] = sum_{a, b} xpad[i + a, j + b] k[a, b] = sum_{a, b} t[i + a - low_h, j + b - low_w, a, b].
-    return sum(_shift(_shift(taps[:, :, :, a, b], low_h - a, 1, height), low_w - b, 2, width)
-               for a in range(kh) for b in range(kw))
+    return sum(
+        _shift(_shift(taps[:, :, :, a, b], low_h - a, 1, height), low_w - b, 2, width)
+        for a in range(kh)
+        for b in range(kw)
+    )
 
 
 class Conv(nn.Module):
@@ -231,7 +245,7 @@ class Conv(nn.Module):
         x, kernel, bias = _cast_params(self, x, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
         # The tap maps are no larger than the input only when k*k*c_out <= c_in (and the patches then
         # larger than the output gradient): there `conv_output_taps`, elsewhere the patch-matmul `conv`.
-        taps = self.kernel_size ** 2
+        taps = self.kernel_size**2
         small_patches = taps * x.shape[-1] <= self.features
         if not small_patches and self.stride == 1 and taps * self.features <= x.shape[-1]:
             y = conv_output_taps(x, kernel)
@@ -264,8 +278,12 @@ def _conv_transpose_taps(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Ar
     taps = (x.reshape(-1, c_in) @ _taps_matrix(kernel)).reshape(*x.shape[:3], kh, kw, c_out)
     # Tap a adds x[i] k[a] at output row p = low + s*i - a = s*(i + d) + r: phase r, offset d.
     (low_h, _), (low_w, _) = _transpose_padding(kh, stride), _transpose_padding(kw, stride)
-    return _phase_sum(taps, [divmod(low_h - a, stride)[::-1] for a in range(kh)],
-                      [divmod(low_w - b, stride)[::-1] for b in range(kw)], stride)
+    return _phase_sum(
+        taps,
+        [divmod(low_h - a, stride)[::-1] for a in range(kh)],
+        [divmod(low_w - b, stride)[::-1] for b in range(kw)],
+        stride,
+    )
 
 
 def _phase_sum(taps: jax.Array, rows, cols, stride: int) -> jax.Array:
@@ -273,10 +291,22 @@ def _phase_sum(taps: jax.Array, rows, cols, stride: int) -> jax.Array:
     with rows[a] = (r, d) and cols[b] = (c, e) of taps[m - d, n - e, a, b] (zero outside [0, H) x [0, W)):
     each of the s*s output phases sums its taps' maps, shifted into place; the phases are interleaved."""
     batch, height, width, kh, kw, channels = taps.shape
-    phases = [[sum((_shift(_shift(taps[:, :, :, a, b], rows[a][1], 1, height), cols[b][1], 2, width)
-                    for a in range(kh) if rows[a][0] == r for b in range(kw) if cols[b][0] == c),
-                   jnp.zeros((batch, height, width, channels), taps.dtype))
-               for c in range(stride)] for r in range(stride)]
+    phases = [
+        [
+            sum(
+                (
+                    _shift(_shift(taps[:, :, :, a, b], rows[a][1], 1, height), cols[b][1], 2, width)
+                    for a in range(kh)
+                    if rows[a][0] == r
+                    for b in range(kw)
+                    if cols[b][0] == c
+                ),
+                jnp.zeros((batch, height, width, channels), taps.dtype),
+            )
+            for c in range(stride)
+        ]
+        for r in range(stride)
+    ]
     y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, H, s, W, s, C]
     return y.reshape(batch, height * stride, width * stride, channels)
 

@@ -77,13 +77,21 @@ class Checkpoints:
         keep: list[Any] = [policies.LatestN(n=cfg.keep)]
         if cfg.best_metric:
             metric = cfg.best_metric
-            keep.append(policies.BestN(get_metric_fn=lambda m: m[metric], reverse=True, n=1,
-                                       keep_checkpoints_without_metrics=False))
+            keep.append(
+                policies.BestN(
+                    get_metric_fn=lambda m: m[metric], reverse=True, n=1, keep_checkpoints_without_metrics=False
+                )
+            )
         options = ocp.CheckpointManagerOptions(
-            create=not read_only, enable_async_checkpointing=cfg.async_save and not read_only,
-            preservation_policy=policies.AnyPreservationPolicy(keep), cleanup_tmp_directories=not read_only)
+            create=not read_only,
+            enable_async_checkpointing=cfg.async_save and not read_only,
+            preservation_policy=policies.AnyPreservationPolicy(keep),
+            cleanup_tmp_directories=not read_only,
+        )
         if read_only and not _directory(workdir).is_dir():
-            raise CheckpointError(f"no checkpoint in {str(workdir)!r}: train there first (cvae-jax train --workdir ...)")
+            raise CheckpointError(
+                f"no checkpoint in {str(workdir)!r}: train there first (cvae-jax train --workdir ...)"
+            )
         self._manager = ocp.CheckpointManager(_directory(workdir), options=options)
 
     def __enter__(self) -> Checkpoints:
@@ -109,16 +117,23 @@ class Checkpoints:
             raise CheckpointError(f"checkpoints of {str(self.workdir)!r} were opened read-only")
         tree = {"state": _state_dict(state), "key": key_data}
         host = _host(tree)
-        bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(host)
-               if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(x))]
+        bad = [
+            jax.tree_util.keystr(p)
+            for p, x in jax.tree_util.tree_leaves_with_path(host)
+            if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(x))
+        ]
         if bad:
-            raise CheckpointError(f"refusing to save a non-finite state (NaN/Inf in {bad[:3]}); "
-                                  "the previous checkpoint is kept")
+            raise CheckpointError(
+                f"refusing to save a non-finite state (NaN/Inf in {bad[:3]}); the previous checkpoint is kept"
+            )
         step = int(host["state"]["step"])
         meta = {**meta, "step": step, "checksum": checksum(host), "metrics": metrics}
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                        meta=ocp.args.JsonSave(meta)),
-                           metrics=metrics, force=True)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics,
+            force=True,
+        )
         return step
 
     # -- reading ------------------------------------------------------------------------------------
@@ -142,8 +157,9 @@ class Checkpoints:
         """A step number from "latest", "best" or a step."""
         steps = self.steps()
         if not steps:
-            raise CheckpointError(f"no checkpoint in {str(self.workdir)!r}: train there first "
-                                  "(cvae-jax train --workdir ...)")
+            raise CheckpointError(
+                f"no checkpoint in {str(self.workdir)!r}: train there first (cvae-jax train --workdir ...)"
+            )
         if which == "latest":
             return steps[-1]
         if which == "best":
@@ -151,8 +167,9 @@ class Checkpoints:
         try:
             step = int(which)
         except (TypeError, ValueError):
-            raise CheckpointError(f"checkpoint must be 'latest', 'best' or a step number (kept: {steps}), "
-                                  f"got {which!r}") from None
+            raise CheckpointError(
+                f"checkpoint must be 'latest', 'best' or a step number (kept: {steps}), got {which!r}"
+            ) from None
         if step not in steps:
             raise CheckpointError(f"no checkpoint at step {step} in {str(self.workdir)!r}; kept steps: {steps}")
         return step
@@ -161,31 +178,40 @@ class Checkpoints:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:  # orbax raises many types for unreadable files
-            raise CheckpointError(f"cannot read checkpoint {step} in {str(_directory(self.workdir))!r} "
-                                  f"({type(e).__name__}: {e}); it is damaged — delete that step's folder to "
-                                  "fall back to an earlier checkpoint") from None
+            raise CheckpointError(
+                f"cannot read checkpoint {step} in {str(_directory(self.workdir))!r} "
+                f"({type(e).__name__}: {e}); it is damaged — delete that step's folder to "
+                "fall back to an earlier checkpoint"
+            ) from None
 
     def restore(self, step: int, target_state, target_key) -> tuple[Any, Any, dict[str, Any]]:
         """(state, key data, meta) saved at `step`, in the structure, shapes, dtypes and shardings of
         the targets (concrete or abstract). Raises CheckpointError if it does not fit or is damaged."""
         meta = self.read_meta(step)
         if "checksum" not in meta or "position" not in meta:
-            raise CheckpointError(f"checkpoint {step} in {str(_directory(self.workdir))!r} was written by an older "
-                                  "cvae_jax (no PRNG key, data position or checksum in it): it cannot be resumed or "
-                                  "loaded by this version; train the run again in a new --workdir")
+            raise CheckpointError(
+                f"checkpoint {step} in {str(_directory(self.workdir))!r} was written by an older "
+                "cvae_jax (no PRNG key, data position or checksum in it): it cannot be resumed or "
+                "loaded by this version; train the run again in a new --workdir"
+            )
         target = {"state": _state_dict(target_state), "key": target_key}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            tree = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract)))["state"]
+            tree = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+                "state"
+            ]
         except Exception as e:
-            raise CheckpointError(f"checkpoint {step} in {str(_directory(self.workdir))!r} cannot be restored into "
-                                  f"this model ({type(e).__name__}: {str(e)[:500]}); it is damaged or from another "
-                                  "architecture") from None
+            raise CheckpointError(
+                f"checkpoint {step} in {str(_directory(self.workdir))!r} cannot be restored into "
+                f"this model ({type(e).__name__}: {str(e)[:500]}); it is damaged or from another "
+                "architecture"
+            ) from None
         if checksum(tree) != meta.get("checksum"):
-            raise CheckpointError(f"checkpoint {step} in {str(_directory(self.workdir))!r} is damaged: its arrays do "
-                                  "not match the checksum written with them; delete that step's folder to fall back "
-                                  "to an earlier checkpoint")
+            raise CheckpointError(
+                f"checkpoint {step} in {str(_directory(self.workdir))!r} is damaged: its arrays do "
+                "not match the checksum written with them; delete that step's folder to fall back "
+                "to an earlier checkpoint"
+            )
         state = _from_state_dict(target_state, tree["state"])
         return state, tree["key"], meta
 

@@ -28,8 +28,9 @@ from cvae_jax.training.trainer import fit
 def build(config: Config, image_shape, num_classes: int, *, total_steps: int = 1, prior=None) -> Parts:
     """The model, objective and optimizer of `config` (`prior`: a Prior module overriding model.prior)."""
     model = build_model(config.model, image_shape, num_classes, prior=prior)
-    terms, loss = objectives.make_objective(model, config.train, num_classes=num_classes,
-                                            binarize=config.data.binarize, total_steps=total_steps)
+    terms, loss = objectives.make_objective(
+        model, config.train, num_classes=num_classes, binarize=config.data.binarize, total_steps=total_steps
+    )
     return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(config.train))
 
 
@@ -44,11 +45,15 @@ def check_dataset(dataset: data_lib.Dataset) -> None:
     for name, split in (("train", dataset.train), ("test", dataset.test)):
         labels = np.asarray(split.labels)
         if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
-            raise data_lib.DataError(f"{dataset.name} {name} labels must lie in 0..{dataset.num_classes - 1} "
-                                     f"(num_classes={dataset.num_classes}), got {labels.min()}..{labels.max()}")
+            raise data_lib.DataError(
+                f"{dataset.name} {name} labels must lie in 0..{dataset.num_classes - 1} "
+                f"(num_classes={dataset.num_classes}), got {labels.min()}..{labels.max()}"
+            )
         if split.images.shape[1:] != dataset.image_shape:
-            raise data_lib.DataError(f"{dataset.name} {name} images have shape {split.images.shape[1:]}, "
-                                     f"expected {dataset.image_shape} like the training images")
+            raise data_lib.DataError(
+                f"{dataset.name} {name} images have shape {split.images.shape[1:]}, "
+                f"expected {dataset.image_shape} like the training images"
+            )
 
 
 class ImageTask(Task):
@@ -64,21 +69,26 @@ class ImageTask(Task):
         self.test_rows = {"image": dataset.test.images, "label": dataset.test.labels}
 
     def build(self, total_steps: int) -> Parts:
-        return build(self.config, self.dataset.image_shape, self.dataset.num_classes, total_steps=total_steps,
-                     prior=self.prior)
+        return build(
+            self.config, self.dataset.image_shape, self.dataset.num_classes, total_steps=total_steps, prior=self.prior
+        )
 
     def init(self, parts: Parts) -> TrainState:
         return init_for(parts, self.config, self.dataset.image_shape, self.dataset.num_classes)
 
     def fingerprint(self) -> str:
         d = self.dataset
-        return fingerprint_arrays(d.train.images, d.train.labels, d.test.images, d.test.labels,
-                                  extra=str(d.num_classes))
+        return fingerprint_arrays(
+            d.train.images, d.train.labels, d.test.images, d.test.labels, extra=str(d.num_classes)
+        )
 
     def meta(self) -> dict[str, Any]:
         # No "task" entry: image checkpoints keep the format they had before tasks existed.
-        return {"image_shape": list(self.dataset.image_shape), "num_classes": self.dataset.num_classes,
-                "data_name": self.dataset.name}
+        return {
+            "image_shape": list(self.dataset.image_shape),
+            "num_classes": self.dataset.num_classes,
+            "data_name": self.dataset.name,
+        }
 
     def data_description(self) -> str:
         return f"data.source={self.config.data.source!r}, data.path={self.config.data.path!r}"
@@ -103,8 +113,14 @@ class Run:
     dataset: data_lib.Dataset
 
 
-def train_and_evaluate(config: Config, workdir: str | Path | None = None, *, dataset: data_lib.Dataset | None = None,
-                       progress: bool = True, prior=None) -> Run:
+def train_and_evaluate(
+    config: Config,
+    workdir: str | Path | None = None,
+    *,
+    dataset: data_lib.Dataset | None = None,
+    progress: bool = True,
+    prior=None,
+) -> Run:
     """Trains `config` on all its devices, evaluating the test ELBO each epoch; with a `workdir`,
     writes metrics, pictures and Orbax checkpoints there, and resumes the run it already holds
     (bit-identical to one that never stopped, for the same device count). SIGTERM/SIGINT save a
@@ -136,8 +152,10 @@ def load_run(workdir: str | Path, which: str | int = "latest") -> Loaded:
         step = ckpts.resolve(which)
         meta = ckpts.read_meta(step)
         if "image_shape" not in meta:
-            raise checkpoint.CheckpointError(f"{str(workdir)!r} holds a {meta.get('task', 'non-image')} run, not an "
-                                             "image run (for molecules: cvae-jax sample-molecules)")
+            raise checkpoint.CheckpointError(
+                f"{str(workdir)!r} holds a {meta.get('task', 'non-image')} run, not an "
+                "image run (for molecules: cvae-jax sample-molecules)"
+            )
         config = from_dict(meta["config"])
         image_shape, num_classes = tuple(meta["image_shape"]), int(meta["num_classes"])
         parts = build(config, image_shape, num_classes)

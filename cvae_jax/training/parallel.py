@@ -138,11 +138,15 @@ def make_layout(cfg: ParallelConfig) -> Layout:
     local = jax.local_device_count()
     want = 1 if cfg.mode == "single" else (cfg.num_devices or local)
     if want > local:
-        raise ConfigError(f"parallel.num_devices={want} but this process sees only {local} {jax.default_backend()} "
-                          f"device(s) ({jax.local_devices()}); use --devices {local} or fewer")
+        raise ConfigError(
+            f"parallel.num_devices={want} but this process sees only {local} {jax.default_backend()} "
+            f"device(s) ({jax.local_devices()}); use --devices {local} or fewer"
+        )
     if jax.process_count() > 1 and want != local:
-        raise ConfigError(f"with {jax.process_count()} processes every process must use all its {local} devices; "
-                          f"drop parallel.num_devices (got {want}) or set parallel.mode=sharded")
+        raise ConfigError(
+            f"with {jax.process_count()} processes every process must use all its {local} devices; "
+            f"drop parallel.num_devices (got {want}) or set parallel.mode=sharded"
+        )
     by_process: dict[int, list] = {}
     for d in jax.devices():
         by_process.setdefault(d.process_index, []).append(d)
@@ -156,9 +160,11 @@ def global_batch_size(batch_size: int, cfg: ParallelConfig, num_shards: int) -> 
         return cfg.per_device_batch_size * num_shards
     if batch_size % num_shards:
         lower = batch_size - batch_size % num_shards
-        raise ConfigError(f"train.batch_size={batch_size} does not divide by the {num_shards} devices; use a multiple "
-                          f"of {num_shards} (e.g. {lower or num_shards} or {lower + num_shards}), set "
-                          f"--per-device-batch-size, or choose the device count with --devices")
+        raise ConfigError(
+            f"train.batch_size={batch_size} does not divide by the {num_shards} devices; use a multiple "
+            f"of {num_shards} (e.g. {lower or num_shards} or {lower + num_shards}), set "
+            f"--per-device-batch-size, or choose the device count with --devices"
+        )
     return batch_size
 
 
@@ -171,5 +177,5 @@ def shard_rows(arrays: dict[str, np.ndarray], num_shards: int, shards: list[int]
     n = len(next(iter(arrays.values())))
     per = n // num_shards
     order = np.random.default_rng(seed).permutation(n)
-    picks = np.stack([order[s * per:(s + 1) * per] for s in shards])
+    picks = np.stack([order[s * per : (s + 1) * per] for s in shards])
     return {name: np.asarray(value)[picks] for name, value in arrays.items()}

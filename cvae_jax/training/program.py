@@ -43,9 +43,16 @@ class Program:
         return out
 
 
-def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np.ndarray], global_batch: int,
-                 steps_per_call: Callable[[int], int], microbatches: int = 1,
-                 unroll_microbatches: bool = False) -> Program:
+def make_program(
+    layout: Layout,
+    loss_fn: Callable,
+    tx,
+    local_rows: dict[str, np.ndarray],
+    global_batch: int,
+    steps_per_call: Callable[[int], int],
+    microbatches: int = 1,
+    unroll_microbatches: bool = False,
+) -> Program:
     """Compiles the training calls of a run.
 
     local_rows: this process's data shards [len(layout.local_shards), n, ...] (parallel.shard_rows), by
@@ -70,26 +77,32 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         return call
 
     if layout.mode == "pmap":
-        step = make_train_step(loss_fn, tx, axis_name=AXIS, microbatches=microbatches,
-                               unroll_microbatches=unroll_microbatches)
+        step = make_train_step(
+            loss_fn, tx, axis_name=AXIS, microbatches=microbatches, unroll_microbatches=unroll_microbatches
+        )
         shard_ids = layout.put_sharded(np.asarray(layout.local_shards, np.int32))
 
         def compile_call(size):
             return jax.pmap(keyed(size), axis_name=AXIS, in_axes=(0, 0, 0, None, None), donate_argnums=0)
 
-        perm_one = jax.pmap(lambda key_data, epoch, shard: epoch_permutation(
-            jax.random.wrap_key_data(key_data), epoch, n, shard), axis_name=AXIS, in_axes=(None, None, 0))
+        perm_one = jax.pmap(
+            lambda key_data, epoch, shard: epoch_permutation(jax.random.wrap_key_data(key_data), epoch, n, shard),
+            axis_name=AXIS,
+            in_axes=(None, None, 0),
+        )
 
         def permute(key_data, epoch):
             return perm_one(key_data, epoch, shard_ids)
     else:
-        step = make_train_step(loss_fn, tx, num_shards=num_shards, microbatches=microbatches,
-                               unroll_microbatches=unroll_microbatches)
+        step = make_train_step(
+            loss_fn, tx, num_shards=num_shards, microbatches=microbatches, unroll_microbatches=unroll_microbatches
+        )
         rep, sh = layout.replicated(), layout.sharded()
 
         def compile_call(size):
-            return jax.jit(keyed(size), in_shardings=(rep, sh, sh, rep, rep), out_shardings=(rep, rep),
-                           donate_argnums=0)
+            return jax.jit(
+                keyed(size), in_shardings=(rep, sh, sh, rep, rep), out_shardings=(rep, rep), donate_argnums=0
+            )
 
         def perms(key_data, epoch):
             key = jax.random.wrap_key_data(key_data)
@@ -98,5 +111,13 @@ def make_program(layout: Layout, loss_fn: Callable, tx, local_rows: dict[str, np
         permute = jax.jit(perms, in_shardings=(rep, rep), out_shardings=sh)
 
     calls = {size: compile_call(size) for size in {k, steps_per_epoch % k} if size}
-    return Program(layout=layout, batch_per_shard=batch, examples_per_shard=n, steps_per_epoch=steps_per_epoch,
-                   steps_per_call=k, data=data, calls=calls, permute=permute)
+    return Program(
+        layout=layout,
+        batch_per_shard=batch,
+        examples_per_shard=n,
+        steps_per_epoch=steps_per_epoch,
+        steps_per_call=k,
+        data=data,
+        calls=calls,
+        permute=permute,
+    )

@@ -1,7 +1,8 @@
 """What makes a stopped run resumable, and stopping it cleanly.
 
 * `check_resumable(meta, task, run_meta, where)`: names every difference between a checkpoint and
-  the task asking to resume it that forbids resuming (`kl_cycle_change`: a cyclical KL schedule that would stretch mid-run);
+  the task asking to resume it that forbids resuming (`kl_cycle_change`: a cyclical KL schedule
+  that would stretch mid-run);
 * `StopSignals`: SIGTERM/SIGINT set a flag that the epoch loop checks between compiled calls, so the
   run saves a checkpoint and stops with `Interrupted` instead of dying mid-step;
 * `read_history` / `write_history`: metrics.jsonl, cut back to the checkpoint being resumed.
@@ -43,8 +44,11 @@ def differences(saved: dict[str, Any], wanted: dict[str, Any], resumable: tuple[
     """'field: saved -> wanted' for every field of two nested settings dicts that differs and whose
     name does not start with one of `resumable` (a long value is only named, not printed)."""
     a, b = flatten(saved), flatten(wanted)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" if len(repr(a.get(k))) < 80 else f"{k} differs"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(resumable)]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}" if len(repr(a.get(k))) < 80 else f"{k} differs"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and not k.startswith(resumable)
+    ]
 
 
 def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str | None:
@@ -56,10 +60,12 @@ def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str |
     before, after = kl_period(saved, saved_total), kl_period(wanted, wanted_total)
     if before is None or after is None or before == after:
         return None
-    return (f"its KL cycles are {before:g} steps long ({saved.num_cycles} cycles over {saved.epochs} epochs) and "
-            f"would be {after:g} steps from here on. To train on with its cycles as they are, set "
-            f"train.cycle_steps={before!r} (--set train.cycle_steps={before!r}); to spread train.num_cycles over "
-            "the new length, start a new workdir")
+    return (
+        f"its KL cycles are {before:g} steps long ({saved.num_cycles} cycles over {saved.epochs} epochs) and "
+        f"would be {after:g} steps from here on. To train on with its cycles as they are, set "
+        f"train.cycle_steps={before!r} (--set train.cycle_steps={before!r}); to spread train.num_cycles over "
+        "the new length, start a new workdir"
+    )
 
 
 def check_resumable(meta: dict[str, Any], task, run_meta: dict[str, Any], where: str) -> None:
@@ -68,24 +74,29 @@ def check_resumable(meta: dict[str, Any], task, run_meta: dict[str, Any], where:
     from cvae_jax.training.checkpoint import CheckpointError
 
     if meta.get("task") != run_meta.get("task"):
-        raise CheckpointError(f"{where} holds a run of another kind ({meta.get('task') or 'images'}, not "
-                              f"{run_meta.get('task') or 'images'}); use a new --workdir")
+        raise CheckpointError(
+            f"{where} holds a run of another kind ({meta.get('task') or 'images'}, not "
+            f"{run_meta.get('task') or 'images'}); use a new --workdir"
+        )
     saved = task.config_from_dict(meta["config"])
     diffs = differences(saved.to_dict(), task.config.to_dict(), task.resumable)
     if diffs:
-        raise CheckpointError(f"{where} holds a run with another config, so it cannot be resumed with this one: "
-                              f"{'; '.join(diffs)}. Resume with the saved settings (cvae-jax train --workdir "
-                              "with no model flags) or start a new --workdir")
+        raise CheckpointError(
+            f"{where} holds a run with another config, so it cannot be resumed with this one: "
+            f"{'; '.join(diffs)}. Resume with the saved settings (cvae-jax train --workdir "
+            "with no model flags) or start a new --workdir"
+        )
     total_steps, wanted = run_meta["total_steps"], task.config
     saved_total = meta.get("total_steps") or total_steps * saved.train.epochs // wanted.train.epochs
     change = kl_cycle_change(saved.train, saved_total, wanted.train, total_steps)
     if change:
-        raise CheckpointError(f"{where} cannot be resumed with these settings: {change} "
-                              "(nothing there was changed)")
+        raise CheckpointError(f"{where} cannot be resumed with these settings: {change} (nothing there was changed)")
     if meta.get("data_fingerprint") != run_meta["data_fingerprint"]:
-        raise CheckpointError(f"{where} was trained on other data (data fingerprint "
-                              f"{str(meta.get('data_fingerprint'))[:12]} vs {run_meta['data_fingerprint'][:12]} now; "
-                              f"{task.data_description()}); resume with the same data or start a new --workdir")
+        raise CheckpointError(
+            f"{where} was trained on other data (data fingerprint "
+            f"{str(meta.get('data_fingerprint'))[:12]} vs {run_meta['data_fingerprint'][:12]} now; "
+            f"{task.data_description()}); resume with the same data or start a new --workdir"
+        )
 
 
 def read_history(path: Path, completed_epochs: int) -> list[dict[str, Any]]:

@@ -44,8 +44,12 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """The Optax optimizer that `cfg.optimizer` names; with train.on_nonfinite=skip wrapped in
     optax.apply_if_finite, which leaves the state unchanged on a step with NaN/Inf gradients."""
     lr = cfg.learning_rate
-    makers = {"adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
-              "sgd": lambda: optax.sgd(lr, momentum=0.9), "rmsprop": lambda: optax.rmsprop(lr)}
+    makers = {
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+        "rmsprop": lambda: optax.rmsprop(lr),
+    }
     if cfg.optimizer not in makers:
         raise ValueError(f"train.optimizer must be adam, adamw, sgd or rmsprop, got {cfg.optimizer!r}")
     tx = makers[cfg.optimizer]()
@@ -62,11 +66,12 @@ def init_state(model, tx: optax.GradientTransformation, example: Batch, conditio
 
 
 def fresh_state(model, tx: optax.GradientTransformation) -> Callable:
-    """init(key, x, condition) -> TrainState at step 0: parameters and optimizer state, to be jitted
+    """init(key, *inputs) -> TrainState at step 0 (`model.init(key, *inputs)`, e.g. inputs = (x,
+    condition)): parameters and optimizer state, to be jitted
     as one program (op by op, the optimizer's zeros compile a dozen small programs)."""
 
-    def init(key, x, condition):
-        params = model.init(key, x, condition)
+    def init(key, *inputs):
+        params = model.init(key, *inputs)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return init
@@ -92,8 +97,10 @@ def accumulated_grads(loss_fn: Callable, microbatches: int = 1, unroll: bool = F
             g, m = grad_fn(params, chunk, jax.random.fold_in(key, i), step)
             return jax.tree.map(jnp.add, acc, (g, m)), None
 
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(grad_fn, params, jax.tree.map(lambda c: c[0], chunks), key, step))
+        zeros = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype),
+            jax.eval_shape(grad_fn, params, jax.tree.map(lambda c: c[0], chunks), key, step),
+        )
         total, _ = jax.lax.scan(body, zeros, (chunks, jnp.arange(microbatches)), unroll=bool(unroll))
         return jax.tree.map(lambda t: t / microbatches, total)
 
@@ -108,8 +115,15 @@ def all_finite(tree) -> jax.Array:
     return jnp.isfinite(sum(jnp.sum(leaf, dtype=jnp.float32) for leaf in jax.tree.leaves(tree)))
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, axis_name: str | None = None,
-                    num_shards: int = 1, microbatches: int = 1, unroll_microbatches: bool = False):
+def make_train_step(
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    *,
+    axis_name: str | None = None,
+    num_shards: int = 1,
+    microbatches: int = 1,
+    unroll_microbatches: bool = False,
+):
     """Returns the pure step(state, batch, base_key) -> (state, metrics).
 
     The step key is fold_in(base_key, state.step): the caller passes the same base key every call.
@@ -218,7 +232,9 @@ def make_eval_step(terms_fn: Callable):
     return evaluate
 
 
-def evaluate_dataset(eval_step: Callable, params, data: dict[str, np.ndarray], batch_size: int, key) -> dict[str, float]:
+def evaluate_dataset(
+    eval_step: Callable, params, data: dict[str, np.ndarray], batch_size: int, key
+) -> dict[str, float]:
     """Mean per-example terms over a whole split; the last batch is padded and masked, so one shape compiles."""
     n = len(next(iter(data.values())))
     batch_size = min(batch_size, n)
@@ -226,8 +242,10 @@ def evaluate_dataset(eval_step: Callable, params, data: dict[str, np.ndarray], b
     for batch_index, start in enumerate(range(0, n, batch_size)):
         stop = min(start + batch_size, n)
         pad = batch_size - (stop - start)
-        batch = {k: np.concatenate([v[start:stop], np.repeat(v[:1], pad, axis=0)]) if pad else v[start:stop]
-                 for k, v in data.items()}
+        batch = {
+            k: np.concatenate([v[start:stop], np.repeat(v[:1], pad, axis=0)]) if pad else v[start:stop]
+            for k, v in data.items()
+        }
         mask = np.arange(batch_size) < (stop - start)
         sums = eval_step(params, batch, mask, jax.random.fold_in(key, batch_index))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)

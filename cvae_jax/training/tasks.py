@@ -57,8 +57,14 @@ class Task:
     name: str = "task"
     # Config fields (dotted prefixes) that may change when a saved run is resumed: how long it trains
     # and how it is executed. Anything else changes the model, the data or the optimization.
-    resumable: tuple[str, ...] = ("train.epochs", "train.steps_per_call", "train.eval_batch_size",
-                                  "train.cycle_steps", "parallel.", "checkpoint.")
+    resumable: tuple[str, ...] = (
+        "train.epochs",
+        "train.steps_per_call",
+        "train.eval_batch_size",
+        "train.cycle_steps",
+        "parallel.",
+        "checkpoint.",
+    )
     config: Any
     train_rows: dict[str, np.ndarray]
     test_rows: dict[str, np.ndarray]
@@ -75,8 +81,9 @@ class Task:
         `parts.model.init(key, *model_inputs(example))`."""
         import jax
 
-        return jax.jit(fresh_state(parts.model, parts.tx))(purpose_key(self.config.seed, INIT),
-                                                           *self.model_inputs(self.example()))
+        return jax.jit(fresh_state(parts.model, parts.tx))(
+            purpose_key(self.config.seed, INIT), *self.model_inputs(self.example())
+        )
 
     def model_inputs(self, batch: dict[str, np.ndarray]) -> tuple:
         """The positional inputs of `model.init` for a batch (default: every array, in row order)."""

@@ -84,8 +84,10 @@ def _steps_per_call(task: Task, steps_per_epoch: int) -> int:
 def _check_batch(task: Task, global_batch: int, num_shards: int) -> None:
     n = len(next(iter(task.train_rows.values())))
     if global_batch > n - n % num_shards:
-        raise ConfigError(f"train.batch_size={global_batch} is larger than the {n} training examples (the global batch "
-                          f"over {num_shards} device(s)); use --batch-size {(n // num_shards) * num_shards} or less")
+        raise ConfigError(
+            f"train.batch_size={global_batch} is larger than the {n} training examples (the global batch "
+            f"over {num_shards} device(s)); use --batch-size {(n // num_shards) * num_shards} or less"
+        )
 
 
 def _epoch_means(sums: dict[str, float], steps: int) -> dict[str, float]:
@@ -101,18 +103,23 @@ def _check_finite(task: Task, sums: dict[str, float], where: str, ckpts) -> None
     if task.config.train.on_nonfinite == "stop" and sums.get("nonfinite", 0.0) > 0:
         last = ckpts.latest_step() if ckpts is not None else None
         kept = f"the last checkpoint (step {last}) is intact; " if last is not None else ""
-        raise TrainingError(f"the training loss or gradient became non-finite (NaN/Inf) {where}; {kept}"
-                            "lower train.learning_rate, check the data for NaN/Inf, or set "
-                            "train.on_nonfinite=skip to skip such steps")
+        raise TrainingError(
+            f"the training loss or gradient became non-finite (NaN/Inf) {where}; {kept}"
+            "lower train.learning_rate, check the data for NaN/Inf, or set "
+            "train.on_nonfinite=skip to skip such steps"
+        )
 
 
 def _restore(ckpts, step: int, layout, state, key_data, where: str):
     """The state (in `layout`), key data and position saved at `step`."""
     restored, saved_key, meta = ckpts.restore(step, layout.global_value(state), key_data)
     if meta.get("num_devices") != layout.num_shards:
-        warnings.warn(f"{where} was trained on {meta.get('num_devices')} devices and resumes on "
-                      f"{layout.num_shards}: the run goes on correctly, but not bit-identical to an "
-                      "uninterrupted one (each device holds other data and draws other noise)", stacklevel=3)
+        warnings.warn(
+            f"{where} was trained on {meta.get('num_devices')} devices and resumes on "
+            f"{layout.num_shards}: the run goes on correctly, but not bit-identical to an "
+            "uninterrupted one (each device holds other data and draws other noise)",
+            stacklevel=3,
+        )
     position = _Position(meta["position"]["epoch"], meta["position"]["batch"], meta.get("partial_sums"))
     return layout.from_global(restored), np.asarray(jax.device_get(saved_key), np.uint32), position
 
@@ -135,16 +142,28 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
     rows = parallel.shard_rows(task.train_rows, layout.num_shards, layout.local_shards, config.seed)
     steps_per_epoch = len(next(iter(rows.values()))[0]) // (global_batch // layout.num_shards)
     total_steps = steps_per_epoch * config.train.epochs
-    run_meta = {"config": config.to_dict(), **task.meta(), "data_fingerprint": task.fingerprint(),
-                "num_devices": layout.num_shards, "total_steps": total_steps}
+    run_meta = {
+        "config": config.to_dict(),
+        **task.meta(),
+        "data_fingerprint": task.fingerprint(),
+        "num_devices": layout.num_shards,
+        "total_steps": total_steps,
+    }
     try:
         resume_step = ckpts.latest_step() if ckpts is not None else None
         if resume_step is not None:  # refused before anything is compiled
             resume.check_resumable(ckpts.read_meta(resume_step), task, run_meta, repr(str(workdir)))
         parts = task.build(total_steps)
-        program = make_program(layout, parts.loss, parts.tx, rows, global_batch,
-                               lambda steps: _steps_per_call(task, steps), config.train.microbatches,
-                               config.train.unroll_microbatches)
+        program = make_program(
+            layout,
+            parts.loss,
+            parts.tx,
+            rows,
+            global_batch,
+            lambda steps: _steps_per_call(task, steps),
+            config.train.microbatches,
+            config.train.unroll_microbatches,
+        )
         state = layout.put_replicated(task.init(parts))
         key_data = np.asarray(jax.random.key_data(base_key(config.seed)))
         position = _Position()
@@ -154,8 +173,9 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
         if workdir is not None and primary:
             (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
         log = _Log(workdir, primary, history)
-        state = _train(task, parts, program, layout, state, key_data, position, log, ckpts, run_meta,
-                       progress and primary, workdir)
+        state = _train(
+            task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress and primary, workdir
+        )
     finally:
         if ckpts is not None:
             ckpts.close()
@@ -177,15 +197,31 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     def test_line(epoch: int) -> dict[str, Any]:
         params = layout.local_value(state.params)
         metrics = evaluate_dataset(eval_step, params, task.test_rows, config.train.eval_batch_size, eval_key)
-        return {"epoch": epoch, "split": "test", "step": epoch * steps_per_epoch, **metrics,
-                **task.on_epoch_end(epoch, parts, params)}
+        return {
+            "epoch": epoch,
+            "split": "test",
+            "step": epoch * steps_per_epoch,
+            **metrics,
+            **task.on_epoch_end(epoch, parts, params),
+        }
 
     def save(epoch: int, batch: int, sums=None, metrics=None) -> None:
         start = time.perf_counter()
-        step = ckpts.save(layout.global_value(state), key_data,
-                          {**run_meta, "position": {"epoch": epoch, "batch": batch}, "partial_sums": sums}, metrics)
-        log.record({"epoch": epoch - 1 if batch == 0 else epoch, "split": "checkpoint", "step": step,
-                    "save_s": time.perf_counter() - start, "async": config.checkpoint.async_save})
+        step = ckpts.save(
+            layout.global_value(state),
+            key_data,
+            {**run_meta, "position": {"epoch": epoch, "batch": batch}, "partial_sums": sums},
+            metrics,
+        )
+        log.record(
+            {
+                "epoch": epoch - 1 if batch == 0 else epoch,
+                "split": "checkpoint",
+                "step": step,
+                "save_s": time.perf_counter() - start,
+                "async": config.checkpoint.async_save,
+            }
+        )
 
     def interrupted(signum: int) -> resume.Interrupted:
         return resume.Interrupted(signum, int(layout.local_value(state.step)), str(workdir) if workdir else None)
@@ -197,8 +233,14 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
 
     if position.epoch == 1 and position.batch == 0:
         log.record(test_line(0))
-    bar = tqdm(total=epochs * steps_per_epoch, initial=(position.epoch - 1) * steps_per_epoch + position.batch,
-               unit="step", disable=not progress, dynamic_ncols=True, leave=True)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=(position.epoch - 1) * steps_per_epoch + position.batch,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=True,
+    )
     epoch = position.epoch
     with bar, resume.StopSignals() as signals:
         while epoch <= epochs:
@@ -223,15 +265,27 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
             seconds = time.perf_counter() - start
             train = _epoch_means(totals, steps_per_epoch)
             if train["skipped_steps"] == steps_per_epoch:
-                raise TrainingError(f"every step of epoch {epoch} was non-finite and skipped; "
-                                    "lower train.learning_rate or check the data for NaN/Inf")
-            log.record({"epoch": epoch, "split": "train", "step": epoch * steps_per_epoch, **train,
-                        "seconds": seconds, "samples_per_s": samples_per_epoch / seconds})
+                raise TrainingError(
+                    f"every step of epoch {epoch} was non-finite and skipped; "
+                    "lower train.learning_rate or check the data for NaN/Inf"
+                )
+            log.record(
+                {
+                    "epoch": epoch,
+                    "split": "train",
+                    "step": epoch * steps_per_epoch,
+                    **train,
+                    "seconds": seconds,
+                    "samples_per_s": samples_per_epoch / seconds,
+                }
+            )
             test = test_line(epoch)
             if not math.isfinite(test["neg_elbo"]):
-                raise TrainingError(f"the test ELBO became non-finite after epoch {epoch} (more than "
-                                    f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
-                                    "steps in a row?); lower train.learning_rate or check the data for NaN/Inf")
+                raise TrainingError(
+                    f"the test ELBO became non-finite after epoch {epoch} (more than "
+                    f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
+                    "steps in a row?); lower train.learning_rate or check the data for NaN/Inf"
+                )
             log.record(test)
             bar.set_postfix(train_neg_elbo=f"{train['neg_elbo']:.1f}", test_neg_elbo=f"{test['neg_elbo']:.1f}")
             stop, every = signals.requested(), config.checkpoint.every_epochs
