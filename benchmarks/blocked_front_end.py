@@ -8,7 +8,7 @@ than this machine's caches, and the step makes about a dozen passes over such ar
 ReLU, forward product, input gradient, ReLU mask, kernel gradients). This script times, in one
 process and alternated, the gradient of that front end
 
-- as the library computes it (`cvae_jax.nn.tuned`: conv, ReLU, wide_matmul or split_matmul), and
+- as the library computes it (`cvae_jax.nn.tuned`'s conv, ReLU, a plain dense product), and
 - as one custom-VJP op over blocks of `rows` image rows: per block, the convolution as a patch
   matmul, the ReLU and the partial product (forward); the same recomputed, then the block's kernel
   gradient, input gradient, mask and convolution gradients (backward), so that no full-size
@@ -36,7 +36,7 @@ CHANNELS, OUT = 32, 64
 def library_front_end(params, x):
     kernel, bias, dense = params
     h = jax.nn.relu(layers.conv(x, kernel, 1) + bias).reshape(x.shape[0], -1)
-    return layers.wide_matmul(h, dense) if x.shape[0] >= 64 else layers.split_matmul(h, dense)
+    return h @ dense
 
 
 def blocked_front_end(rows: int):

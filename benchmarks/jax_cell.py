@@ -189,6 +189,9 @@ def no_compile_cache() -> None:
 
 
 if __name__ == "__main__":
+    from cvae_jax.cli.host import keep_freed_memory
+
+    keep_freed_memory()  # what `cvae-jax` does at its entry point (before JAX allocates)
     no_compile_cache()
     arg = sys.argv[1]
     if arg.startswith("matmul"):

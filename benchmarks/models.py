@@ -20,6 +20,7 @@ IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10
 MODELS: dict[str, tuple[str, str, list[str]]] = {
     "article-vae": ("vae", "article", []),
     "article-cvae": ("cvae", "article", []),
+    "cvae": ("cvae", "default", []),  # the default CVAE (the README's main job)
     "mlp-vae": (
         "vae",
         "default",

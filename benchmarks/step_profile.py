@@ -269,7 +269,9 @@ def ops_table(model: str, batch: int, ops: list[dict]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
         from benchmarks.jax_cell import no_compile_cache
+        from cvae_jax.cli.host import keep_freed_memory
 
+        keep_freed_memory()
         no_compile_cache()
         print(json.dumps(profile(json.loads(sys.argv[1]))))
     else:

@@ -123,8 +123,8 @@ def run_checks() -> dict:
     p_one_sharded, h_one_sharded = train("parallel.mode=sharded", "parallel.num_devices=1")
     p_per_device, _ = train("parallel.per_device_batch_size=8")  # 8 x 8 devices = the same global batch of 64
     conv_one_step = ("model.encoder_conv=8", "model.decoder_conv=8", "train.steps_per_call=1")
-    p_conv_sharded, _ = train(*conv_one_step)
-    p_conv_pmap, _ = train(*conv_one_step, "parallel.mode=pmap")
+    p_conv_sharded, h_conv_sharded = train(*conv_one_step)
+    p_conv_pmap, h_conv_pmap = train(*conv_one_step, "parallel.mode=pmap")
     p_conv_fused, _ = train(*conv_one_step[:2])  # auto steps_per_call: each epoch in one sharded lax.scan
     errors = {}
     for name, extra in {"indivisible": ["train.batch_size=60"], "too_many": ["parallel.num_devices=16"]}.items():
@@ -143,6 +143,7 @@ def run_checks() -> dict:
         "eight_vs_one_device": max_diff(p_sharded, p_one),
         "per_device_vs_global": max_diff(p_sharded, p_per_device),
         "conv_sharded_vs_pmap": max_diff(p_conv_sharded, p_conv_pmap),
+        "history_conv_sharded_vs_pmap": max(abs(a - b) for a, b in zip(h_conv_sharded, h_conv_pmap)),
         "conv_fused_vs_one_step": max_diff(p_conv_fused, p_conv_sharded),
         "test_neg_elbo": [h_sharded[0], h_sharded[-1]],
         "errors": errors,

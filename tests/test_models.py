@@ -133,8 +133,7 @@ def _layer_cases():
     # (ours, flax's, input shape). ConvTranspose: strides 2 and 3 (the tap-output forward on CPU).
     # Conv: the fifth and sixth take conv_output_taps (stride 1, k*k*features <= c_in), the others the
     # patch kernel gradient (k*k*c_in <= features; on CPU always, with the tap-matmul input gradient;
-    # strides 1, 2, 3, odd sizes). Dense: the first two take wide_matmul (in >= 8 out, batch >= 64);
-    # split_matmul (in >= 8192) has its own test below: its blocks add the long sum in another order.
+    # strides 1, 2, 3, odd sizes). Dense layers are flax's in both backends.
     return [
         *[
             (layers.ConvTranspose(f, 3, 2), nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME"), shape)
@@ -155,13 +154,12 @@ def _layer_cases():
                 ((2, 6, 6, 3), 4, 1),
             ]
         ],
-        *[(layers.Dense(f), nn.Dense(f), shape) for shape, f in [((96, 200), 8), ((70, 300), 37), ((5, 12), 7)]],
     ]
 
 
-@pytest.mark.parametrize("case", range(16))
+@pytest.mark.parametrize("case", range(13))
 def test_layers_match_flax_in_params_values_and_gradients(case):
-    """cvae_jax's Dense, Conv and ConvTranspose (hand-written kernel gradients) against flax's."""
+    """The tuned Conv and ConvTranspose (hand-written kernel gradients) against flax's."""
     ours, theirs, shape = _layer_cases()[case]
     x = np.random.default_rng(0).standard_normal(shape, np.float32)
     params, reference = jax.jit(lambda x: (ours.init(jax.random.key(1), x), theirs.init(jax.random.key(1), x)))(x)
@@ -202,92 +200,16 @@ def test_layers_take_the_custom_gradient_where_documented():
         text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
         kind = type(ours).__name__
         output_taps = kind == "Conv" and ours.stride == 1 and 9 * ours.features <= shape[-1]
-        cpu = jax.default_backend() == "cpu"
+        # The tuned backend takes its own paths on every device (model.kernels=auto picks it on CPU only).
         expected = {
             "ConvTranspose": True,
-            "Conv": 9 * shape[-1] <= ours.features or output_taps or cpu,
-            "Dense": cpu and shape[0] >= 64 and shape[-1] >= 8 * ours.features,
-        }[kind]  # CPU only
+            "Conv": True,
+        }[kind]
         assert ("custom_vjp" in text) == expected, (kind, shape)  # output taps: the tap matmul's kernel grad
         if kind == "Conv":
             assert ("conv_general_dilated" not in text) == output_taps, shape
-        if kind == "ConvTranspose" and cpu:  # the CPU forward is the tap-output matmul, no convolution
+        if kind == "ConvTranspose":  # the forward is the tap-output matmul, no convolution
             assert "conv_general_dilated" not in text, shape
-
-
-def test_a_long_dense_layer_at_small_batch_matches_flax_through_split_matmul():
-    """Dense(6) on [5, 8192] inputs: on CPU the blocked forward (16 blocks of 512, a custom_vjp),
-    against flax's nn.Dense. Values to float32 rounding of the 8,192 terms (the blocks add them in
-    another order, so the error scales with the terms, not with an output that cancels to ~0);
-    gradients (the plain products) with the layer test's tolerances."""
-    import flax.linen as nn
-
-    from cvae_jax.nn import tuned as layers
-
-    x = jax.random.normal(jax.random.key(0), (5, 8192))
-    ours, theirs = layers.Dense(6), nn.Dense(6)
-    params = jax.tree.map(
-        lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), ours.init(jax.random.key(1), x)
-    )
-    text = str(jax.make_jaxpr(lambda p: ours.apply(p, x))(params))
-    assert ("custom_vjp" in text) == (jax.default_backend() == "cpu")
-    terms = np.abs(np.asarray(x, np.float64)) @ np.abs(np.asarray(params["params"]["kernel"], np.float64))
-    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2.0**-20 * terms.max())
-    weights = jax.random.normal(jax.random.key(3), (5, 6))
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * weights)
-
-    g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(params, x)
-    g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
-
-
-def test_split_blocks_divide_a_long_contraction_into_blocks_near_512():
-    from cvae_jax.nn.tuned import split_blocks
-
-    for size in (25088, 8192, 4608, 12345, 1000, 257 * 263, 8209):
-        n = split_blocks(size)
-        if n > 1:
-            assert size % n == 0 and 256 <= size // n <= 1024
-            # no other admissible count gives a block nearer 512
-            assert all(
-                abs(size // n - 512) <= abs(size // m - 512)
-                for m in range(2, size)
-                if size % m == 0 and 256 <= size // m <= 1024
-            )
-    assert (split_blocks(25088), split_blocks(8192), split_blocks(4608)) == (49, 16, 9)
-    assert split_blocks(1000) == 2 and split_blocks(257 * 263) == 257  # blocks of 500 and 263
-    assert split_blocks(8209) == 1 and split_blocks(300) == 1  # a prime; too short for two blocks
-
-
-def test_split_matmul_sums_bfloat16_blocks_in_float32():
-    """The blocked product of a long bfloat16 layer is no coarser than bfloat16 rounding of the exact
-    product (its 16 partial products are summed in float32), in value and gradients."""
-    from cvae_jax.nn.tuned import split_matmul
-
-    x = jax.random.normal(jax.random.key(0), (4, 8192))
-    kernel = jax.random.normal(jax.random.key(1), (8192, 6)) / 90.0
-    exact = np.asarray(x, np.float64) @ np.asarray(kernel, np.float64)
-    xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
-    inputs_exact = np.asarray(xb, np.float64) @ np.asarray(kb, np.float64)  # the rounded inputs, exactly
-    y = split_matmul(xb, kb)
-    assert y.dtype == jnp.bfloat16
-    scale = np.abs(exact).max()
-    # One bfloat16 rounding of the output (2^-8 relative) from the exact product of the rounded inputs.
-    np.testing.assert_allclose(np.asarray(y, np.float64), inputs_exact, atol=2.0**-8 * scale)
-    dx, dk = jax.grad(lambda x, k: jnp.sum(split_matmul(x, k).astype(jnp.float32)), argnums=(0, 1))(xb, kb)
-    np.testing.assert_allclose(
-        np.asarray(dk, np.float64),
-        np.repeat(np.asarray(xb, np.float64).sum(0)[:, None], 6, 1),
-        atol=2.0**-7 * np.abs(np.asarray(xb, np.float64)).sum(0).max(),
-    )
-    np.testing.assert_allclose(
-        np.asarray(dx, np.float64),
-        np.repeat(np.asarray(kb, np.float64).sum(1)[None], 4, 0),
-        atol=2.0**-7 * 6 * np.abs(np.asarray(kb, np.float64)).max(),
-    )
 
 
 def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():

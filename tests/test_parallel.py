@@ -56,7 +56,11 @@ def test_whole_runs_agree_across_modes_and_repeat_exactly():
     r = _checks("run")
     assert r["sharded_repeat"] == 0.0 and r["history_repeat_equal"]  # reproducible for a fixed device count
     assert r["sharded_vs_pmap"] < 1e-5 and r["history_sharded_vs_pmap"] < 1e-2
-    assert r["conv_sharded_vs_pmap"] < 1e-5  # a conv model, one step per call, too
+    # A conv model, one step per call, too. Its tuned conv gradients sum in another order under the
+    # sharded vmap than per pmap device; on some CPUs (an AVX-512 EPYC) that rounding flips the sign of
+    # near-zero gradients, which Adam turns into updates of up to lr: parameters stay within a few
+    # such steps (lr = 1e-3) and the test ELBO within 0.01 nats.
+    assert r["conv_sharded_vs_pmap"] < 1e-2 and r["history_conv_sharded_vs_pmap"] < 1e-2
     assert r["conv_fused_vs_one_step"] < 1e-5  # and its fused epochs (CPU conv gradients in a sharded scan)
     assert r["single_vs_sharded_1"] == 0.0 and r["history_single_equal"]
     assert r["per_device_vs_global"] == 0.0  # 8 per device x 8 devices is the global batch 64

@@ -1,8 +1,9 @@
 """The layers model code uses, from one of two backends chosen by `model.kernels`:
 
 * ``flax``: stock `flax.linen` Dense, Conv and ConvTranspose;
-* ``tuned``: `cvae_jax.nn.tuned`, the same parameters (names, shapes, initial values) with custom
-  gradients written for XLA:CPU; checkpoints are interchangeable between the two;
+* ``tuned``: `cvae_jax.nn.tuned`'s convolutions, the same parameters (names, shapes, initial values)
+  with custom gradients written for XLA:CPU; checkpoints are interchangeable between the two. Dense
+  layers are flax's in both (the tuned dense kernels no longer paid and were deleted);
 * ``auto`` (the default): tuned on the CPU backend, flax everywhere else.
 
 benchmarks/RESULTS.md ("Kernels") measures, on the current jax, whether tuned still pays per model.
@@ -28,8 +29,7 @@ def resolve(kernels: str) -> str:
 
 
 def dense(features: int, *, kernels: str, dtype, name: str | None = None) -> nn.Module:
-    if resolve(kernels) == "tuned":
-        return tuned.Dense(features, dtype=dtype, name=name)
+    del kernels  # the same layer in both backends
     return nn.Dense(features, dtype=dtype, name=name)
 
 

@@ -1,12 +1,12 @@
-"""Dense, Conv and ConvTranspose with flax's parameters and values, and gradients written for XLA:CPU.
+"""Conv and ConvTranspose with flax's parameters and values, and gradients written for XLA:CPU.
 
 The `tuned` backend of `cvae_jax.nn.layers` (`model.kernels=tuned`, or `auto` on CPU). Each layer
-has the parameter names, shapes and initializers of its flax namesake (nn.Dense,
-nn.Conv(features, (k, k), strides=s, padding="SAME"), nn.ConvTranspose(..., padding="SAME")), so
+has the parameter names, shapes and initializers of its flax namesake
+(nn.Conv(features, (k, k), strides=s, padding="SAME"), nn.ConvTranspose(..., padding="SAME")), so
 checkpoints are interchangeable, and the same values up to float rounding (tests check values and
 gradients against flax). Where XLA:CPU's default lowering was measured slow, the gradient (and in
-two cases the forward) is computed another way; benchmarks/RESULTS.md ("Kernels") measures per
-model whether this still pays on the current jax:
+two cases the forward) is computed another way; the `(model.kernels=...)` cells of
+benchmarks/RESULTS.md measure per model whether this still pays on the current jax:
 
 - conv kernel gradient: one matmul over the input's extracted patches (XLA:CPU lowers it to a
   convolution with the batch as its feature dimension, and runs its own conv gradients slowly inside
@@ -18,11 +18,11 @@ model whether this still pays on the current jax:
 - transposed conv: the forward as one matmul to every tap's output (`_conv_transpose_taps`; XLA:CPU
   convolves the zero-dilated input, 4x the work at stride 2), both gradients as one matmul against
   the concatenated strided rows of the output gradient (XLA's kernel gradient is an rhs-dilated
-  convolution run by a slow generic loop);
-- dense forward of a long, wide-input layer at small batch (in >= 8192 and >= 8 x out, batch < 64):
-  a batch of products over blocks of ~512 inputs, summed (`split_matmul`);
-- dense kernel gradient of a wide-input layer (in >= 8 x out, batch >= 64) and of a tall product:
-  (g^T x)^T, which reads the small g transposed, instead of x^T g (`wide_matmul`).
+  convolution run by a slow generic loop).
+
+Dense layers are stock flax in both backends: the dense kernels this module had (a blocked forward
+for long inputs at small batch, a transposed kernel gradient for wide inputs) no longer paid on the
+current jax (benchmarks/RESULTS.md), and were deleted.
 """
 
 from __future__ import annotations
@@ -54,15 +54,11 @@ def _cast_params(layer: nn.Module, x: jax.Array, kernel_shape: tuple[int, ...]):
     return x.astype(layer.dtype), kernel.astype(layer.dtype), bias.astype(layer.dtype)
 
 
-def _wide(x: jax.Array, kernel: jax.Array) -> bool:
-    return x.shape[0] >= 64 and kernel.shape[0] >= 8 * kernel.shape[1]
-
-
 @jax.custom_vjp
 def wide_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """x @ kernel for x [B, in], kernel [in, out], x much bigger than the kernel (in >> out, or
-    B >> in); the kernel gradient is computed as (g^T x)^T, which XLA:CPU runs faster than x^T g at
-    these shapes."""
+    """x @ kernel for a tall x [B, in] against a small kernel [in, out] (the tap matmul of
+    `conv_output_taps`); the kernel gradient is computed as (g^T x)^T, which XLA:CPU runs faster
+    than x^T g at these shapes."""
     return x @ kernel
 
 
@@ -77,66 +73,6 @@ def _wide_matmul_bwd(residuals, grad):
 
 
 wide_matmul.defvjp(_wide_matmul_fwd, _wide_matmul_bwd)
-
-
-def split_blocks(size: int) -> int:
-    """Into how many equal blocks of 256-1024 to split a contraction of `size` (the count whose block
-    is nearest 512); 1 where no such block divides it."""
-    counts = [n for n in range(2, size // 256 + 1) if size % n == 0 and 256 <= size // n <= 1024]
-    return min(counts, key=lambda n: abs(size // n - 512), default=1)
-
-
-def _long(x: jax.Array, kernel: jax.Array) -> bool:
-    return x.shape[0] < 64 and kernel.shape[0] >= max(8192, 8 * kernel.shape[1]) and split_blocks(kernel.shape[0]) > 1
-
-
-def _split_product(x, kernel):
-    blocks = split_blocks(kernel.shape[0])
-    xs = x.reshape(x.shape[0], blocks, -1)
-    # float32 partial products, so that a bfloat16 layer sums its blocks no coarser than one product
-    partial = jnp.einsum(
-        "bsk,sko->sbo", xs, kernel.reshape(blocks, -1, kernel.shape[1]), preferred_element_type=jnp.float32
-    )
-    return partial.sum(0).astype(x.dtype)
-
-
-@jax.custom_vjp
-def split_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """x @ kernel for a few rows of x [B, in] and a long contraction: the sum over `in` as a batch of
-    products over split_blocks(in) blocks, then summed (XLA:CPU runs the one long product slowly);
-    the gradients are the plain products."""
-    return _split_product(x, kernel)
-
-
-def _split_matmul_fwd(x, kernel):
-    return _split_product(x, kernel), (x, kernel)
-
-
-def _split_matmul_bwd(residuals, grad):
-    x, kernel = residuals
-    return grad @ kernel.T, x.T @ grad
-
-
-split_matmul.defvjp(_split_matmul_fwd, _split_matmul_bwd)
-
-
-class Dense(nn.Module):
-    """flax's nn.Dense on [batch, in] inputs (same parameters and values), with wide_matmul for a
-    wide input on CPU, or split_matmul where the input is also long and the batch small."""
-
-    features: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x, kernel, bias = _cast_params(self, x, (x.shape[-1], self.features))
-        if x.ndim == 2 and _wide(x, kernel):
-            y = wide_matmul(x, kernel)
-        elif x.ndim == 2 and _long(x, kernel):
-            y = split_matmul(x, kernel)
-        else:
-            y = x @ kernel
-        return y + bias
 
 
 def _conv(x, kernel, stride: int):
