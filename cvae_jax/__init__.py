@@ -33,6 +33,8 @@ _MODULES = {
     "translate": "cvae_jax.apps.translate",
     "anomaly": "cvae_jax.apps.anomaly",
     "classifier": "cvae_jax.apps.classifier",
+    "data": "cvae_jax.data",
+    "molecules": "cvae_jax.molecules",
     "series": "cvae_jax.data.series",
     "smiles": "cvae_jax.data.smiles",
 }

@@ -4,7 +4,10 @@ score is the mean score of the windows covering it; point-wise AUROC against the
 anomalies, beside PCA reconstruction-error baselines on the same windows. The threshold is
 calibrated on the last 20% of TRAIN_NA (never trained on) for a 5% point false-positive rate.
 
-    python experiments/anomaly_ecg.py [--data ../shared/data] [--windows 40,100] [--epochs 60]
+    pip install --no-deps aeon==1.6.0     # ships the GutenTAG series (read without importing aeon)
+    python experiments/anomaly_ecg.py [--data FOLDER] [--windows 40,100] [--epochs 60]
+
+--data: a folder with ecg-diff-count-3_{TRAIN_NA,TEST}.csv[.gz] instead of the aeon wheel's copy.
 
 Writes experiments/results/anomaly_ecg.{json,png}.
 """
@@ -43,7 +46,7 @@ def pca_scores(train_windows, test_windows, k: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", help="folder of the GutenTAG CSV files (default: the aeon wheel's)")
     parser.add_argument("--windows", default="40,100")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--k", type=int, default=100, help="importance samples for the NLL score")
@@ -51,8 +54,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/anomaly_ecg")
     args = parser.parse_args()
 
-    train_values, _ = series.read_csv(Path(args.data) / "ecg-diff-count-3_TRAIN_NA.csv.gz")
-    test_values, is_anomaly = series.read_csv(Path(args.data) / "ecg-diff-count-3_TEST.csv.gz")
+    train_values, _ = series.read_csv(series.gutentag_ecg("TRAIN_NA", args.data))
+    test_values, is_anomaly = series.read_csv(series.gutentag_ecg("TEST", args.data))
     split = int(0.8 * len(train_values))
     scale = series.scaler(train_values[:split])
     fit, calib, test = scale(train_values[:split]), scale(train_values[split:]), scale(test_values)

@@ -161,3 +161,24 @@ def test_data_path_does_not_import_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_gutentag_series_are_found_in_a_folder_or_the_aeon_wheel_without_importing_it(tmp_path, monkeypatch):
+    from cvae_jax.data import series
+
+    rows = "timestamp,value,is_anomaly\n0,0.5,0\n1,0.25,1\n"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "ecg-diff-count-3_TEST.csv").write_text(rows)
+    values, anomalous = series.read_csv(series.gutentag_ecg("TEST", tmp_path / "mine"))
+    np.testing.assert_array_equal(values, [0.5, 0.25])
+    np.testing.assert_array_equal(anomalous, [False, True])
+    unit = tmp_path / "site" / "aeon" / "datasets" / "data" / "UnitTest"
+    unit.mkdir(parents=True)
+    (tmp_path / "site" / "aeon" / "__init__.py").write_text("raise ImportError('aeon must not be imported')\n")
+    (unit / "ecg-diff-count-3_TRAIN_NA.csv").write_text(rows)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert series.gutentag_ecg("TRAIN_NA") == unit / "ecg-diff-count-3_TRAIN_NA.csv"
+    with pytest.raises(data.DataError, match="pip install --no-deps aeon"):
+        series.gutentag_ecg("TRAIN_A")
+    with pytest.raises(data.DataError, match="mine"):
+        series.gutentag_ecg("TRAIN_NA", tmp_path / "mine")

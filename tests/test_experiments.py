@@ -92,6 +92,7 @@ def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
 
 
 def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):
+    pytest.importorskip("rdkit", reason="needs RDKit, the [chem] extra: pip install -e '.[chem]'")
     fixtures = Path(__file__).resolve().parent / "data"
     _run(
         "molecules.py",

@@ -27,6 +27,9 @@ from cvae_jax.molecules import model as sequence
 from cvae_jax.nn import recurrent
 from cvae_jax.training.checkpoint import CheckpointError, Checkpoints
 
+# RDKit computes the molecules' properties (the conditions) and checks validity.
+pytest.importorskip("rdkit", reason="needs RDKit, the [chem] extra: pip install -e '.[chem]'")
+
 # The first 1,200 training and 400 test molecules of MOSES (tests/data/README.md).
 DATA = Path(__file__).resolve().parent / "data"
 TRAIN, TEST = str(DATA / "moses_train_1200.csv.gz"), str(DATA / "moses_test_400.csv.gz")

@@ -75,7 +75,7 @@ def test_the_molecule_cvae_trains_data_parallel_and_resumes_exactly(tmp_path):
     """8 devices, 512 molecules, batch 64 (8 per device), 2 epochs of 8 steps: sharded jit and pmap
     agree, one device gives other numbers, and a run resumed on 8 devices is the run that never
     stopped; its checkpoint loads on one device."""
-    pytest.importorskip("rdkit")
+    pytest.importorskip("rdkit", reason="needs RDKit, the [chem] extra: pip install -e '.[chem]'")
     r = _checks("molecules", str(tmp_path / "run"))
     assert r["checkpoint_steps"] == [8, 16]
     assert r["sharded_vs_pmap"] < 1e-5 and r["history_sharded_vs_pmap"] < 1e-2

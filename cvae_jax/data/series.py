@@ -67,3 +67,28 @@ def point_scores(window_scores: np.ndarray, length: int, window: int, stride: in
         np.add.at(total, starts + offset, window_scores)
         np.add.at(count, starts + offset, 1.0)
     return total / np.maximum(count, 1.0)
+
+
+GUTENTAG_ECG = "ecg-diff-count-3"
+
+
+def gutentag_ecg(split: str, folder: str | Path | None = None) -> Path:
+    """The GutenTAG synthetic ECG series `split` ("TRAIN_NA", "TRAIN_A" or "TEST"): from `folder`
+    (`.csv` or `.csv.gz`), or else from the aeon wheel, which ships it as unit-test data
+    (`pip install --no-deps aeon==1.6.0`; found without importing the package)."""
+    import importlib.util
+
+    names = [f"{GUTENTAG_ECG}_{split}.csv", f"{GUTENTAG_ECG}_{split}.csv.gz"]
+    if folder is not None:
+        candidates = [Path(folder) / name for name in names]
+    else:
+        spec = importlib.util.find_spec("aeon")
+        roots = list(spec.submodule_search_locations or []) if spec is not None else []
+        candidates = [Path(root) / "datasets" / "data" / "UnitTest" / name for root in roots for name in names]
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = f"in {str(folder)!r}" if folder is not None else "in an installed aeon package"
+    raise DataError(f"no {names[0]} (or .gz) {where}: install the aeon wheel that ships it with "
+                    "`pip install --no-deps aeon==1.6.0`, or pass the folder holding the files")
+
