@@ -89,6 +89,7 @@ def gutentag_ecg(split: str, folder: str | Path | None = None) -> Path:
         if path.is_file():
             return path
     where = f"in {str(folder)!r}" if folder is not None else "in an installed aeon package"
-    raise DataError(f"no {names[0]} (or .gz) {where}: install the aeon wheel that ships it with "
-                    "`pip install --no-deps aeon==1.6.0`, or pass the folder holding the files")
-
+    raise DataError(
+        f"no {names[0]} (or .gz) {where}: install the aeon wheel that ships it with "
+        "`pip install --no-deps aeon==1.6.0`, or pass the folder holding the files"
+    )
