@@ -73,6 +73,11 @@ class DataConfig:
     train_split: str = "train"
     test_split: str = "test"
     binarize: bool = False  # dynamic binarization: x ~ Bernoulli(intensity), redrawn every step
+    # Validation data, for choosing the "best" checkpoint, early stopping and hyper-parameters (the
+    # test split is only reported): the share of the training examples held out (seeded by `seed`),
+    # or, with validation_split set, a TFDS data set's own validation split. 0 = none.
+    validation: float = 0.1
+    validation_split: str = ""
 
 
 @dataclasses.dataclass
@@ -115,13 +120,18 @@ class TrainConfig:
     # skip stops after max_consecutive_skips non-finite steps in a row.
     on_nonfinite: str = "stop"
     max_consecutive_skips: int = 20
+    # Early stopping: end the run after this many epochs without a better validation -ELBO (the
+    # "best" checkpoint holds the best one). 0 = off. Needs validation data.
+    early_stopping_patience: int = 0
 
 
 @dataclasses.dataclass
 class CheckpointConfig:
     every_epochs: int = 10  # save every N epochs; also at the end and on SIGTERM/SIGINT. 0 = only those
     keep: int = 3  # keep the last K checkpoints ...
-    best_metric: str = "neg_elbo"  # ... and the best by this test metric (lower is better); "" = none
+    # ... and the best by this metric (lower is better) of the validation data (of the test data when
+    # there is none); "" = none
+    best_metric: str = "neg_elbo"
     async_save: bool = True  # write in a background thread while training goes on
 
 
@@ -232,7 +242,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuilds a Config from `to_dict()` output (e.g. a saved config.json); unknown keys are errors."""
+    """Rebuilds a Config from `to_dict()` output (e.g. a saved config.json); unknown keys are errors.
+    A config saved before data.validation existed held nothing out: it is read with validation 0."""
+    if isinstance(data.get("data"), dict) and "validation" not in data["data"]:
+        data = {**data, "data": {**data["data"], "validation": 0.0}}
 
     def build(cls, values):
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -286,6 +299,10 @@ def validate_train(t: TrainConfig) -> None:
     _require(t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}")
     _require(t.on_nonfinite in NONFINITE, f"train.on_nonfinite must be one of {NONFINITE}, got {t.on_nonfinite!r}")
     _require(t.max_consecutive_skips >= 1, f"train.max_consecutive_skips must be >= 1, got {t.max_consecutive_skips}")
+    _require(
+        t.early_stopping_patience >= 0,
+        f"train.early_stopping_patience must be >= 0 (0 = off), got {t.early_stopping_patience}",
+    )
 
 
 def validate_parallel(p: ParallelConfig) -> None:
@@ -334,6 +351,17 @@ def validate(config: Config) -> Config:
         f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)",
     )
     _require(d.source != "tfds" or bool(d.name), "data.source=tfds needs data.name, e.g. data.name=mnist")
+    _require(
+        0.0 <= d.validation < 1.0, f"data.validation must be a share of the training data in [0, 1), got {d.validation}"
+    )
+    _require(
+        not (d.validation_split and d.source != "tfds"),
+        "data.validation_split names a TFDS split: it needs data.source=tfds (else use data.validation=SHARE)",
+    )
+    _require(
+        not (config.train.early_stopping_patience and not (d.validation or d.validation_split)),
+        "train.early_stopping_patience reads validation data: set data.validation (e.g. 0.1) or data.validation_split",
+    )
     _require(not (d.binarize and m.likelihood != "bernoulli"), "data.binarize=true needs model.likelihood=bernoulli")
     _require(
         m.compute_dtype in COMPUTE_DTYPES,

@@ -101,7 +101,7 @@ CASES = [
         "batch larger than the data",
         lambda c, d, t: _train(d, "train.batch_size=501"),
         ConfigError,
-        r"train.batch_size=501 is larger than the 500 training examples",
+        r"train.batch_size=501 is larger than the 450 training examples",
     ),
     (
         "microbatches that do not divide the batch",

@@ -37,7 +37,14 @@ def test_train_writes_config_metrics_and_pictures(article_cvae_run):
     config = json.loads((article_cvae_run / "config.json").read_text())
     assert config["model"]["kind"] == "cvae" and config["train"]["epochs"] == 1 and config["seed"] == 5
     lines = [json.loads(line) for line in (article_cvae_run / "metrics.jsonl").read_text().splitlines()]
-    assert [(e["epoch"], e["split"]) for e in lines] == [(0, "test"), (1, "train"), (1, "test"), (1, "checkpoint")]
+    assert [(e["epoch"], e["split"]) for e in lines] == [
+        (0, "validation"),
+        (0, "test"),
+        (1, "train"),
+        (1, "validation"),
+        (1, "test"),
+        (1, "checkpoint"),
+    ]
     for entry in lines[:-1]:
         assert METRIC_KEYS <= set(entry)
         assert entry["neg_elbo"] == pytest.approx(entry["recon"] + entry["kl"], rel=1e-5)
@@ -95,7 +102,7 @@ def test_sample_errors(article_cvae_run, tmp_path, capsys):
         )
         == 2
     )
-    assert "checkpoint must be 'latest', 'best' or a step number (kept: [20]), got 'last'" in capsys.readouterr().err
+    assert "checkpoint must be 'latest', 'best' or a step number (kept: [18]), got 'last'" in capsys.readouterr().err
     # An existing folder as --out: refused by name (np.save would have written <folder>.npy and said otherwise).
     assert (
         main(["sample", "--workdir", str(article_cvae_run), "--num", "2", "--label", "1", "--out", str(tmp_path)]) == 2
@@ -223,7 +230,7 @@ def test_unconditional_vae_samples(tmp_path):
     "args, message",
     [
         (["--set", "train.beta=-2"], "train.beta must be >= 0"),
-        (["--batch-size", "5000"], "train.batch_size=5000 is larger than the 4000 training examples"),
+        (["--batch-size", "5000"], "train.batch_size=5000 is larger than the 3600 training examples"),
         (["--set", "data.source=npz", "--set", "data.path=/no/such.npz"], "does not exist"),
     ],
 )

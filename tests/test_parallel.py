@@ -124,7 +124,7 @@ def test_two_processes_on_localhost_train_like_one_process_with_as_many_devices(
     assert a["neg_elbo"][-1] < 0.7 * a["neg_elbo"][0]
     # Only process 0 wrote the log: 1 + 2 epochs x (train, test) lines + 1 checkpoint line, not twice as many.
     splits = [json.loads(line)["split"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert splits == ["test", "train", "test", "train", "test", "checkpoint"]
+    assert splits == ["validation", "test", "train", "validation", "test", "train", "validation", "test", "checkpoint"]
     assert (tmp_path / "run" / "samples.png").exists()
 
 

@@ -2,4 +2,15 @@
 
 `cvae_jax.data` itself exposes the image data API (`load`, `Dataset`, `Split`, ...)."""
 
-from cvae_jax.data.images import DataError, Dataset, Split, as_split, embedded_path, load, load_idx, load_npz, load_tfds  # noqa: F401
+from cvae_jax.data.images import (  # noqa: F401
+    DataError,
+    Dataset,
+    Split,
+    as_split,
+    embedded_path,
+    hold_out,
+    load,
+    load_idx,
+    load_npz,
+    load_tfds,
+)

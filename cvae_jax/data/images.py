@@ -42,10 +42,29 @@ class Dataset:
     test: Split
     num_classes: int
     name: str
+    validation: Split | None = None  # a data set's own validation split, or one held out of train
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
+
+
+def hold_out(dataset: Dataset, share: float, seed: int) -> Dataset:
+    """`dataset` with `share` of its training examples moved to a validation split (a seeded random
+    choice, the same for the same seed), unless it has a validation split already or share is 0."""
+    if dataset.validation is not None or share <= 0:
+        return dataset
+    n = len(dataset.train)
+    count = int(round(share * n))
+    if not 0 < count < n:
+        raise DataError(
+            f"{dataset.name}: data.validation={share} of {n} training examples holds out {count}; "
+            "choose a share that leaves examples on both sides"
+        )
+    order = np.random.default_rng([seed, 0x7A11D]).permutation(n)
+    held, kept = np.sort(order[:count]), np.sort(order[count:])
+    train, validation = (Split(dataset.train.images[i], dataset.train.labels[i]) for i in (kept, held))
+    return dataclasses.replace(dataset, train=train, validation=validation)
 
 
 def embedded_path() -> Path:
@@ -144,8 +163,11 @@ def _num_classes(source) -> int | None:
         return None
 
 
-def load_tfds(name: str, *, data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
-    """Loads a prepared TFDS image data set through `tfds.data_source` (no TensorFlow needed)."""
+def load_tfds(
+    name: str, *, data_dir: str = "", train_split: str = "train", test_split: str = "test", validation_split: str = ""
+) -> Dataset:
+    """Loads a prepared TFDS image data set through `tfds.data_source` (no TensorFlow needed), with
+    its own validation split when `validation_split` names one."""
     import tensorflow_datasets as tfds
 
     kwargs = {"data_dir": data_dir} if data_dir else {}
@@ -159,7 +181,14 @@ def load_tfds(name: str, *, data_dir: str = "", train_split: str = "train", test
         ) from None
     train = _read_tfds_source(train_src, f"{name}[{train_split}]")
     test = _read_tfds_source(test_src, f"{name}[{test_split}]")
-    return _finish(train, test, name, _num_classes(train_src))
+    dataset = _finish(train, test, name, _num_classes(train_src))
+    if not validation_split:
+        return dataset
+    try:
+        source = tfds.data_source(name, split=validation_split, download=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - tfds raises several types for a missing split
+        raise DataError(f"TFDS data set {name!r} has no split {validation_split!r} ({type(e).__name__}: {e})") from None
+    return dataclasses.replace(dataset, validation=_read_tfds_source(source, f"{name}[{validation_split}]"))
 
 
 def _idx_cache_dir(folder: Path) -> Path:
@@ -192,5 +221,11 @@ def load(cfg: DataConfig, progress: bool = True) -> Dataset:
     if cfg.source == "idx":
         return load_idx(cfg.path, data_dir=cfg.data_dir, progress=progress)
     if cfg.source == "tfds":
-        return load_tfds(cfg.name, data_dir=cfg.data_dir, train_split=cfg.train_split, test_split=cfg.test_split)
+        return load_tfds(
+            cfg.name,
+            data_dir=cfg.data_dir,
+            train_split=cfg.train_split,
+            test_split=cfg.test_split,
+            validation_split=cfg.validation_split,
+        )
     raise ConfigError(f"data.source must be embedded, npz, idx or tfds, got {cfg.source!r}")

@@ -42,7 +42,8 @@ def init_for(parts: Parts, config: Config, image_shape, num_classes: int) -> Tra
 
 def check_dataset(dataset: data_lib.Dataset) -> None:
     """Labels in 0..num_classes-1 and one image shape in both splits, or a DataError naming the split."""
-    for name, split in (("train", dataset.train), ("test", dataset.test)):
+    splits = (("train", dataset.train), ("test", dataset.test), ("validation", dataset.validation))
+    for name, split in ((name, split) for name, split in splits if split is not None):
         labels = np.asarray(split.labels)
         if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
             raise data_lib.DataError(
@@ -56,6 +57,17 @@ def check_dataset(dataset: data_lib.Dataset) -> None:
             )
 
 
+def _rows(split: data_lib.Split) -> dict[str, np.ndarray]:
+    return {"image": split.images, "label": split.labels}
+
+
+def _fingerprint(d: data_lib.Dataset) -> str:
+    arrays = [d.train.images, d.train.labels, d.test.images, d.test.labels]
+    if d.validation is not None:
+        arrays += [d.validation.images, d.validation.labels]
+    return fingerprint_arrays(*arrays, extra=str(d.num_classes))
+
+
 class ImageTask(Task):
     """A VAE or CVAE on labelled images: the task of `cvae-jax train`."""
 
@@ -64,9 +76,11 @@ class ImageTask(Task):
 
     def __init__(self, config: Config, dataset: data_lib.Dataset, prior=None):
         check_dataset(dataset)
+        self._fingerprint = _fingerprint(dataset)  # of the data as given, before a share is held out
+        dataset = data_lib.hold_out(dataset, config.data.validation, config.seed)
         self.config, self.dataset, self.prior = config, dataset, prior
-        self.train_rows = {"image": dataset.train.images, "label": dataset.train.labels}
-        self.test_rows = {"image": dataset.test.images, "label": dataset.test.labels}
+        self.train_rows, self.test_rows = _rows(dataset.train), _rows(dataset.test)
+        self.validation_rows = _rows(dataset.validation) if dataset.validation is not None else None
 
     def build(self, total_steps: int) -> Parts:
         return build(
@@ -104,7 +118,8 @@ class ImageTask(Task):
 
 @dataclasses.dataclass
 class Run:
-    """What a run produced: the model, final state, per-epoch history and the data it saw."""
+    """What a run produced: the model, final state, per-epoch history and the data it saw (the
+    training split without the examples held out for validation, which are `dataset.validation`)."""
 
     config: Config
     model: VAE
@@ -129,8 +144,11 @@ def train_and_evaluate(
     validate(config)
     if dataset is None:
         dataset = data_lib.load(config.data, progress=progress and parallel.is_primary())
-    fitted = fit(ImageTask(config, dataset, prior), workdir, progress=progress)
-    return Run(config=config, model=fitted.parts.model, state=fitted.state, history=fitted.history, dataset=dataset)
+    task = ImageTask(config, dataset, prior)
+    fitted = fit(task, workdir, progress=progress)
+    return Run(
+        config=config, model=fitted.parts.model, state=fitted.state, history=fitted.history, dataset=task.dataset
+    )
 
 
 @dataclasses.dataclass

@@ -3,9 +3,10 @@ kind of data. Images, time-series windows and molecules are tasks; so is anythin
 
 A task holds its config and its data as named arrays, and says:
 
-* **rows**: `train_rows` and `test_rows`, dicts of arrays with one row per example
-  (`{"image", "label"}` for images, `{"tokens", "condition"}` for molecules). A batch is the same
-  dict with `batch_size` rows, gathered on the device inside the compiled step;
+* **rows**: `train_rows`, `test_rows` and optionally `validation_rows`, dicts of arrays with one
+  row per example (`{"image", "label"}` for images, `{"tokens", "condition"}` for molecules). A
+  batch is the same dict with `batch_size` rows, gathered on the device inside the compiled step.
+  Validation rows choose the "best" checkpoint and early stopping; test rows are only reported;
 * **the loss and its per-example terms**: `build(total_steps)` returns `Parts`: the Flax model,
   `terms(params, batch, key) -> {name: [B]}` (test metrics are their means) and
   `loss(params, batch, key, step) -> (scalar, metrics)` (what is trained), and the optimizer;
@@ -68,6 +69,7 @@ class Task:
     config: Any
     train_rows: dict[str, np.ndarray]
     test_rows: dict[str, np.ndarray]
+    validation_rows: dict[str, np.ndarray] | None = None
 
     def build(self, total_steps: int) -> Parts:
         raise NotImplementedError

@@ -110,6 +110,15 @@ def _check_finite(task: Task, sums: dict[str, float], where: str, ckpts) -> None
         )
 
 
+def _early_stop_due(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether `patience` epochs have passed since the best validation -ELBO in `history` (which a
+    resumed run reads back from metrics.jsonl, so a resume stops where the run would have)."""
+    if patience <= 0:
+        return False
+    scores = [line["neg_elbo"] for line in history if line["split"] == "validation" and line["epoch"] > 0]
+    return len(scores) > patience and min(scores[-patience:]) >= min(scores[:-patience])
+
+
 def _restore(ckpts, step: int, layout, state, key_data, where: str):
     """The state (in `layout`), key data and position saved at `step`."""
     restored, saved_key, meta = ckpts.restore(step, layout.global_value(state), key_data)
@@ -194,16 +203,16 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     train_key, shuffle_key = _derive(key_data, TRAIN), _derive(key_data, SHUFFLE)
     eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
 
-    def test_line(epoch: int) -> dict[str, Any]:
+    def eval_lines(epoch: int) -> list[dict[str, Any]]:
+        """The epoch's "validation" (when the task has validation rows) and "test" lines."""
         params = layout.local_value(state.params)
-        metrics = evaluate_dataset(eval_step, params, task.test_rows, config.train.eval_batch_size, eval_key)
-        return {
-            "epoch": epoch,
-            "split": "test",
-            "step": epoch * steps_per_epoch,
-            **metrics,
-            **task.on_epoch_end(epoch, parts, params),
-        }
+        lines = []
+        for split, rows in (("validation", task.validation_rows), ("test", task.test_rows)):
+            if rows is not None:
+                metrics = evaluate_dataset(eval_step, params, rows, config.train.eval_batch_size, eval_key)
+                lines.append({"epoch": epoch, "split": split, "step": epoch * steps_per_epoch, **metrics})
+        lines[-1].update(task.on_epoch_end(epoch, parts, params))
+        return lines
 
     def save(epoch: int, batch: int, sums=None, metrics=None) -> None:
         start = time.perf_counter()
@@ -232,7 +241,8 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     from tqdm.auto import tqdm
 
     if position.epoch == 1 and position.batch == 0:
-        log.record(test_line(0))
+        for line in eval_lines(0):
+            log.record(line)
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=(position.epoch - 1) * steps_per_epoch + position.batch,
@@ -243,7 +253,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     )
     epoch = position.epoch
     with bar, resume.StopSignals() as signals:
-        while epoch <= epochs:
+        while epoch <= epochs and not _early_stop_due(log.history, config.train.early_stopping_patience):
             # One epoch: compiled calls of fused steps, each resumable at its end.
             start = time.perf_counter()
             perm = program.permute(shuffle_key, epoch)
@@ -279,19 +289,26 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
                     "samples_per_s": samples_per_epoch / seconds,
                 }
             )
-            test = test_line(epoch)
-            if not math.isfinite(test["neg_elbo"]):
-                raise TrainingError(
-                    f"the test ELBO became non-finite after epoch {epoch} (more than "
-                    f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
-                    "steps in a row?); lower train.learning_rate or check the data for NaN/Inf"
-                )
-            log.record(test)
-            bar.set_postfix(train_neg_elbo=f"{train['neg_elbo']:.1f}", test_neg_elbo=f"{test['neg_elbo']:.1f}")
+            lines = eval_lines(epoch)
+            for line in lines:
+                if not math.isfinite(line["neg_elbo"]):
+                    raise TrainingError(
+                        f"the {line['split']} ELBO became non-finite after epoch {epoch} (more than "
+                        f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
+                        "steps in a row?); lower train.learning_rate or check the data for NaN/Inf"
+                    )
+            for line in lines:
+                log.record(line)
+            chosen = lines[0]  # what the "best" checkpoint and early stopping read: validation, else test
+            bar.set_postfix(
+                train_neg_elbo=f"{train['neg_elbo']:.1f}",
+                **{f"{line['split']}_neg_elbo": f"{line['neg_elbo']:.1f}" for line in lines},
+            )
+            done = epoch == epochs or _early_stop_due(log.history, config.train.early_stopping_patience)
             stop, every = signals.requested(), config.checkpoint.every_epochs
-            if ckpts is not None and (stop or epoch == epochs or (every and epoch % every == 0)):
-                save(epoch + 1, 0, metrics={k: test[k] for k in ("neg_elbo", "recon", "kl")})
-            if stop and epoch < epochs:
+            if ckpts is not None and (stop or done or (every and epoch % every == 0)):
+                save(epoch + 1, 0, metrics={k: chosen[k] for k in ("neg_elbo", "recon", "kl")})
+            if stop and not done:
                 raise interrupted(signals.signum)
             epoch += 1
     return state
