@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
@@ -363,3 +364,22 @@ def test_the_blocked_front_end_lead_computes_the_library_front_ends_gradients(ba
     # Two implementations (autodiff of conv/ReLU/dense against the hand-written blocked VJP) agree.
     assert result["max_rel_grad_diff"] < 1e-5
     assert result["library_ms"] > 0 and result["blocked_ms"] > 0
+
+
+def test_nll_eval_scores_the_same_bits_with_the_same_weights_as_pytorch(tmp_path):
+    """benchmarks/nll_eval.py: the PyTorch reference, given the run's weights and the saved bits,
+    estimates the same -log p(x) as cvae_jax (to Monte Carlo noise), so its timing compares like with like."""
+    pytest.importorskip("torch", reason="needs PyTorch, the [compare] extra: pip install -e '.[compare]'")
+    from benchmarks import nll_eval
+    from cvae_jax.cli import main
+
+    workdir = tmp_path / "vae"
+    overrides = ["model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32", "data.binarize=true"]
+    args = ["train", "--model", "vae", "--epochs", "1", "--workdir", str(workdir), "--no-progress"]
+    assert main([*args, *[f"--set={o}" for o in overrides]]) == 0
+    data_file = tmp_path / "bits.npz"
+    nll_eval.export(str(workdir), 200, data_file)
+    ours = nll_eval.run_jax(str(workdir), str(data_file), k=200, chunk=20, batch=100)
+    theirs = nll_eval.run_torch(str(data_file), k=200, chunk=20, batch=100)
+    assert abs(ours["nll"] - theirs["nll"]) < 0.01 * ours["nll"]
+    assert 0 < ours["nll"] < 784 * np.log(2)  # better than coin flips for every pixel

@@ -35,7 +35,7 @@ __all__ = ["conditional_accuracy", "conditional_samples"]
 # --------------------------------------------------------------------------- likelihood and latent usage
 
 
-def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int = 100, binarize: bool = False):
+def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int = 20, binarize: bool = False):
     """Returns log_px(params, batch, key) -> [B]: the importance-sampled estimate of log p(x[ | c]),
 
         log p(x) ~= log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x),   z_k ~ q(z | x),
@@ -96,7 +96,7 @@ def evaluate_model(
     dataset,
     *,
     num_importance_samples: int = 1000,
-    chunk: int = 100,
+    chunk: int = 20,
     batch_size: int = 100,
     num_examples: int | None = None,
     seed: int = 0,

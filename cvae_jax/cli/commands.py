@@ -380,7 +380,12 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     evaluate.add_argument("--num-importance-samples", type=int, default=1000, help="K (up to 5,000 and more)")
-    evaluate.add_argument("--chunk", type=int, default=100, help="samples drawn per compiled chunk (bounds memory)")
+    evaluate.add_argument(
+        "--chunk",
+        type=int,
+        default=20,
+        help="importance samples decoded per scan step (bounds memory; small chunks keep the decoder outputs in cache)",
+    )
     evaluate.add_argument("--num-examples", type=int, help="evaluate the first N test examples (default: all)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", help="JSON output (default: <workdir>/evaluation.json)")

@@ -88,11 +88,14 @@ def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z):
     k, b, d = z.shape
     flat_z = z.reshape(k * b, d)
     flat_c = None if condition is None else jnp.tile(condition, (k, 1))
-    flat_x = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * b, *x.shape[1:])
-    log_lik = likelihoods.log_likelihood(flat_x, model.apply(params, flat_z, flat_c, method=model.decode))
+    # The decoder runs on all K * B latents at once; its outputs are scored against x broadcast over
+    # the K axis (x itself is never copied K times).
+    decoded = model.apply(params, flat_z, flat_c, method=model.decode)
+    decoded = {name: value.reshape(k, b, *value.shape[1:]) for name, value in decoded.items()}
+    log_lik = likelihoods.log_likelihood(x, decoded)
     log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob)
     log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
-    return log_lik.reshape(k, b), log_prior.reshape(k, b), log_q
+    return log_lik, log_prior.reshape(k, b), log_q
 
 
 def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize: bool = False):
