@@ -48,3 +48,82 @@ def test_merge_replaces_the_same_cell_and_the_table_shows_it(tmp_path):
     assert "## cpu_x" in report.render(results)
     text = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\nrest\n"
     assert report.readme_with_table(text, "NEW") == f"intro\n{report.README_BEGIN}\nNEW\n{report.README_END}\nrest\n"
+
+
+# The JSON files behind each section of experiments/README.md (its comparison columns included).
+SECTION_FILES = {
+    "Conditional generation by label": ["conditional_generation"],
+    "Translation and style swap": ["translation"],
+    "Full size": ["fashion_conditional_generation", "fashion_translation", "conditional_generation", "translation"],
+    "Anomaly detection: irregular heartbeats": ["anomaly_ecg"],
+    "Anomaly detection: digits": ["anomaly_digits"],
+    "Posterior collapse": ["posterior_collapse"],
+    "Conditional molecule generation": ["molecules", "molecules_free_bits"],
+}
+# Table numbers with decimals that are not results of the section's scripts, and where they come from.
+NOT_IN_JSON = {
+    "116.23": "the quickstart run's own metrics.jsonl",
+    "1.58": "the size of MOSES's training set (1.58M)",
+}
+
+
+def _numbers(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _numbers(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _numbers(value)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield abs(float(tree))
+
+
+NUMBER = r"(?<![\w.])[−-]?\d[\d,]*\.(\d+)"  # a number with decimals, e.g. 0.936, −105.50, 1,234.5
+
+
+def _unmatched(rows: list[str], values: list[float], where: str) -> tuple[int, list[str]]:
+    """(numbers checked, those of `rows` that no value rounds to, as shown or as a percentage)."""
+    import re
+
+    checked, missing = 0, []
+    for row in rows:
+        for match in re.finditer(NUMBER, row):
+            text, decimals = match.group(0).replace("−", "").replace("-", "").replace(",", ""), len(match.group(1))
+            shown, tolerance = float(text), 0.51 * 10**-decimals
+            checked += 1
+            if text in NOT_IN_JSON:
+                continue
+            if not any(abs(round(v * d_v, decimals) - shown) < tolerance for v in values for d_v in (1, 100)):
+                missing.append(f"{where}: {match.group(0)} in {row[:80]}")
+    return checked, missing
+
+
+def test_every_number_in_the_experiments_tables_is_in_their_json():
+    """Each number with decimals in a table of experiments/README.md (and of docs/priors.md) is a
+    value of its section's JSON (rounded as shown, or as a percentage), so a table cannot drift from
+    the results it reports. Integers (counts, settings) are not checked."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+
+    def table_rows(text: str) -> list[str]:
+        rows = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+        return rows[1:]  # the header row names columns
+
+    def values(*names: str) -> list[float]:
+        return [v for name in names for v in _numbers(json.loads((root / "results" / f"{name}.json").read_text()))]
+
+    checked, missing = _unmatched(
+        [line for line in (root.parent / "docs" / "priors.md").read_text().splitlines() if line.startswith("|")],
+        values("priors"),
+        "docs/priors.md",
+    )
+    for section in re.split(r"^## ", (root / "README.md").read_text(), flags=re.M)[1:]:
+        title = section.splitlines()[0]
+        names = next((files for prefix, files in SECTION_FILES.items() if title.startswith(prefix)), None)
+        if names is not None:
+            count, lost = _unmatched(table_rows(section), values(*names), title[:30])
+            checked, missing = checked + count, missing + lost
+    assert checked > 270, checked  # the tables were found
+    assert not missing, "\n".join(missing)
