@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.throughput import load_results, summarize, table
+from benchmarks.throughput import _key, load_results, summarize, table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -155,18 +155,10 @@ def merge(new: Path, device_class: str, results_dir: Path = RESULTS) -> None:
     """Adds the records of `new` to `<device_class>.jsonl`, replacing those of the same cells."""
 
     def key(r: dict) -> tuple:
+        """A cell's identity: the table's (throughput._key), with the kind and an evaluation's K and size."""
         if r.get("kind") == "matmul_peak":
             return ("peak", r.get("dtype", "float32"))
-        return (
-            r.get("kind"),
-            r.get("impl"),
-            r.get("model"),
-            r.get("batch"),
-            r.get("mode", ""),
-            r.get("devices", 1),
-            r.get("data") or "random",
-            r.get("compute_dtype", ""),
-        )
+        return (r.get("kind"), *_key(r), r.get("k"), r.get("num_examples"))
 
     target = results_dir / f"{device_class}.jsonl"
     old = [json.loads(line) for line in target.read_text().splitlines() if line.strip()] if target.exists() else []

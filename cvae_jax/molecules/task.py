@@ -236,6 +236,13 @@ class MoleculeTask(Task):
         loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=total_steps)
         return Parts(model=model, terms=sequence.make_terms(model), loss=loss, tx=make_optimizer(tc))
 
+    def example(self) -> dict[str, np.ndarray]:
+        # From the vocabulary's row length and the properties, not the rows (a loaded model has none).
+        return {
+            "tokens": np.zeros((2, self.data.length), np.int32),
+            "condition": np.zeros((2, len(self.data.names)), np.float32),
+        }
+
     def model_inputs(self, batch):
         return batch["tokens"], (batch["condition"] if self.data.names else None)
 
@@ -278,8 +285,8 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
             raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
         cfg = MoleculeConfig.from_dict(saved["config"])
         empty = {
-            "tokens": np.zeros((2, saved["length"]), np.int32),
-            "condition": np.zeros((2, len(saved["names"])), np.float32),
+            "tokens": np.zeros((0, saved["length"]), np.int32),
+            "condition": np.zeros((0, len(saved["names"])), np.float32),
         }
         data = MoleculeData(
             smiles.Vocab(tuple(saved["vocab"])),
@@ -295,7 +302,6 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         parts = task.build(1)
         target = jax.eval_shape(lambda: task.init(parts))
         state, _, _ = ckpts.restore(step, target, jax.random.key_data(base_key(cfg.seed)))
-    data.train = data.test = {"tokens": np.zeros((0, saved["length"]), np.int32)}
     return parts.model, state.params, data
 
 

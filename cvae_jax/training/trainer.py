@@ -62,12 +62,11 @@ class _Log:
         if self.path is not None:
             resume.write_history(self.path, history)
 
-    def record(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def record(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
-        return entry
 
 
 def _derive(key_data: np.ndarray, purpose: int) -> np.ndarray:
