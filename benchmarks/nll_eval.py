@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,10 @@ def export(workdir: str, num_examples: int, out: Path) -> None:
     test = data.load(run.config.data).test
     x = test.images[:num_examples].reshape(min(num_examples, len(test)), -1)
     bits = (np.random.default_rng(0).uniform(size=x.shape) < x).astype(np.float32)
-    arrays = {"bits": bits}
+    from benchmarks.common import _arch
+
+    arch = _arch(latent=m.latent_dim, encoder_hidden=m.encoder_hidden, decoder_hidden=m.decoder_hidden)
+    arrays = {"bits": bits, "arch": np.array(json.dumps(arch))}
     for side in ("encoder", "decoder"):
         names = sorted((k for k in params[side] if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
         names += ["mean", "log_var"] if side == "encoder" else ["out"]
@@ -95,55 +97,21 @@ def run_jax(workdir: str, data_file: str, k: int, chunk: int, batch: int) -> dic
 def run_torch(data_file: str, k: int, chunk: int, batch: int) -> dict:
     import torch
 
+    from benchmarks.reference_torch import VAE, load_weights, log_px
+
     torch.set_flush_denormal(True)
     arrays = np.load(data_file)
-
-    def layers(side):
-        names = sorted({"/".join(key.split("/")[:3]) for key in arrays.files if key.startswith(side + "/")})
-        return [
-            (torch.from_numpy(arrays[f"{n}/kernel"]).T.contiguous(), torch.from_numpy(arrays[f"{n}/bias"]))
-            for n in names
-        ]
-
-    encoder, decoder = layers("encoder"), layers("decoder")
-    *enc_hidden, (w_mean, b_mean), (w_log_var, b_log_var) = encoder
-    *dec_hidden, (w_out, b_out) = decoder
+    model = VAE(json.loads(str(arrays["arch"])))
+    load_weights(model, arrays)
+    model.eval()
     bits = torch.from_numpy(arrays["bits"])
-    latent = w_mean.shape[0]
-    log_2pi = math.log(2 * math.pi)
     generator = torch.Generator().manual_seed(0)
-
-    def mlp(h, hidden):
-        for w, b in hidden:
-            h = torch.relu(torch.nn.functional.linear(h, w, b))
-        return h
-
-    @torch.inference_mode()
-    def log_px(x):
-        h = mlp(x, enc_hidden)
-        mean, log_var = (
-            torch.nn.functional.linear(h, w_mean, b_mean),
-            torch.nn.functional.linear(h, w_log_var, b_log_var),
-        )
-        std, acc = torch.exp(0.5 * log_var), torch.full((x.shape[0],), -math.inf)
-        for _ in range(k // chunk):
-            eps = torch.randn(chunk, *mean.shape, generator=generator)
-            z = mean + std * eps
-            logits = torch.nn.functional.linear(mlp(z.reshape(-1, latent), dec_hidden), w_out, b_out)
-            logits = logits.reshape(chunk, x.shape[0], -1)
-            log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, x.expand_as(logits), reduction="none"
-            ).sum(-1)
-            log_prior = -0.5 * (z * z + log_2pi).sum(-1)
-            log_q = -0.5 * (eps * eps + log_var + log_2pi).sum(-1)
-            acc = torch.logaddexp(acc, torch.logsumexp(log_lik + log_prior - log_q, 0))
-        return acc - math.log(k)
-
-    start = time.perf_counter()
-    log_px(bits[:batch])
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    ll = torch.cat([log_px(bits[i : i + batch]) for i in range(0, len(bits), batch)])
+    with torch.inference_mode():
+        start = time.perf_counter()
+        log_px(model, bits[:batch], k, chunk, generator)
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ll = torch.cat([log_px(model, bits[i : i + batch], k, chunk, generator) for i in range(0, len(bits), batch)])
     return {
         "impl": "torch",
         "seconds": time.perf_counter() - start,

@@ -1,5 +1,9 @@
 """The benchmark models in PyTorch, trained the way PyTorch users write it: an nn.Module, Adam, and
 a standard loop over a shuffled in-memory tensor (optionally torch.compile). Prints one JSON line.
+
+Two protocols: the throughput cell below, and "likelihood" (experiments/likelihood.py): an MLP VAE
+trained for a fixed budget on dynamically binarized images, then scored by importance-sampled NLL
+and -ELBO on a saved binarization of the test images.
 On a CUDA machine the model and the whole data set live on the GPU (the fastest way to feed it;
 no host-to-device copies inside the loop) and each epoch ends with torch.cuda.synchronize().
 
@@ -97,7 +101,7 @@ class VAE(nn.Module):
         super().__init__()
         self.encoder, self.decoder = Encoder(a), Decoder(a)
 
-    def forward(self, x, c):
+    def forward(self, x, c=None):
         """The negative ELBO: Bernoulli log-likelihood summed over pixels, analytic KL, batch mean."""
         mean, log_var = self.encoder(x, c)
         z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
@@ -105,6 +109,85 @@ class VAE(nn.Module):
         recon = F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(1)
         kl = 0.5 * (torch.exp(log_var) + mean**2 - 1.0 - log_var).sum(1)
         return (recon + kl).mean()
+
+
+def log_px(model: VAE, x, k: int, chunk: int, generator) -> torch.Tensor:
+    """The importance-sampled log p(x) [B] of an unconditional VAE with a N(0, I) prior: K samples of
+    q(z | x), decoded `chunk` at a time (batched decoder calls), combined by a running logsumexp."""
+    mean, log_var = model.encoder(x, None)
+    std, acc = torch.exp(0.5 * log_var), torch.full((x.shape[0],), -math.inf, device=x.device)
+    log_2pi = math.log(2 * math.pi)
+    for _ in range(k // chunk):
+        eps = torch.randn(chunk, *mean.shape, generator=generator, device=x.device)
+        z = mean + std * eps
+        logits = model.decoder(z.reshape(-1, mean.shape[1]), None).reshape(chunk, x.shape[0], -1)
+        log_lik = -F.binary_cross_entropy_with_logits(logits, x.flatten(1).expand_as(logits), reduction="none").sum(-1)
+        log_prior = -0.5 * (z * z + log_2pi).sum(-1)
+        log_q = -0.5 * (eps * eps + log_var + log_2pi).sum(-1)
+        acc = torch.logaddexp(acc, torch.logsumexp(log_lik + log_prior - log_q, 0))
+    return acc - math.log(k)
+
+
+def load_weights(model: VAE, arrays) -> None:
+    """Copies MLP weights exported as `{side}/{index}/{name}/kernel|bias` ([in, out] kernels, by layer;
+    benchmarks/nll_eval.py's format) into `model`."""
+    layers = {"encoder": [*model.encoder.dense, model.encoder.mean, model.encoder.log_var]}
+    layers["decoder"] = [*model.decoder.dense, model.decoder.out]
+    with torch.no_grad():
+        for side, modules in layers.items():
+            names = sorted({"/".join(key.split("/")[:3]) for key in arrays.files if key.startswith(side + "/")})
+            if len(names) != len(modules):
+                raise ValueError(f"{side}: {len(names)} exported layers for {len(modules)} in the model")
+            for name, module in zip(names, modules):
+                module.weight.copy_(torch.from_numpy(arrays[f"{name}/kernel"]).T)
+                module.bias.copy_(torch.from_numpy(arrays[f"{name}/bias"]))
+
+
+def score(model: VAE, bits, k: int, chunk: int, batch: int, generator) -> dict:
+    """Test NLL (importance-sampled, K = k) and one-sample -ELBO of binary images [N, ...], in nats."""
+    model.eval()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        ll = torch.cat([log_px(model, bits[i : i + batch], k, chunk, generator) for i in range(0, len(bits), batch)])
+        nll_s = time.perf_counter() - start
+        neg_elbo = [model(bits[i : i + 1000]).item() * len(bits[i : i + 1000]) for i in range(0, len(bits), 1000)]
+    return {"nll": float(-ll.mean()), "neg_elbo": sum(neg_elbo) / len(bits), "nll_seconds": nll_s}
+
+
+def likelihood_protocol(spec: dict) -> dict:
+    """Trains the MLP VAE `spec["arch"]` with Adam on dynamically binarized training images
+    (`spec["train"]`, uint8) for `epochs` epochs of `batch`, then scores the saved test bits."""
+    import numpy as np
+
+    torch.manual_seed(int(spec["seed"]))
+    torch.set_flush_denormal(True)
+    generator = torch.Generator().manual_seed(int(spec["seed"]))
+    start = time.perf_counter()
+    x_all = torch.from_numpy(np.load(spec["train"])["images"]).float().div_(255.0).flatten(1)
+    model = VAE(spec["arch"])
+    opt = torch.optim.Adam(model.parameters(), lr=float(spec["learning_rate"]))
+    n, batch = len(x_all), int(spec["batch"])
+    for _ in range(int(spec["epochs"])):
+        perm = torch.randperm(n, generator=generator)
+        for i in range(n // batch):
+            x = torch.bernoulli(x_all[perm[i * batch : (i + 1) * batch]], generator=generator)
+            loss = model(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    train_s = time.perf_counter() - start
+    bits = np.load(spec["bits"])
+    x = np.unpackbits(bits["bits"], axis=1)[: int(spec["num_examples"]), : int(np.prod(bits["shape"][1:]))]
+    start = time.perf_counter()
+    scores = score(model, torch.from_numpy(x.astype(np.float32)), int(spec["k"]), 20, 100, generator)
+    return {
+        "impl": "torch",
+        **scores,
+        "train_seconds": train_s,
+        "eval_seconds": time.perf_counter() - start,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure(spec: dict) -> dict:
@@ -152,4 +235,5 @@ def measure(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    cell = json.loads(sys.argv[1])
+    print(json.dumps(likelihood_protocol(cell) if cell.get("protocol") == "likelihood" else measure(cell)))

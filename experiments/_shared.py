@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +48,61 @@ def trained(config, workdir: str, dataset=None):
 def judge(dataset, seed: int = 0) -> classifier.Classifier:
     """The independent classifier (a CNN trained on the real training images only)."""
     return classifier.train_classifier(dataset.train.images, dataset.train.labels, dataset.num_classes, seed=seed)
+
+
+# ----------------------------------------------------------------------------- seeds and their spread
+
+
+def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seeds (default 0 1 2: every headline number is a mean over them, with its spread) and --seed
+    (one seed only, as before)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--seed", type=int, help="one seed only (the same as --seeds SEED)")
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    return [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
+
+
+def seed_workdir(workdir: str | Path, seed: int) -> str:
+    """The run folder of `seed`: `workdir` itself for seed 0 (the folder the README names), else
+    `workdir`_seed<seed>."""
+    return str(workdir) if seed == 0 else f"{workdir}_seed{seed}"
+
+
+def spread(runs: list):
+    """The runs' results (equal-shaped trees of dicts, lists and numbers) merged into one tree whose
+    numbers are {"mean", "std", "min", "max"} over the runs (std: the sample standard deviation; 0 for
+    one run). Strings and booleans that agree are kept; entries that differ in shape are dropped."""
+    first = runs[0]
+    if isinstance(first, dict):
+        keys = [k for k in first if all(isinstance(r, dict) and k in r for r in runs)]
+        merged = {k: spread([r[k] for r in runs]) for k in keys}
+        return {k: v for k, v in merged.items() if v is not None}
+    if isinstance(first, list):
+        if not all(isinstance(r, list) and len(r) == len(first) for r in runs):
+            return None
+        return [spread([r[i] for r in runs]) for i in range(len(first))]
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in runs):
+            return None
+        values = [float(r) for r in runs]
+        return {
+            "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+        }
+    return first if all(r == first for r in runs) else None
+
+
+def over_seeds(name: str, seeds: list[int], measure: Callable[[int], dict], **settings) -> dict:
+    """Runs measure(seed) for every seed and writes experiments/results/<name>.json: the settings, the
+    seeds, each seed's result and their spread (what the tables report, as mean ± std)."""
+    by_seed = {}
+    for seed in seeds:
+        by_seed[str(seed)] = measure(seed)
+        print(f"seed {seed} done", flush=True)
+    result = {**settings, "seeds": seeds, "spread": spread(list(by_seed.values())), "by_seed": by_seed}
+    save_json(name, result)
+    return result

@@ -5,11 +5,13 @@ anomalies, beside PCA reconstruction-error baselines on the same windows. The th
 calibrated on the last 20% of TRAIN_NA (never trained on) for a 5% point false-positive rate.
 
     pip install --no-deps aeon==1.6.0     # ships the GutenTAG series (read without importing aeon)
-    python experiments/anomaly_ecg.py [--data FOLDER] [--windows 40,100] [--epochs 60]
+    python experiments/anomaly_ecg.py [--data FOLDER] [--windows 40,100] [--epochs 60] [--seeds 0 1 2]
 
 --data: a folder with ecg-diff-count-3_{TRAIN_NA,TEST}.csv[.gz] instead of the aeon wheel's copy.
 
-Writes experiments/results/anomaly_ecg.{json,png}.
+Every VAE is trained once per seed (runs/anomaly_ecg/window_W/run, run_seed1, ...); the PCA baselines
+are deterministic. Writes experiments/results/anomaly_ecg.json (each seed's AUROCs and their spread)
+and .png (seed 0's scores).
 """
 
 import argparse
@@ -52,63 +54,80 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100, help="importance samples for the NLL score")
     parser.add_argument("--fpr", type=float, default=0.05)
     parser.add_argument("--workdir", default="runs/anomaly_ecg")
+    _shared.add_seed_arguments(parser)
     args = parser.parse_args()
+    seeds = _shared.seeds_of(args)
 
     train_values, _ = series.read_csv(series.gutentag_ecg("TRAIN_NA", args.data))
     test_values, is_anomaly = series.read_csv(series.gutentag_ecg("TEST", args.data))
     split = int(0.8 * len(train_values))
     scale = series.scaler(train_values[:split])
     fit, calib, test = scale(train_values[:split]), scale(train_values[split:]), scale(test_values)
-    result, pictures = {"epochs": args.epochs, "fpr": args.fpr, "windows": {}}, {}
-    for window in map(int, args.windows.split(",")):
-        start = time.perf_counter()
-        fit_w, calib_w, test_w = (series.windows(v, window) for v in (fit, calib, test))
-        folder = Path(args.workdir) / f"window_{window}"
-        folder.mkdir(parents=True, exist_ok=True)
-        npz = folder / "windows.npz"  # train: normal windows; test: held-out normal windows
-        np.savez(
-            npz,
-            x_train=fit_w[..., 0],
-            y_train=np.zeros(len(fit_w), int),
-            x_test=calib_w[..., 0],
-            y_test=np.zeros(len(calib_w), int),
-        )
-        config = apply_overrides(
-            get_config("vae"), [*MODEL, f"train.epochs={args.epochs}", "data.source=npz", f"data.path={npz.resolve()}"]
-        )
-        run = _shared.trained(config, str(folder / "run"))
-        rows = {}
+    pictures = {}
 
-        def report(name, test_scores, calib_scores):
-            points = series.point_scores(test_scores, len(test), window)
-            threshold = anomaly.calibrate_threshold(series.point_scores(calib_scores, len(calib), window), args.fpr)
-            rows[name] = {
-                "point_auroc": anomaly.auroc(points, is_anomaly),
-                "threshold": threshold,
-                **anomaly.detection_rates(points, is_anomaly, threshold),
-            }
-            return points
+    def measure(seed: int) -> dict:
+        windows = {}
+        for window in map(int, args.windows.split(",")):
+            start = time.perf_counter()
+            fit_w, calib_w, test_w = (series.windows(v, window) for v in (fit, calib, test))
+            folder = Path(args.workdir) / f"window_{window}"
+            folder.mkdir(parents=True, exist_ok=True)
+            npz = folder / "windows.npz"  # train: normal windows; test: held-out normal windows
+            np.savez(
+                npz,
+                x_train=fit_w[..., 0],
+                y_train=np.zeros(len(fit_w), int),
+                x_test=calib_w[..., 0],
+                y_test=np.zeros(len(calib_w), int),
+            )
+            config = apply_overrides(
+                get_config("vae"),
+                [
+                    *MODEL,
+                    f"train.epochs={args.epochs}",
+                    "data.source=npz",
+                    f"data.path={npz.resolve()}",
+                    f"seed={seed}",
+                ],
+            )
+            run = _shared.trained(config, _shared.seed_workdir(folder / "run", seed))
+            rows = {}
 
-        for kind in anomaly.SCORES:
-            options = dict(kind=kind, num_classes=1, num_samples=args.k)
-            points = report(
-                f"vae_{kind}",
-                anomaly.scores(run.model, run.params, test_w, **options),
-                anomaly.scores(run.model, run.params, calib_w, **options),
+            def report(name, test_scores, calib_scores):
+                points = series.point_scores(test_scores, len(test), window)
+                threshold = anomaly.calibrate_threshold(series.point_scores(calib_scores, len(calib), window), args.fpr)
+                rows[name] = {
+                    "point_auroc": anomaly.auroc(points, is_anomaly),
+                    "threshold": threshold,
+                    **anomaly.detection_rates(points, is_anomaly, threshold),
+                }
+                return points
+
+            for kind in anomaly.SCORES:
+                options = dict(kind=kind, num_classes=1, num_samples=args.k)
+                points = report(
+                    f"vae_{kind}",
+                    anomaly.scores(run.model, run.params, test_w, **options),
+                    anomaly.scores(run.model, run.params, calib_w, **options),
+                )
+                if kind == "nll" and seed == seeds[0]:
+                    pictures[f"VAE -log p, window {window}"] = points
+            variance = (
+                np.linalg.svd(fit_w.reshape(len(fit_w), -1) - fit_w.mean(0).reshape(1, -1), compute_uv=False) ** 2
             )
-            if kind == "nll":
-                pictures[f"VAE -log p, window {window}"] = points
-        variance = np.linalg.svd(fit_w.reshape(len(fit_w), -1) - fit_w.mean(0).reshape(1, -1), compute_uv=False) ** 2
-        explained = np.cumsum(variance) / variance.sum()
-        k90 = int(np.searchsorted(explained, 0.90) + 1)
-        for k in sorted({3, 5, k90, int(np.searchsorted(explained, 0.99) + 1)}):
-            report(
-                f"pca_k{k}" + ("_90pct_var" if k == k90 else ""),
-                pca_scores(fit_w, test_w, k),
-                pca_scores(fit_w, calib_w, k),
-            )
-        result["windows"][window] = {"seconds": round(time.perf_counter() - start, 1), "scores": rows}
-        print(f"window {window}: " + ", ".join(f"{n} {r['point_auroc']:.3f}" for n, r in rows.items()), flush=True)
+            explained = np.cumsum(variance) / variance.sum()
+            k90 = int(np.searchsorted(explained, 0.90) + 1)
+            for k in sorted({3, 5, k90, int(np.searchsorted(explained, 0.99) + 1)}):
+                report(
+                    f"pca_k{k}" + ("_90pct_var" if k == k90 else ""),
+                    pca_scores(fit_w, test_w, k),
+                    pca_scores(fit_w, calib_w, k),
+                )
+            windows[window] = {"seconds": round(time.perf_counter() - start, 1), "scores": rows}
+            print(f"window {window}: " + ", ".join(f"{n} {r['point_auroc']:.3f}" for n, r in rows.items()), flush=True)
+        return {"windows": windows}
+
+    _shared.over_seeds("anomaly_ecg", seeds, measure, epochs=args.epochs, fpr=args.fpr)
     plots.save_series_scores(
         _shared.picture("anomaly_ecg"),
         test_values,
@@ -116,7 +135,6 @@ def main() -> None:
         is_anomaly,
         title="ECG test series (anomalies shaded) and VAE point scores",
     )
-    _shared.save_json("anomaly_ecg", result)
 
 
 if __name__ == "__main__":

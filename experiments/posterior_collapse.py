@@ -3,9 +3,11 @@ cyclical annealing and free bits, each against active units (Burda et al. 2015),
 information I(x; z), test -ELBO (β = 1), test NLL -log p(x | c) (importance-sampled) and
 conditional accuracy (an independent CNN judges class-k samples).
 
-    python experiments/posterior_collapse.py [--epochs 50] [--k 200]
+    python experiments/posterior_collapse.py [--epochs 50] [--k 200] [--seeds 0 1 2]
 
-Writes experiments/results/posterior_collapse.{json,png} (the picture: test KL per latent dimension).
+Every setting is trained once per seed; the judge once (seed 0). Writes
+experiments/results/posterior_collapse.json (each seed's rows and their spread) and .png (the
+picture: seed 0's test KL per latent dimension).
 """
 
 import argparse
@@ -37,41 +39,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--k", type=int, default=200, help="importance samples for the test NLL")
-    parser.add_argument("--seed", type=int, default=0)
+    _shared.add_seed_arguments(parser)
     args = parser.parse_args()
+    seeds = _shared.seeds_of(args)
 
     dataset = data.load_npz(data.embedded_path())
-    judge = _shared.judge(dataset, args.seed)
-    rows = []
-    for name, overrides in SETTINGS.items():
-        config = apply_overrides(get_config("cvae"), [f"train.epochs={args.epochs}", f"seed={args.seed}", *overrides])
-        start = time.perf_counter()
-        run = _shared.train_and_evaluate(config, None, dataset=dataset, progress=False)
-        scores = evaluate.evaluate_model(run.model, run.state.params, config, dataset, num_importance_samples=args.k)
-        accuracy, _ = evaluate.conditional_accuracy(
-            judge, run.model, run.state.params, jax.random.key(args.seed), dataset.num_classes
-        )
-        row = {
-            "setting": name,
-            "overrides": overrides,
-            "active_units": scores["active_units"],
-            "latent_dim": scores["latent_dim"],
-            "kl": scores["kl"],
-            "mutual_information": scores["mutual_information"],
-            "test_neg_elbo": scores["neg_elbo"],
-            "test_nll": scores["nll"],
-            "conditional_accuracy": accuracy,
-            "kl_per_dim": scores.get("kl_per_dim"),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-        rows.append(row)
-        print(
-            f"| {name} | {row['active_units']}/{row['latent_dim']} | {row['kl']:.2f} | {row['mutual_information']:.2f} "
-            f"| {row['test_neg_elbo']:.2f} | {row['test_nll']:.2f} | {accuracy:.3f} |",
-            flush=True,
-        )
-    _shared.save_json("posterior_collapse", {"epochs": args.epochs, "num_importance_samples": args.k, "rows": rows})
-    picture(rows)
+    judge = _shared.judge(dataset, 0)
+
+    def measure(seed: int) -> dict:
+        rows = []
+        for name, overrides in SETTINGS.items():
+            config = apply_overrides(get_config("cvae"), [f"train.epochs={args.epochs}", f"seed={seed}", *overrides])
+            start = time.perf_counter()
+            run = _shared.train_and_evaluate(config, None, dataset=dataset, progress=False)
+            scores = evaluate.evaluate_model(
+                run.model, run.state.params, config, dataset, num_importance_samples=args.k
+            )
+            accuracy, _ = evaluate.conditional_accuracy(
+                judge, run.model, run.state.params, jax.random.key(seed), dataset.num_classes
+            )
+            row = {
+                "setting": name,
+                "overrides": overrides,
+                "active_units": scores["active_units"],
+                "latent_dim": scores["latent_dim"],
+                "kl": scores["kl"],
+                "mutual_information": scores["mutual_information"],
+                "test_neg_elbo": scores["neg_elbo"],
+                "test_nll": scores["nll"],
+                "conditional_accuracy": accuracy,
+                "kl_per_dim": scores.get("kl_per_dim"),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            rows.append(row)
+            print(
+                f"| {name} | {row['active_units']}/{row['latent_dim']} | {row['kl']:.2f} "
+                f"| {row['mutual_information']:.2f} | {row['test_neg_elbo']:.2f} | {row['test_nll']:.2f} "
+                f"| {accuracy:.3f} |",
+                flush=True,
+            )
+        if seed == seeds[0]:
+            picture(rows)
+        return {"rows": rows}
+
+    _shared.over_seeds("posterior_collapse", seeds, measure, epochs=args.epochs, num_importance_samples=args.k)
 
 
 def picture(rows) -> None:

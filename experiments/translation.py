@@ -8,12 +8,16 @@ Measured on the 1,000 test digits, each translated to the 9 other classes:
     translations, against inputs paired with other digits' translations.
 Style swap: the latent of digit A, the label of digit B -> A's handwriting writing B's class.
 
-    python experiments/translation.py [--workdir runs/quickstart]
+    python experiments/translation.py [--workdir runs/quickstart] [--seeds 0 1 2]
 
-Writes experiments/results/translation.{json,png} and style_swap.png.
+Seed S uses the run of conditional_generation.py's seed S (--workdir for seed 0, --workdir_seed<S>
+otherwise), training it if it is not there; the judge is trained once (seed 0).
+Writes experiments/results/translation.json (each seed's numbers and their spread), translation.png
+and style_swap.png (seed 0's run).
 """
 
 import argparse
+import dataclasses
 
 import _shared
 import numpy as np
@@ -21,22 +25,37 @@ import numpy as np
 from cvae_jax.apps import plots, translate
 from cvae_jax.config import get_config
 from cvae_jax.data import images as data
+from cvae_jax.training import checkpoint
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="runs/quickstart")
-    parser.add_argument("--seed", type=int, default=0)
+    _shared.add_seed_arguments(parser)
     parser.add_argument(
         "--prefix", default="", help="put before the names of the files written (e.g. fashion_ for a Fashion-MNIST run)"
     )
     args = parser.parse_args()
 
-    run = _shared.trained(get_config("cvae"), args.workdir)
-    dataset = data.load(run.config.data)
+    seeds = _shared.seeds_of(args)
+    base = _shared.load_run(args.workdir).config if checkpoint.has_checkpoint(args.workdir) else get_config("cvae")
+    dataset = data.load(base.data)
     classes = dataset.num_classes
-    judge = _shared.judge(dataset, args.seed)
+    judge = _shared.judge(dataset, 0)
     x, y = dataset.test.images, dataset.test.labels
+
+    def measure(seed: int) -> dict:
+        workdir = _shared.seed_workdir(args.workdir, seed)
+        run = _shared.trained(dataclasses.replace(base, seed=seed), workdir)
+        result = translation_scores(run, judge, x, y, classes, seed)
+        if seed == seeds[0]:
+            pictures(run, x, y, classes, args.prefix)
+        return {"workdir": workdir, "checkpoint_step": run.step, **result}
+
+    _shared.over_seeds(args.prefix + "translation", seeds, measure)
+
+
+def translation_scores(run, judge, x, y, classes: int, seed: int) -> dict:
     n = len(x)
 
     sources = np.repeat(y, classes - 1)
@@ -44,41 +63,38 @@ def main() -> None:
     inputs = np.repeat(x, classes - 1, axis=0)
     moved = np.asarray(translate.translate(run.model, run.params, inputs, sources, targets, classes))
     accuracy = judge.predict(moved) == targets
-    cycle, random = translate.cycle_distances(run.model, run.params, inputs, sources, targets, classes, seed=args.seed)
+    cycle, random = translate.cycle_distances(run.model, run.params, inputs, sources, targets, classes, seed=seed)
     ink_in, ink_out = inputs.reshape(len(inputs), -1).sum(1), moved.reshape(len(moved), -1).sum(1)
-    shuffled = np.random.default_rng(args.seed).permutation(len(moved))
+    shuffled = np.random.default_rng(seed).permutation(len(moved))
 
-    rng = np.random.default_rng(args.seed + 1)
+    rng = np.random.default_rng(seed + 1)
     partner = rng.permutation(n)
     partner = np.where(y[partner] == y, np.roll(partner, 1), partner)  # a digit of (almost always) another class
     swapped = np.asarray(translate.style_swap(run.model, run.params, x, y, y[partner], classes))
     keep = y[partner] != y
 
     per_class = [float(accuracy[targets == k].mean()) for k in range(classes)]
-    _shared.save_json(
-        args.prefix + "translation",
-        {
-            "workdir": args.workdir,
-            "checkpoint_step": run.step,
-            "num_translations": int(len(moved)),
-            "target_accuracy": float(accuracy.mean()),
-            "target_accuracy_by_target_class": np.round(per_class, 3),
-            "source_class_retained": float(np.mean(judge.predict(moved) == sources)),
-            "cycle_distance_median": float(np.median(cycle)),
-            "random_pair_distance_median": float(np.median(random)),
-            "cycle_over_random": float(np.median(cycle) / np.median(random)),
-            "ink_correlation_input_vs_translation": float(np.corrcoef(ink_in, ink_out)[0, 1]),
-            "ink_correlation_shuffled_pairs": float(np.corrcoef(ink_in, ink_out[shuffled])[0, 1]),
-            "style_swap_accuracy_as_content_class": float(np.mean(judge.predict(swapped[keep]) == y[partner][keep])),
-            "style_swap_pairs": int(keep.sum()),
-        },
-    )
+    return {
+        "num_translations": int(len(moved)),
+        "target_accuracy": float(accuracy.mean()),
+        "target_accuracy_by_target_class": np.round(per_class, 3).tolist(),
+        "source_class_retained": float(np.mean(judge.predict(moved) == sources)),
+        "cycle_distance_median": float(np.median(cycle)),
+        "random_pair_distance_median": float(np.median(random)),
+        "cycle_over_random": float(np.median(cycle) / np.median(random)),
+        "ink_correlation_input_vs_translation": float(np.corrcoef(ink_in, ink_out)[0, 1]),
+        "ink_correlation_shuffled_pairs": float(np.corrcoef(ink_in, ink_out[shuffled])[0, 1]),
+        "style_swap_accuracy_as_content_class": float(np.mean(judge.predict(swapped[keep]) == y[partner][keep])),
+        "style_swap_pairs": int(keep.sum()),
+    }
 
+
+def pictures(run, x, y, classes: int, prefix: str) -> None:
     rows = [int(np.flatnonzero(y == k)[0]) for k in range(classes)]  # the first test digit of each class
     grid = np.asarray(translate.translation_grid(run.model, run.params, x[rows], y[rows], classes))
     picture = np.concatenate([x[rows][:, None], grid], axis=1).reshape(-1, *x.shape[1:])
     plots.save_grid(
-        _shared.picture(args.prefix + "translation"),
+        _shared.picture(prefix + "translation"),
         picture,
         classes,
         classes + 1,
@@ -94,7 +110,7 @@ def main() -> None:
         [np.concatenate([np.ones_like(x[:1]), contents])[None], np.concatenate([styles[:, None], swap], axis=1)]
     ).reshape(-1, *x.shape[1:])
     plots.save_grid(
-        _shared.picture(args.prefix + "style_swap"),
+        _shared.picture(prefix + "style_swap"),
         picture,
         7,
         classes + 1,

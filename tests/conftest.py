@@ -22,6 +22,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before jax is imported;
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+if "CVAE_JAX_CACHE" not in os.environ:  # derived data (prepared IDX files, MOSES references) stay in the session
+    os.environ["CVAE_JAX_CACHE"] = tempfile.mkdtemp(prefix="cvae_jax_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["CVAE_JAX_CACHE"], ignore_errors=True)
+
 import numpy as np  # noqa: E402 (after the environment above is set)
 import pytest  # noqa: E402
 

@@ -60,15 +60,18 @@ def test_ecg_experiment_finds_injected_anomalies(tmp_path):
         "10",
         "--workdir",
         str(tmp_path / "runs"),
+        "--seed",
+        "0",
         tmp_path=tmp_path,
     )
     result = json.loads((tmp_path / "results" / "anomaly_ecg.json").read_text())
-    scores = result["windows"]["25"]["scores"]
+    assert result["seeds"] == [0]
+    scores = result["by_seed"]["0"]["windows"]["25"]["scores"]
     assert scores["vae_recon"]["point_auroc"] > 0.9 and scores["vae_nll"]["point_auroc"] > 0.9, scores
     assert (tmp_path / "results" / "anomaly_ecg.png").stat().st_size > 0
 
 
-def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
+def test_digit_holdout_experiment_writes_one_row_per_class_and_seed(tmp_path):
     _run(
         "anomaly_digits.py",
         "--epochs",
@@ -79,16 +82,27 @@ def test_digit_holdout_experiment_writes_one_row_per_class(tmp_path):
         "0,1",
         "--workdir",
         str(tmp_path / "runs"),
+        "--seeds",
+        "0",
+        "1",
         tmp_path=tmp_path,
     )
     result = json.loads((tmp_path / "results" / "anomaly_digits.json").read_text())
-    assert [r["held_out"] for r in result["per_class"]] == [0, 1]
-    for row in result["per_class"]:
-        for kind in ("nll", "neg_elbo", "recon"):
-            assert 0.0 <= row[kind]["auroc"] <= 1.0 and row[kind]["false_positive_rate"] < 0.5
-    # the trained run is a real run directory: the CLI scores with it
-    run = tmp_path / "runs" / "holdout_0" / "run"
-    assert (run / "config.json").exists()
+    assert result["seeds"] == [0, 1]
+    for seed in ("0", "1"):
+        rows = result["by_seed"][seed]["per_class"]
+        assert [r["held_out"] for r in rows] == [0, 1]
+        for row in rows:
+            for kind in ("nll", "neg_elbo", "recon"):
+                assert 0.0 <= row[kind]["auroc"] <= 1.0 and row[kind]["false_positive_rate"] < 0.5
+    # the reported spread is that of the seeds' own numbers, and the seeds trained different models
+    aurocs = [result["by_seed"][seed]["mean_auroc"]["recon"] for seed in ("0", "1")]
+    spread = result["spread"]["mean_auroc"]["recon"]
+    assert spread["mean"] == pytest.approx(np.mean(aurocs)) and spread["std"] == pytest.approx(np.std(aurocs, ddof=1))
+    assert aurocs[0] != aurocs[1]
+    # each trained run is a real run directory: the CLI scores with it
+    for run in ("run", "run_seed1"):
+        assert (tmp_path / "runs" / "holdout_0" / run / "config.json").exists()
 
 
 def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):

@@ -268,6 +268,14 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
         == 2
     )
     assert out.read_text().splitlines() == lines  # a failed call leaves the earlier output alone
+    # the MOSES metrics of molecules drawn from the run, asked for the properties of test molecules
+    scores, drawn = tmp_path / "scores.json", tmp_path / "evaluated.smi"
+    evaluate = ["evaluate-molecules", "--workdir", str(tmp_path / "run"), "--num", "30", "--batch", "16"]
+    evaluate += ["--train-csv", TRAIN, "--test-csv", TEST, "--no-moses", "--no-fcd", "--jobs", "1"]
+    assert cli.main([*evaluate, "--samples-out", str(drawn), "--out", str(scores)]) == 0
+    result, samples = json.loads(scores.read_text()), drawn.read_text().splitlines()
+    assert result["num_samples"] == len(samples) == 30
+    assert result["valid"] == pytest.approx(np.mean([chem.canonical(s) is not None for s in samples]))
     other = dataclasses.replace(cfg, latent_dim=5)
     with pytest.raises(CheckpointError, match="another config"):
         molecules.train(other, data, workdir=tmp_path / "run")

@@ -327,6 +327,70 @@ def _sample_molecules(args) -> int:
     return 0
 
 
+def _evaluate_molecules(args) -> int:
+    import json
+
+    from cvae_jax.molecules import benchmark
+
+    out = _output_file(args.out)
+    samples_out = _output_file(args.samples_out, "--samples-out") if args.samples_out else None
+    found = {} if args.no_moses else benchmark.moses_files()
+    files = {
+        "train": args.train_csv or found.get("train"),
+        "test": args.test_csv or found.get("test"),
+        "test_scaffolds": args.test_scaffolds_csv or found.get("test_scaffolds"),
+    }
+    if args.input:
+        generated, source = benchmark.read_smi(args.input), {"input": args.input}
+    else:
+        generated = _draw_molecules(args, files["test"])
+        source = {"workdir": args.workdir, "checkpoint": args.checkpoint, "seed": args.seed}
+        source["temperature"] = args.temperature
+    if samples_out is not None:
+        _write(samples_out, ("\n".join(generated) + "\n").encode())
+    result = benchmark.evaluate(
+        generated,
+        train_csv=files["train"],
+        test_csv=files["test"],
+        test_scaffolds_csv=files["test_scaffolds"],
+        jobs=args.jobs,
+        fcd=not args.no_fcd,
+    )
+    result = {**source, **result}
+    _write(out, (json.dumps(result, indent=2) + "\n").encode())
+    print(json.dumps({k: v for k, v in result.items() if k not in ("files", "skipped")}))
+    for line in result["skipped"]:
+        print(f"skipped: {line}", file=sys.stderr)
+    print(f"saved the metrics of {len(generated)} molecules to {out}", file=sys.stderr)
+    return 0
+
+
+def _draw_molecules(args, condition_csv) -> list[str]:
+    """`args.num` molecules from the run in args.workdir; a conditional model is asked, for each, for
+    the properties of a random molecule of `condition_csv` (MOSES's test set by default)."""
+    import jax
+
+    from cvae_jax import molecules
+    from cvae_jax.data import smiles
+
+    model, params, data = molecules.load(args.workdir, args.checkpoint)
+    condition = None
+    if model.conditional:
+        if condition_csv is None:
+            raise ValueError(
+                "a conditional model needs molecules whose properties to ask for: give --test-csv (or install "
+                "molsets for MOSES's test set)"
+            )
+        condition = data.conditions_like(smiles.load_csv(condition_csv), args.num, args.seed)
+    drawn = []
+    for start in range(0, args.num, args.batch):  # bounded memory whatever --num is
+        rows = None if condition is None else condition[start : start + args.batch]
+        count = min(args.batch, args.num - start)
+        key = jax.random.fold_in(jax.random.key(args.seed), start)
+        drawn += molecules.generate(model, params, key, rows, data.vocab, num=count, temperature=args.temperature)
+    return drawn
+
+
 def make_parser() -> argparse.ArgumentParser:
     from cvae_jax.config import PARALLEL_MODES
 
@@ -480,6 +544,29 @@ def make_parser() -> argparse.ArgumentParser:
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
     mol.set_defaults(func=_sample_molecules)
+
+    ev = commands.add_parser(
+        "evaluate-molecules",
+        help="the MOSES metrics (valid, unique@k, novelty, IntDiv, SNN, Frag, Scaf, Filters, FCD) of "
+        "molecules drawn from a run, or of any .smi file",
+    )
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("--workdir", help="a molecule run to draw from")
+    what.add_argument("--input", help="a .smi file (one SMILES per line) or a CSV with a SMILES column")
+    ev.add_argument("--num", type=int, default=30_000, help="molecules to draw (MOSES: 30,000)")
+    ev.add_argument("--checkpoint", default="best", help="best (default), latest, or a step number")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch", type=int, default=2000, help="molecules drawn per compiled call")
+    ev.add_argument("--train-csv", help="training SMILES for novelty (default: MOSES's 1.58M, from molsets)")
+    ev.add_argument("--test-csv", help="reference SMILES for SNN/Frag/Scaf/FCD (default: MOSES's test set)")
+    ev.add_argument("--test-scaffolds-csv", help="second reference (default: MOSES's scaffold-test set)")
+    ev.add_argument("--no-moses", action="store_true", help="do not fall back on MOSES's files from molsets")
+    ev.add_argument("--no-fcd", action="store_true", help="skip FCD even when fcd_torch is installed")
+    ev.add_argument("--jobs", type=int, help="processes for the RDKit work (default: the CPU count)")
+    ev.add_argument("--samples-out", help="also write the drawn molecules here, one per line")
+    ev.add_argument("--out", required=True, help="output .json of the metrics")
+    ev.set_defaults(func=_evaluate_molecules)
     return parser
 
 

@@ -13,7 +13,6 @@ Only this module (and `tfds_idx`, which it imports lazily) touches tensorflow-da
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.resources
 import os
 from pathlib import Path
@@ -193,10 +192,9 @@ def load_tfds(
 
 def _idx_cache_dir(folder: Path) -> Path:
     """A TFDS data_dir keyed by the IDX files' names, sizes and times, so a changed file is re-read."""
-    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*idx*")))
-    digest = hashlib.sha256(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("CVAE_JAX_CACHE", Path.home() / ".cache" / "cvae_jax"))
-    return root / "tfds" / digest
+    from cvae_jax.data import cache
+
+    return cache.keyed_dir("tfds", sorted(folder.glob("*idx*")), extra=str(folder.resolve()))
 
 
 def load_idx(folder: str | os.PathLike, *, data_dir: str = "", progress: bool = True) -> Dataset:

@@ -144,6 +144,18 @@ class MoleculeData:
     train_smiles: list[str]
     test_smiles: list[str]
 
+    def conditions_like(self, reference: Sequence[str], num: int, seed: int = 0) -> np.ndarray:
+        """float32 [num, P]: the standardized properties of `num` molecules drawn (with replacement, seeded)
+        from `reference` SMILES that RDKit parses: conditions distributed as real molecules' are."""
+        rng = np.random.default_rng(seed)
+        picked = [reference[i] for i in rng.integers(0, len(reference), size=num)] if len(reference) else []
+        props = chem.properties(picked, self.names) if picked else np.zeros((0, len(self.names)))
+        props = props[~np.isnan(props).any(axis=1)]
+        if not len(props):
+            raise ValueError("none of the reference molecules parse: give SMILES RDKit can read")
+        props = props[rng.integers(0, len(props), size=num)] if len(props) < num else props
+        return ((props - self.mean) / self.std).astype(np.float32)
+
     def condition_for(self, values: dict[str, float], num: int) -> np.ndarray:
         """float32 [num, P]: the standardized condition for property `values` (in their own units);
         properties not named are held at the training median."""
