@@ -277,6 +277,7 @@ def _train_molecules(args) -> int:
         seed=args.seed,
         properties=names,
         latent_dim=args.latent_dim,
+        representation=args.representation,
         parallel=devices,
     )
     parallel.initialize(cfg.parallel)  # before anything touches the devices
@@ -285,7 +286,8 @@ def _train_molecules(args) -> int:
     data = molecules.prepare(cfg)
     if primary:
         print(
-            f"training a SMILES {'CVAE on ' + ', '.join(names) if names else 'VAE'}: {len(data.train_smiles)} train / "
+            f"training a {args.representation.upper()} {'CVAE on ' + ', '.join(names) if names else 'VAE'}: "
+            f"{len(data.train_smiles)} train / "
             f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
             f"{args.workdir}",
             file=sys.stderr,
@@ -513,6 +515,12 @@ def make_parser() -> argparse.ArgumentParser:
         "mw, qed; '' trains an unconditional VAE (no RDKit needed)",
     )
     tm.add_argument("--epochs", type=int, default=10)
+    tm.add_argument(
+        "--representation",
+        choices=("smiles", "selfies"),
+        default="smiles",
+        help="the strings the model reads and writes; every SELFIES string decodes to a valid molecule",
+    )
     tm.add_argument("--latent-dim", type=int, default=32)
     tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
     tm.add_argument(

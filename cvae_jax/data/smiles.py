@@ -1,7 +1,11 @@
-"""SMILES strings as token sequences: tokenizer, vocabulary, padded integer arrays, MOSES files.
+"""Molecules as token sequences: tokenizer, vocabulary, padded integer arrays, MOSES files.
 
-Tokens are atoms and bonds as chemists write them (Schwaller et al. 2019's regular expression):
-bracket atoms such as `[nH]` or `[C@@H]`, two-letter `Br` / `Cl`, ring-closure digits, `%nn`.
+Two string representations. SMILES tokens are atoms and bonds as chemists write them (Schwaller et
+al. 2019's regular expression): bracket atoms such as `[nH]` or `[C@@H]`, two-letter `Br` / `Cl`,
+ring-closure digits, `%nn`. SELFIES (Krenn et al. 2020, the `selfies` package) are bracketed
+symbols such as `[C]`, `[=O]`, `[Branch1]`, `[Ring1]`; every string of them decodes to a valid
+molecule, so a SELFIES model cannot draw an unparsable sample. A vocabulary knows its representation;
+`decode` always returns SMILES.
 A sequence array is int32 [N, L]: the tokens, then one EOS, then PAD up to L. The decoder reads
 BOS followed by the same row shifted right, so BOS never appears in the array.
 """
@@ -25,8 +29,44 @@ _TOKEN = re.compile(
 )
 
 
-def tokenize(smiles: str) -> list[str]:
-    """The tokens of one SMILES string; raises ValueError on characters no token covers."""
+REPRESENTATIONS = ("smiles", "selfies")
+
+
+def _selfies():
+    try:
+        import selfies
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError('the SELFIES representation needs the selfies package: pip install -e ".[chem]"') from e
+    return selfies
+
+
+def to_selfies(smiles: str) -> str | None:
+    """The SELFIES string of a SMILES string, or None when it cannot be translated."""
+    sf = _selfies()
+    try:
+        return sf.encoder(smiles)
+    except sf.EncoderError:
+        return None
+
+
+def from_selfies(text: str) -> str:
+    """The SMILES string of a SELFIES string ("" when it does not decode)."""
+    sf = _selfies()
+    try:
+        return sf.decoder(text) or ""
+    except sf.DecoderError:
+        return ""
+
+
+def tokenize(smiles: str, representation: str = "smiles") -> list[str]:
+    """The tokens of one SMILES (or SELFIES) string; raises ValueError on characters no token covers."""
+    if representation == "selfies":
+        tokens = list(_selfies().split_selfies(smiles))
+        if "".join(tokens) != smiles:
+            raise ValueError(f"SELFIES {smiles!r} is not a sequence of bracketed symbols")
+        return tokens
+    if representation != "smiles":
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     tokens = _TOKEN.findall(smiles)
     if "".join(tokens) != smiles:
         covered = 0
@@ -44,9 +84,10 @@ def tokenize(smiles: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Vocab:
-    """Token <-> id. Ids 0, 1, 2 are PAD, BOS, EOS; the rest are sorted tokens."""
+    """Token <-> id. Ids 0, 1, 2 are PAD, BOS, EOS; the rest are sorted tokens of `representation`."""
 
     tokens: tuple[str, ...]
+    representation: str = "smiles"
 
     @property
     def size(self) -> int:
@@ -66,20 +107,20 @@ class Vocab:
         return cls(tokens)
 
 
-def build_vocab(smiles: Iterable[str]) -> Vocab:
+def build_vocab(smiles: Iterable[str], representation: str = "smiles") -> Vocab:
     seen = set()
     for s in smiles:
-        seen.update(tokenize(s))
-    return Vocab(SPECIAL + tuple(sorted(seen)))
+        seen.update(tokenize(s, representation))
+    return Vocab(SPECIAL + tuple(sorted(seen)), representation)
 
 
 def encode(smiles: Sequence[str], vocab: Vocab, length: int) -> np.ndarray:
-    """int32 [N, length]: tokens, EOS, PAD. Raises ValueError for a string longer than length - 1
-    tokens or with a token outside the vocabulary (naming the string)."""
+    """int32 [N, length]: tokens, EOS, PAD (strings of the vocabulary's representation). Raises
+    ValueError for a string longer than length - 1 tokens or with a token outside the vocabulary."""
     ids = vocab.ids()
     out = np.full((len(smiles), length), PAD, np.int32)
     for row, s in enumerate(smiles):
-        tokens = tokenize(s)
+        tokens = tokenize(s, vocab.representation)
         if len(tokens) >= length:
             raise ValueError(
                 f"SMILES {s!r} has {len(tokens)} tokens; sequences of length {length} hold at most "
@@ -94,7 +135,8 @@ def encode(smiles: Sequence[str], vocab: Vocab, length: int) -> np.ndarray:
 
 
 def decode(rows: np.ndarray, vocab: Vocab) -> list[str]:
-    """SMILES strings of int rows [N, L]: the tokens before the first EOS (PAD and BOS skipped)."""
+    """SMILES strings of int rows [N, L]: the tokens before the first EOS (PAD and BOS skipped),
+    translated from SELFIES when that is the vocabulary's representation."""
     out = []
     for row in np.asarray(rows):
         text = []
@@ -104,7 +146,7 @@ def decode(rows: np.ndarray, vocab: Vocab) -> list[str]:
             if i > EOS:
                 text.append(vocab.tokens[i])
         out.append("".join(text))
-    return out
+    return [from_selfies(t) for t in out] if vocab.representation == "selfies" else out
 
 
 def lengths(rows: np.ndarray) -> np.ndarray:

@@ -7,6 +7,9 @@ Properties (Lim et al. 2018 condition on several of these): logP (Crippen), QED 
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,18 +34,32 @@ def canonical(smiles: str) -> str | None:
     return None if mol is None else Chem.MolToSmiles(mol)
 
 
-def properties(smiles: Sequence[str], names: Sequence[str] = ("logp", "qed", "mw")) -> np.ndarray:
-    """float64 [N, len(names)]; rows of invalid molecules are NaN."""
+def parallel_map(fn, items: Sequence, jobs: int | None = None, chunk: int = 256) -> list:
+    """[fn(x) for x in items], in a pool of `jobs` processes (default: the CPU count) for long lists."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1 or len(items) < 2 * chunk:
+        return [fn(x) for x in items]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(fn, items, chunksize=chunk)
+
+
+def _property_row(smiles: str, names: tuple[str, ...]) -> list[float]:
+    Chem, Descriptors = _rdkit()
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    if mol is None:
+        return [np.nan] * len(names)
+    return [getattr(Descriptors, PROPERTIES[n])(mol) for n in names]
+
+
+def properties(
+    smiles: Sequence[str], names: Sequence[str] = ("logp", "qed", "mw"), jobs: int | None = None
+) -> np.ndarray:
+    """float64 [N, len(names)]; rows of invalid molecules are NaN (a process pool for long lists)."""
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise ValueError(f"unknown molecular properties {unknown}; choose from {sorted(PROPERTIES)}")
-    Chem, Descriptors = _rdkit()
-    out = np.full((len(smiles), len(names)), np.nan)
-    for i, s in enumerate(smiles):
-        mol = Chem.MolFromSmiles(s) if s else None
-        if mol is not None:
-            out[i] = [getattr(Descriptors, PROPERTIES[n])(mol) for n in names]
-    return out
+    rows = parallel_map(functools.partial(_property_row, names=tuple(names)), list(smiles), jobs)
+    return np.array(rows, np.float64).reshape(len(smiles), len(names))
 
 
 def sample_metrics(generated: Sequence[str], training: Iterable[str]) -> dict[str, float]:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 import functools
 import math
-import multiprocessing
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from cvae_jax.molecules.chem import parallel_map
 
 FINGERPRINT_BITS, MORGAN_RADIUS = 1024, 2
 FILTERS_CSV = Path(__file__).parent / "data" / "moses_filters.csv"
@@ -121,15 +121,6 @@ def passes_filters(smiles: str) -> bool:
         return False
     text = Chem.MolToSmiles(m, isomericSmiles=False)
     return bool(text) and Chem.MolFromSmiles(text) is not None
-
-
-def parallel_map(fn, items: Sequence, jobs: int | None = None, chunk: int = 256) -> list:
-    """[fn(x) for x in items], in a pool of `jobs` processes (default: the CPU count) for long lists."""
-    jobs = jobs or os.cpu_count() or 1
-    if jobs == 1 or len(items) < 2 * chunk:
-        return [fn(x) for x in items]
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        return pool.map(fn, items, chunksize=chunk)
 
 
 def _fingerprints(smiles: Sequence[str], jobs: int | None) -> np.ndarray:

@@ -49,6 +49,7 @@ class MoleculeConfig:
     num_train: int = 50_000  # the first N molecules of each file
     num_test: int = 2_000
     properties: tuple[str, ...] = ("logp", "tpsa", "mw")  # the condition; () = an unconditional VAE
+    representation: str = "smiles"  # the strings the model reads and writes: "smiles" or "selfies"
     latent_dim: int = 32
     embed_dim: int = 64
     encoder_hidden: int = 128
@@ -70,6 +71,8 @@ class MoleculeConfig:
         for name in ("num_train", "num_test", "latent_dim", "embed_dim", "encoder_hidden", "decoder_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.representation not in smiles.REPRESENTATIONS:
+            raise ConfigError(f"representation must be one of {smiles.REPRESENTATIONS}, got {self.representation!r}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ConfigError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         unknown = [p for p in self.properties if p not in chem.PROPERTIES]
@@ -166,14 +169,23 @@ class MoleculeData:
         return np.tile(((row - self.mean) / self.std).astype(np.float32), (num, 1))
 
 
-def _split(smi: list[str], vocab: smiles.Vocab, length: int, names, mean=None, std=None):
+def _texts(smi: list[str], representation: str) -> tuple[list[str], list[str]]:
+    """(the SMILES, their strings in `representation`), leaving out molecules that do not translate."""
+    if representation == "smiles":
+        return smi, smi
+    pairs = [(s, t) for s, t in zip(smi, chem.parallel_map(smiles.to_selfies, smi)) if t]
+    return [s for s, _ in pairs], [t for _, t in pairs]
+
+
+def _split(smi: list[str], texts: list[str], vocab, length: int, names, mean=None, std=None):
     props = chem.properties(smi, names) if names else np.zeros((len(smi), 0))
     keep = ~np.isnan(props).any(axis=1)
     smi, props = [s for s, k in zip(smi, keep) if k], props[keep]
+    texts = [t for t, k in zip(texts, keep) if k]
     if mean is None:
         mean, std = props.mean(0), props.std(0) + 1e-8
     arrays = {
-        "tokens": smiles.encode(smi, vocab, length),
+        "tokens": smiles.encode(texts, vocab, length),
         "properties": props.astype(np.float32),
         "condition": ((props - mean) / std).astype(np.float32),
     }
@@ -181,24 +193,29 @@ def _split(smi: list[str], vocab: smiles.Vocab, length: int, names, mean=None, s
 
 
 def prepare(cfg: MoleculeConfig) -> MoleculeData:
-    """Loads, tokenizes and labels the data. The vocabulary and length come from the training set;
-    test molecules with other tokens or longer strings are left out (`test_smiles` lists those kept).
-    Molecules RDKit cannot parse are left out of both splits."""
-    train_smi = smiles.load_csv(cfg.train_path, cfg.num_train)
-    test_smi = smiles.load_csv(cfg.test_path, cfg.num_test)
+    """Loads, tokenizes (in cfg.representation) and labels the data. The vocabulary and length come from
+    the training set; test molecules with other tokens or longer strings are left out (`test_smiles`
+    lists those kept). Molecules RDKit cannot parse (or SELFIES cannot translate) are left out of both."""
+    rep = cfg.representation
+    train_smi, train_text = _texts(smiles.load_csv(cfg.train_path, cfg.num_train), rep)
+    test_smi, test_text = _texts(smiles.load_csv(cfg.test_path, cfg.num_test), rep)
     if len(train_smi) < cfg.train.batch_size:
         raise ConfigError(
             f"{cfg.train_path} has {len(train_smi)} molecules, fewer than one batch ({cfg.train.batch_size})"
         )
-    vocab = smiles.build_vocab(train_smi)
-    length = 1 + max(len(smiles.tokenize(s)) for s in train_smi)
+    vocab = smiles.build_vocab(train_text, rep)
+    length = 1 + max(len(smiles.tokenize(t, rep)) for t in train_text)
     ids = vocab.ids()
-    fits = [s for s in test_smi if len(t := smiles.tokenize(s)) < length and all(x in ids for x in t)]
+    fits = [
+        (s, t)
+        for s, t in zip(test_smi, test_text)
+        if len(tokens := smiles.tokenize(t, rep)) < length and all(x in ids for x in tokens)
+    ]
     if not fits:
         raise ValueError(f"none of the {len(test_smi)} test molecules fit the training vocabulary and length")
     names = tuple(cfg.properties)
-    train_smi, train, mean, std = _split(train_smi, vocab, length, names)
-    test_smi, test, _, _ = _split(fits, vocab, length, names, mean, std)
+    train_smi, train, mean, std = _split(train_smi, train_text, vocab, length, names)
+    test_smi, test, _, _ = _split([s for s, _ in fits], [t for _, t in fits], vocab, length, names, mean, std)
     median = np.median(train["properties"], axis=0) if names else np.zeros(0)
     return MoleculeData(vocab, length, names, mean, std, median, train, test, train_smi, test_smi)
 
@@ -301,7 +318,7 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
             "condition": np.zeros((0, len(saved["names"])), np.float32),
         }
         data = MoleculeData(
-            smiles.Vocab(tuple(saved["vocab"])),
+            smiles.Vocab(tuple(saved["vocab"]), cfg.representation),
             saved["length"],
             tuple(saved["names"]),
             *(np.asarray(saved[k]) for k in ("mean", "std", "median")),
