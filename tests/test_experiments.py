@@ -105,30 +105,23 @@ def test_digit_holdout_experiment_writes_one_row_per_class_and_seed(tmp_path):
         assert (tmp_path / "runs" / "holdout_0" / run / "config.json").exists()
 
 
-def test_molecule_experiment_measures_samples_and_control_on_moses(tmp_path):
+def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
     pytest.importorskip("rdkit", reason="needs RDKit, the [chem] extra: pip install -e '.[chem]'")
     fixtures = Path(__file__).resolve().parent / "data"
+    train, test = fixtures / "moses_train_1200.csv.gz", fixtures / "moses_test_400.csv.gz"
     _run(
         "molecules.py",
-        "--train",
-        "512",
-        "--test",
-        "100",
-        "--epochs",
-        "1",
-        "--samples",
-        "40",
-        "--train-csv",
-        str(fixtures / "moses_train_1200.csv.gz"),
-        "--test-csv",
-        str(fixtures / "moses_test_400.csv.gz"),
+        *("--train", "512", "--test", "100", "--epochs", "1", "--samples", "60", "--seed", "0"),
+        *("--train-csv", str(train), "--test-csv", str(test), "--test-scaffolds-csv", str(test), "--no-moses"),
+        *("--decoder-hidden", "32", "--latent-dim", "8", "--workdir", str(tmp_path / "runs" / "mol")),
         tmp_path=tmp_path,
     )
-    result = json.loads((tmp_path / "results" / "molecules.json").read_text())
-    tests = [row for row in result["history"] if row["split"] == "test"]
-    assert result["data"]["train_molecules"] == 512 and len(tests) == 2
-    assert tests[1]["neg_elbo"] < tests[0]["neg_elbo"]
-    assert 0 <= result["active_units"] <= 32
-    assert result["samples"]["num_samples"] == 40 and 0.0 <= result["samples"]["validity"] <= 1.0
-    assert set(result["control"]) == set(result["levels"]) == {"logp", "tpsa", "mw"}
-    assert all(len(rows) == 3 and rows[0]["target"] < rows[2]["target"] for rows in result["levels"].values())
+    result = json.loads((tmp_path / "results" / "molecules_smiles.json").read_text())
+    run = result["by_seed"]["0"]
+    assert run["data"]["train_molecules"] == 512 and run["config"]["train"]["beta"] == 0.05
+    moses = run["moses"]
+    assert moses["num_samples"] == 60 and 0.0 <= moses["valid"] <= 1.0
+    assert {"SNN/Test", "Frag/Test", "SNN/TestSF", "IntDiv", "Filters", "novelty"} <= set(moses) or moses["valid"] == 0
+    assert set(run["control"]) == {"logp", "tpsa", "mw"}
+    samples = (tmp_path / "results" / "molecules_smiles_samples.smi").read_text().splitlines()
+    assert len(samples) == 60 and samples[:20] == run["examples"]

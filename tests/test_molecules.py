@@ -493,3 +493,21 @@ def test_selfies_model_trains_and_draws_only_valid_molecules(tmp_path):
     assert len(drawn) == 64 and any(drawn) and all(chem.canonical(s) is not None for s in drawn if s)
     with pytest.raises(ConfigError, match="representation"):
         dataclasses.replace(cfg, representation="inchi")
+
+
+def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))
+    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=200, num_test=50, train=TrainConfig(batch_size=64))
+    fresh = molecules.prepare(cfg, cached=False)
+    first, second = molecules.prepare(cfg), molecules.prepare(cfg)  # computed and written, then read back
+    assert len(list((tmp_path / "cache" / "molecules").iterdir())) == 1
+    for data in (first, second):
+        assert data.vocab == fresh.vocab and data.length == fresh.length and data.names == fresh.names
+        assert data.train_smiles == fresh.train_smiles and data.test_smiles == fresh.test_smiles
+        for split in ("train", "test"):
+            for k, v in getattr(fresh, split).items():
+                np.testing.assert_array_equal(getattr(data, split)[k], v)
+        np.testing.assert_array_equal(data.mean, fresh.mean)
+    other = dataclasses.replace(cfg, num_train=150)  # other settings: another entry
+    assert len(molecules.prepare(other).train_smiles) == 150
+    assert len(list((tmp_path / "cache" / "molecules").iterdir())) == 2
