@@ -17,7 +17,7 @@ from typing import Any
 
 MODELS = ("vae", "cvae")
 PRESETS = ("default", "article")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 OBJECTIVES = ("elbo", "iwae", "hybrid")
@@ -48,7 +48,10 @@ class ModelConfig:
     # Where the condition enters the encoder: "input" (concatenated to the flattened features
     # before the dense layers) or "head" (after them, as in the article's CVAE).
     condition_site: str = "input"
-    likelihood: str = "bernoulli"  # "bernoulli" or "gaussian"
+    # "bernoulli", "gaussian" or "discretized_logistic" (a mixture of logistic_mixtures discretized
+    # logistics per data dimension, for 8-bit images: a proper likelihood, reported in bits/dim)
+    likelihood: str = "bernoulli"
+    logistic_mixtures: int = 10
     gaussian_scale: float = 0.1  # fixed std of the Gaussian likelihood (initial value if learned)
     learn_scale: bool = False  # learn one std per data dimension (Gaussian likelihood only)
     # The prior p(z) (or p(z | c)): a name registered in cvae_jax.core.priors (standard_normal,
@@ -342,6 +345,7 @@ def validate(config: Config) -> Config:
     )
     _require(m.likelihood in LIKELIHOODS, f"model.likelihood must be one of {LIKELIHOODS}, got {m.likelihood!r}")
     _require(m.gaussian_scale > 0, f"model.gaussian_scale must be > 0, got {m.gaussian_scale}")
+    _require(m.logistic_mixtures >= 1, f"model.logistic_mixtures must be >= 1, got {m.logistic_mixtures}")
     _require(
         not (m.learn_scale and m.likelihood != "gaussian"), "model.learn_scale=true needs model.likelihood=gaussian"
     )

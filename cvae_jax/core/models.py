@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from cvae_jax.config import ConfigError, ModelConfig
 from cvae_jax.core import distributions as D
+from cvae_jax.core import likelihoods
 from cvae_jax.core import priors as priors_lib
 from cvae_jax.nn import layers
 
@@ -66,12 +67,14 @@ class Decoder(_Layered):
     likelihood: str = "bernoulli"
     gaussian_scale: float = 0.1
     learn_scale: bool = False
+    mixtures: int = 10  # discretized logistic components (likelihood="discretized_logistic")
     dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
     kernels: str = "flax"  # layer backend (cvae_jax.nn.layers): "flax", "tuned" or "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array, condition: jax.Array | None = None):
-        height, width, channels = self.data_shape
+        height, width, image_channels = self.data_shape
+        channels = image_channels * likelihoods.outputs_per_dimension(self.likelihood, self.mixtures)
         h = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
         h = h.astype(self.dtype)
         for size in self.hidden:
@@ -87,14 +90,14 @@ class Decoder(_Layered):
             out = layers.dense(height * width * channels, name="out", **self._layer)(h)
             out = out.reshape(out.shape[0], height, width, channels)
         out = out.astype(jnp.float32)  # the likelihood (and so the loss) is computed in float32
-        if self.likelihood == "bernoulli":
-            return {"logits": out}
-        init = math.log(self.gaussian_scale)
-        if self.learn_scale:
-            log_scale = self.param("log_scale", nn.initializers.constant(init), self.data_shape)
-        else:
-            log_scale = jnp.full(self.data_shape, init, out.dtype)
-        return {"loc": out, "log_scale": jnp.broadcast_to(log_scale, out.shape)}
+        log_scale = None  # the Gaussian likelihood's log std per data dimension: fixed, or a parameter
+        if self.likelihood == "gaussian":
+            init = math.log(self.gaussian_scale)
+            if self.learn_scale:
+                log_scale = self.param("log_scale", nn.initializers.constant(init), self.data_shape)
+            else:
+                log_scale = jnp.full(self.data_shape, init, jnp.float32)
+        return likelihoods.from_decoder(out, self.likelihood, self.mixtures, log_scale)
 
 
 class VAE(nn.Module):
@@ -204,6 +207,7 @@ def build_model(
         likelihood=cfg.likelihood,
         gaussian_scale=cfg.gaussian_scale,
         learn_scale=cfg.learn_scale,
+        mixtures=cfg.logistic_mixtures,
         dtype=dtype,
         kernels=kernels,
     )

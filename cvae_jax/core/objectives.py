@@ -76,8 +76,12 @@ def make_elbo_terms(
 
 def elbo_terms(model: VAE, recon: jax.Array, kl: jax.Array, mean: jax.Array, log_var: jax.Array) -> Terms:
     """{"recon", "kl", "neg_elbo"} [B], plus "kl_per_dim" [B, D] when the prior is N(0, I) (what free bits
-    and the per-dimension evaluation read). Shared by every model's terms function."""
+    and the per-dimension evaluation read), and "bits_per_dim" (-ELBO / (dims ln 2)) for a discrete
+    likelihood of 8-bit data. Shared by every model's terms function."""
     out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+    decoder = getattr(model, "decoder", None)
+    if getattr(decoder, "likelihood", None) == "discretized_logistic":
+        out["bits_per_dim"] = (recon + kl) / (math.prod(decoder.data_shape) * math.log(2.0))
     if isinstance(model.prior, priors.StandardNormal):
         out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
     return out
