@@ -35,24 +35,41 @@ def main() -> None:
     parser.add_argument(
         "--prefix", default="", help="put before the names of the files written (e.g. fashion_ for a Fashion-MNIST run)"
     )
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="score the test digits (to report) or each run's validation hold-out (to choose settings on); "
+        "validation writes <prefix>translation_validation.json and no pictures",
+    )
+    parser.add_argument("--epochs", type=int, help="train.epochs of runs this script trains (default: the config's)")
     args = parser.parse_args()
 
     seeds = _shared.seeds_of(args)
     base = _shared.load_run(args.workdir).config if checkpoint.has_checkpoint(args.workdir) else get_config("cvae")
+    if args.epochs:
+        base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=args.epochs))
     dataset = data.load(base.data)
     classes = dataset.num_classes
     judge = _shared.judge(dataset, 0)
-    x, y = dataset.test.images, dataset.test.labels
 
     def measure(seed: int) -> dict:
         workdir = _shared.seed_workdir(args.workdir, seed)
         run = _shared.trained(dataclasses.replace(base, seed=seed), workdir)
+        if args.split == "validation":  # the digits this seed's run held out (data.validation)
+            held = data.hold_out(dataset, run.config.data.validation, seed).validation
+            if held is None:
+                raise SystemExit(f"{workdir} held out no validation data (data.validation=0)")
+            x, y = held.images, held.labels
+        else:
+            x, y = dataset.test.images, dataset.test.labels
         result = translation_scores(run, judge, x, y, classes, seed)
-        if seed == seeds[0]:
+        if seed == seeds[0] and args.split == "test":
             pictures(run, x, y, classes, args.prefix)
-        return {"workdir": workdir, "checkpoint_step": run.step, **result}
+        return {"workdir": workdir, "checkpoint_step": run.step, "split": args.split, **result}
 
-    _shared.over_seeds(args.prefix + "translation", seeds, measure)
+    suffix = "_validation" if args.split == "validation" else ""
+    _shared.over_seeds(args.prefix + "translation" + suffix, seeds, measure, epochs=base.train.epochs)
 
 
 def translation_scores(run, judge, x, y, classes: int, seed: int) -> dict:
