@@ -16,7 +16,8 @@ import typing
 from typing import Any
 
 MODELS = ("vae", "cvae")
-PRESETS = ("default", "article")
+PRESETS = ("default", "article", "resnet")
+ARCHITECTURES = ("mlp", "resnet")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -37,6 +38,9 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class ModelConfig:
     kind: str = "cvae"  # "vae" or "cvae"
+    # "mlp": the dense (and optional conv) encoder and decoder below; "resnet": residual conv stages
+    # (cvae_jax.core.resnet) of resnet_widths channels, resnet_blocks blocks each, for any [H, W, C].
+    architecture: str = "mlp"
     latent_dim: int = 16
     # Encoder: optional conv stack, then dense layers. Decoder: dense layers, then optional
     # transposed-conv stack (needs H and W divisible by 4).
@@ -65,6 +69,11 @@ class ModelConfig:
     # Layer backend (cvae_jax.nn.layers): "flax" (stock flax.linen), "tuned" (the same parameters with
     # custom gradients written for XLA:CPU) or "auto" (tuned on CPU, flax elsewhere).
     kernels: str = "auto"
+    resnet_widths: tuple[int, ...] = (64, 128, 256)  # one stage per width, each after the first at half size
+    resnet_blocks: int = 2
+    # Recompute each residual block's activations in the backward pass (jax.checkpoint) instead of
+    # keeping them: less memory, more compute (resnet only).
+    remat: bool = False
 
 
 @dataclasses.dataclass
@@ -196,7 +205,15 @@ def get_config(model: str = "cvae", preset: str = "default") -> Config:
         raise ConfigError(f"model must be one of {MODELS}, got {model!r}")
     if preset not in PRESETS:
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
-    model_cfg = _article_model(model) if preset == "article" else ModelConfig(kind=model)
+    if preset == "article":
+        model_cfg = _article_model(model)
+    elif preset == "resnet":
+        # A ResNet VAE for 8-bit colour (or grey) images: 10 discretized logistics per value (bits/dim).
+        model_cfg = ModelConfig(
+            kind=model, architecture="resnet", latent_dim=64, likelihood="discretized_logistic", logistic_mixtures=10
+        )
+    else:
+        model_cfg = ModelConfig(kind=model)
     return Config(model=model_cfg, preset=preset)
 
 
@@ -335,6 +352,19 @@ def validate(config: Config) -> Config:
     _require(m.kind in MODELS, f"model.kind must be one of {MODELS}, got {m.kind!r}")
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")
+    _require(
+        m.architecture in ARCHITECTURES, f"model.architecture must be one of {ARCHITECTURES}, got {m.architecture!r}"
+    )
+    _require(
+        bool(m.resnet_widths) and all(w >= 1 for w in m.resnet_widths),
+        f"model.resnet_widths must be one or more positive widths, got {m.resnet_widths}",
+    )
+    _require(m.resnet_blocks >= 0, f"model.resnet_blocks must be >= 0, got {m.resnet_blocks}")
+    _require(
+        not (m.architecture == "resnet" and m.learn_scale),
+        "model.learn_scale=true is for the mlp architecture; a resnet decoder takes a fixed gaussian_scale",
+    )
+    _require(not (m.remat and m.architecture != "resnet"), "model.remat=true needs model.architecture=resnet")
     for name in ("encoder_conv", "encoder_hidden", "decoder_hidden", "decoder_conv"):
         sizes = getattr(m, name)
         _require(all(s >= 1 for s in sizes), f"model.{name} sizes must be >= 1, got {sizes}")

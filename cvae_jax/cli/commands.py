@@ -394,7 +394,7 @@ def _draw_molecules(args, condition_csv) -> list[str]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cvae_jax.config import PARALLEL_MODES
+    from cvae_jax.config import PARALLEL_MODES, PRESETS
 
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -403,8 +403,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=("vae", "cvae"), help="default: cvae (or, resuming, the saved run's)")
     train.add_argument(
         "--preset",
-        choices=("default", "article"),
-        help="'article': the article's architecture; 'default' (the default): a stronger 512-512 MLP, latent 16",
+        choices=PRESETS,
+        help="'default' (the default): a 512-512 MLP, latent 16; 'article': the article's architecture; "
+        "'resnet': a ResNet VAE with a discretized logistic mixture likelihood for 8-bit (colour) images",
     )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
