@@ -132,6 +132,13 @@ class TrainConfig:
     # skip stops after max_consecutive_skips non-finite steps in a row.
     on_nonfinite: str = "stop"
     max_consecutive_skips: int = 20
+    # Gradient spikes (VDVAE's practice for deep hierarchical VAEs): clip the gradients' global norm to
+    # grad_clip, and skip the update of a step whose gradient norm exceeds skip_threshold. 0 = off.
+    grad_clip: float = 0.0
+    skip_threshold: float = 0.0
+    # An exponential moving average of the parameters with this decay (e.g. 0.999) is kept and used to
+    # evaluate, checkpoint-select and sample. 0 = off.
+    ema_decay: float = 0.0
     # Early stopping: end the run after this many epochs without a better validation -ELBO (the
     # "best" checkpoint holds the best one). 0 = off. Needs validation data.
     early_stopping_patience: int = 0
@@ -307,6 +314,9 @@ def validate_train(t: TrainConfig) -> None:
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+    _require(t.skip_threshold >= 0, f"train.skip_threshold must be >= 0 (0 = off), got {t.skip_threshold}")
+    _require(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1) (0 = off), got {t.ema_decay}")
     _require(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
     _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
     _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")

@@ -26,7 +26,16 @@ import numpy as np
 from cvae_jax.config import ConfigError
 from cvae_jax.training import checkpoint, parallel, resume
 from cvae_jax.training.program import make_program
-from cvae_jax.training.step import EVAL, SHUFFLE, TRAIN, TrainState, base_key, evaluate_dataset, make_eval_step
+from cvae_jax.training.step import (
+    EVAL,
+    SHUFFLE,
+    TRAIN,
+    TrainState,
+    base_key,
+    evaluate_dataset,
+    evaluation_params,
+    make_eval_step,
+)
 from cvae_jax.training.tasks import Parts, Task
 
 
@@ -189,7 +198,7 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
             ckpts.close()
     final = layout.local_value(state)
     if workdir is not None and primary:
-        task.finish(workdir, parts, final.params)
+        task.finish(workdir, parts, evaluation_params(final))
     return Fitted(parts=parts, state=final, history=log.history)
 
 
@@ -204,7 +213,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
 
     def eval_lines(epoch: int) -> list[dict[str, Any]]:
         """The epoch's "validation" (when the task has validation rows) and "test" lines."""
-        params = layout.local_value(state.params)
+        params = layout.local_value(evaluation_params(state))
         lines = []
         for split, rows in (("validation", task.validation_rows), ("test", task.test_rows)):
             if rows is not None:
