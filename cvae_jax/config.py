@@ -139,6 +139,9 @@ class TrainConfig:
     # An exponential moving average of the parameters with this decay (e.g. 0.999) is kept and used to
     # evaluate, checkpoint-select and sample. 0 = off.
     ema_decay: float = 0.0
+    # TensorBoard event files in the run directory (every metrics.jsonl number, and the final image
+    # grids): `tensorboard --logdir runs/`. metrics.jsonl is written either way.
+    tensorboard: bool = True
     # Early stopping: end the run after this many epochs without a better validation -ELBO (the
     # "best" checkpoint holds the best one). 0 = off. Needs validation data.
     early_stopping_patience: int = 0

@@ -52,6 +52,32 @@ def test_resnet_preset_trains_on_colour_npz_and_reports_bits_per_dim(tmp_path):
         assert line["bits_per_dim"] == pytest.approx(line["neg_elbo"] / (16 * 16 * 3 * np.log(2)), rel=1e-5)
     assert tests[-1]["bits_per_dim"] < tests[0]["bits_per_dim"]  # it learns
     assert (workdir / "samples.png").stat().st_size > 0
+    # TensorBoard: every number of the test lines as a scalar, and the final image grids
+    scalars, images = _read_events(workdir)
+    assert scalars["test/bits_per_dim"] == pytest.approx([line["bits_per_dim"] for line in tests], rel=1e-6)
+    assert {"samples", "reconstructions"} <= images
+
+
+def _read_events(folder):
+    """The scalars ({tag: values by step}) and image tags of the TFRecord event files in `folder`, read
+    record by record (uint64 length, uint32 CRC, the Event proto, uint32 CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars, images = {}, set()
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    images.add(value.tag)
+                else:
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return {tag: [v for _, v in sorted(steps.items())] for tag, steps in scalars.items()}, images
 
 
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
