@@ -16,8 +16,8 @@ import typing
 from typing import Any
 
 MODELS = ("vae", "cvae")
-PRESETS = ("default", "article", "resnet")
-ARCHITECTURES = ("mlp", "resnet")
+PRESETS = ("default", "article", "resnet", "hvae")
+ARCHITECTURES = ("mlp", "resnet", "hvae")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -39,7 +39,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     kind: str = "cvae"  # "vae" or "cvae"
     # "mlp": the dense (and optional conv) encoder and decoder below; "resnet": residual conv stages
-    # (cvae_jax.core.resnet) of resnet_widths channels, resnet_blocks blocks each, for any [H, W, C].
+    # (cvae_jax.core.resnet) of resnet_widths channels, resnet_blocks blocks each, for any [H, W, C];
+    # "hvae": a hierarchical top-down VAE (cvae_jax.core.hierarchical) on the same stages, with
+    # hvae_groups groups of hvae_latent_channels-channel latents per resolution.
     architecture: str = "mlp"
     latent_dim: int = 16
     # Encoder: optional conv stack, then dense layers. Decoder: dense layers, then optional
@@ -74,6 +76,8 @@ class ModelConfig:
     # Recompute each residual block's activations in the backward pass (jax.checkpoint) instead of
     # keeping them: less memory, more compute (resnet only).
     remat: bool = False
+    hvae_groups: int = 2
+    hvae_latent_channels: int = 16
 
 
 @dataclasses.dataclass
@@ -217,6 +221,11 @@ def get_config(model: str = "cvae", preset: str = "default") -> Config:
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
     if preset == "article":
         model_cfg = _article_model(model)
+    elif preset == "hvae":
+        # A hierarchical top-down VAE (VDVAE/NVAE style) with the same likelihood.
+        model_cfg = ModelConfig(
+            kind=model, architecture="hvae", resnet_blocks=1, likelihood="discretized_logistic", logistic_mixtures=10
+        )
     elif preset == "resnet":
         # A ResNet VAE for 8-bit colour (or grey) images: 10 discretized logistics per value (bits/dim).
         model_cfg = ModelConfig(
@@ -374,10 +383,21 @@ def validate(config: Config) -> Config:
     )
     _require(m.resnet_blocks >= 0, f"model.resnet_blocks must be >= 0, got {m.resnet_blocks}")
     _require(
-        not (m.architecture == "resnet" and m.learn_scale),
-        "model.learn_scale=true is for the mlp architecture; a resnet decoder takes a fixed gaussian_scale",
+        not (m.architecture != "mlp" and m.learn_scale),
+        "model.learn_scale=true is for the mlp architecture; resnet and hvae take a fixed gaussian_scale",
     )
-    _require(not (m.remat and m.architecture != "resnet"), "model.remat=true needs model.architecture=resnet")
+    _require(not (m.remat and m.architecture == "mlp"), "model.remat=true needs model.architecture=resnet or hvae")
+    _require(m.hvae_groups >= 1, f"model.hvae_groups must be >= 1, got {m.hvae_groups}")
+    _require(m.hvae_latent_channels >= 1, f"model.hvae_latent_channels must be >= 1, got {m.hvae_latent_channels}")
+    if m.architecture == "hvae":
+        _require(
+            m.prior == "standard_normal",
+            "model.architecture=hvae learns its own hierarchical prior: leave model.prior=standard_normal",
+        )
+        _require(
+            t.objective == "elbo",
+            "model.architecture=hvae trains on the ELBO (train.objective=elbo); iwae and hybrid are single-latent",
+        )
     for name in ("encoder_conv", "encoder_hidden", "decoder_hidden", "decoder_conv"):
         sizes = getattr(m, name)
         _require(all(s >= 1 for s in sizes), f"model.{name} sizes must be >= 1, got {sizes}")

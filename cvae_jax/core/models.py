@@ -188,6 +188,8 @@ def build_model(
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
     condition_dim = num_classes if cfg.kind == "cvae" else 0
+    if cfg.architecture == "hvae":
+        return _hierarchical(cfg, tuple(data_shape), condition_dim)
     if cfg.architecture == "resnet":
         encoder, decoder = _resnet(cfg, tuple(data_shape))
         return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
@@ -221,9 +223,7 @@ def build_model(
     return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
 
 
-def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
-    from cvae_jax.core import resnet
-
+def _check_stages(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> None:
     scale = 2 ** (len(cfg.resnet_widths) - 1)
     if data_shape[0] % scale or data_shape[1] % scale:
         raise ConfigError(
@@ -231,6 +231,32 @@ def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
             f"{len(cfg.resnet_widths) - 1} times: height and width {data_shape[:2]} must divide by {scale}; use "
             "fewer widths or pad the images"
         )
+
+
+def _hierarchical(cfg: ModelConfig, data_shape: tuple[int, int, int], condition_dim: int):
+    from cvae_jax.core.hierarchical import HierarchicalVAE
+
+    _check_stages(cfg, data_shape)
+    return HierarchicalVAE(
+        data_shape=data_shape,
+        widths=tuple(cfg.resnet_widths),
+        blocks=cfg.resnet_blocks,
+        groups_per_stage=cfg.hvae_groups,
+        latent_channels=cfg.hvae_latent_channels,
+        likelihood=cfg.likelihood,
+        mixtures=cfg.logistic_mixtures,
+        gaussian_scale=cfg.gaussian_scale,
+        condition_dim=condition_dim,
+        remat=cfg.remat,
+        dtype=jnp.dtype(cfg.compute_dtype),
+        kernels=layers.resolve(cfg.kernels),
+    )
+
+
+def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
+    from cvae_jax.core import resnet
+
+    _check_stages(cfg, data_shape)
     common = {
         "widths": tuple(cfg.resnet_widths),
         "blocks": cfg.resnet_blocks,
