@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--free-bits", type=float, default=0.0, help="KL floor per latent dimension, nats")
     parser.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens hidden in training")
     parser.add_argument("--decoder-hidden", type=int, default=512)
+    parser.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs (MOSES's VAE: 3)")
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_seed<S>]")
     parser.add_argument("--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>)")
@@ -108,6 +109,7 @@ def main() -> None:
             seed=seed,
             representation=args.representation,
             decoder_hidden=args.decoder_hidden,
+            decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
         )
         start = time.perf_counter()

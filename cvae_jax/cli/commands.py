@@ -274,10 +274,13 @@ def _train_molecules(args) -> int:
         epochs=args.epochs,
         free_bits=args.free_bits,
         word_dropout=args.word_dropout,
+        beta=args.beta,
         seed=args.seed,
         properties=names,
         latent_dim=args.latent_dim,
         representation=args.representation,
+        decoder_hidden=args.decoder_hidden,
+        decoder_layers=args.decoder_layers,
         parallel=devices,
     )
     parallel.initialize(cfg.parallel)  # before anything touches the devices
@@ -523,6 +526,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="the strings the model reads and writes; every SELFIES string decodes to a valid molecule",
     )
     tm.add_argument("--latent-dim", type=int, default=32)
+    tm.add_argument("--decoder-hidden", type=int, default=256, help="units of each decoder GRU")
+    tm.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs")
+    tm.add_argument("--beta", type=float, default=1.0, help="final KL weight (warmed up from 0 over 2 epochs)")
     tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
     tm.add_argument(
         "--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the decoder in training"
