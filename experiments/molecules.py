@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_seed<S>]")
     parser.add_argument("--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>)")
     parser.add_argument("--no-moses", action="store_true", help="use only the CSV files given, not MOSES's")
+    parser.add_argument("--no-fcd", action="store_true", help="skip FCD (ChemNet on the references is slow on CPU)")
     _shared.add_seed_arguments(parser)
     args = parser.parse_args()
     protocol = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in PROTOCOLS[args.protocol].items()}
@@ -134,7 +135,11 @@ def main() -> None:
             (_shared.RESULTS / f"{name}_samples.smi").write_text("\n".join(generated[:10_000]) + "\n")
         start = time.perf_counter()
         scores = benchmark.evaluate(
-            generated, train_csv=files["train"], test_csv=files["test"], test_scaffolds_csv=files["test_scaffolds"]
+            generated,
+            train_csv=files["train"],
+            test_csv=files["test"],
+            test_scaffolds_csv=files["test_scaffolds"],
+            fcd=not args.no_fcd,
         )
         metrics_s = time.perf_counter() - start
         measured = chem.properties(generated, data.names)
