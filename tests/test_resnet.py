@@ -38,6 +38,7 @@ def _colour_npz(path, n_train=96, n_test=32, size=16):
     return path
 
 
+@pytest.mark.slow  # two trainings through the command line
 @pytest.mark.parametrize("preset", ["resnet", "hvae"])
 def test_preset_trains_on_colour_npz_and_reports_bits_per_dim(tmp_path, preset):
     data = _colour_npz(tmp_path / "colour.npz")
