@@ -137,3 +137,18 @@ def test_hvae_kl_is_a_sum_of_nonnegative_group_kls_and_samples_are_images():
         inference.encode(model, params, x)
     with pytest.raises(ConfigError, match="hierarchical prior"):
         validate(apply_overrides(get_config("vae", "hvae"), ["model.prior=mixture"]))
+
+
+@pytest.mark.parametrize("preset", ["resnet", "hvae"])
+def test_bfloat16_compute_keeps_float32_parameters_and_loss_close_to_float32(preset):
+    x = jnp.asarray(np.random.default_rng(5).integers(0, 256, (4, 16, 16, 3)) / 255.0, jnp.float32)
+    batch, losses = {"image": x, "label": jnp.zeros(4, jnp.int32)}, {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = validate(apply_overrides(get_config("vae", preset), SMALL + [f"model.compute_dtype={dtype}"]))
+        model = build_model(cfg.model, (16, 16, 3))
+        params = model.init(jax.random.key(0), x)  # the same initial values: parameters stay float32
+        assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+        terms, _ = objectives.make_objective(model, cfg.train, num_classes=1, binarize=False, total_steps=1)
+        losses[dtype] = terms(params, batch, jax.random.key(1))["neg_elbo"]
+        assert losses[dtype].dtype == jnp.float32
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
