@@ -197,6 +197,8 @@ def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
     out = [
         "| model | size | batch | dtype | remat | impl | samples/s | warm-up s | peak frac. | cvae_jax / this | "
         "device MiB |",
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in args.dtype.split(","):
         peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
         peaks[dtype] = peak.get("flops_per_s", 0.0)
+        if args.out and peak.get("kind") == "matmul_peak":
+            with open(args.out, "a") as f:
+                f.write(json.dumps(peak) + "\n")
     records = []
     for _ in range(args.rounds):
         for model in args.model.split(","):
