@@ -13,6 +13,9 @@
 #   compare  cvae_jax (fused epochs) against PyTorch and torch.compile: $OUT/gpu.jsonl
 #   mlp4096  the MLP VAE at batch 4096 over longer epochs, float32 and bfloat16: $OUT/mlp4096.jsonl
 #   profile  where the MLP VAE's step goes, with XLA flags: $OUT/profile.jsonl
+#   images   the ResNet VAE (32x32x3, batch 256, bfloat16 and float32) against eager PyTorch and the
+#            whole step torch.compile'd (max-autotune: Triton kernels, CUDA graphs), then the
+#            hierarchical VAE and 64x64, cvae_jax only: $OUT/images.jsonl
 # Every section also writes its table (.md). Merge a .jsonl into the records with
 # `python -m benchmarks.report --merge FILE gpu_h200` (the device class), which rewrites RESULTS.md.
 set -u
@@ -20,7 +23,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_run}
 mkdir -p "$OUT"
 py=${PYTHON:-python3}
-sections=${*:-main kernels compare mlp4096 profile}
+sections=${*:-main images kernels compare mlp4096 profile}
 R="--rounds 1 --repeats 3 --json"
 
 $py -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
@@ -70,6 +73,12 @@ for section in $sections; do
       XLA_FLAGS="$flags" timeout 60 $py -m benchmarks.step_profile --model mlp-vae --batch-size 4096 --json \
         | grep "^{" | sed "s|^{|{\"xla_flags\": \"$flags\", |" | tee -a "$OUT/profile.jsonl"
     done
+    ;;
+  images)
+    timeout 420 $py -m benchmarks.image_models --model resnet --size 32 --batch 256 --dtype bfloat16,float32 \
+      --impl cvae_jax,torch,torch_compile --rounds 2 --out "$OUT/images.jsonl" 2>"$OUT/images.err" | tee "$OUT/images.md"
+    timeout 240 $py -m benchmarks.image_models --model hvae,resnet --size 32,64 --batch 256 --dtype bfloat16 \
+      --impl cvae_jax --rounds 1 --out "$OUT/images.jsonl" 2>>"$OUT/images.err" | tee -a "$OUT/images.md"
     ;;
   *) echo "unknown section $section" >&2; exit 2 ;;
   esac

@@ -78,11 +78,11 @@ def _jaxpr_flops(jaxpr) -> int:
     return total
 
 
-def training_flops_per_sample(model, params) -> float:
+def training_flops_per_sample(model, params, image_shape=IMAGE_SHAPE) -> float:
     """3 x the matmul/conv FLOPs of one forward pass (encode, prior, decode) of one example.
 
     The usual convention (backward = 2 x forward); elementwise work is not counted."""
-    x = jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)
+    x = jnp.zeros((1, *image_shape), jnp.float32)
     c = jnp.zeros((1, NUM_CLASSES), jnp.float32) if model.conditional else None
     jaxpr = jax.make_jaxpr(lambda p: model.apply(p, x, c))(params)
     return 3.0 * _jaxpr_flops(jaxpr.jaxpr)

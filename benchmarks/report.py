@@ -16,6 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from benchmarks import image_models
 from benchmarks.throughput import _key, load_results, summarize, table
 
 HERE = Path(__file__).resolve().parent
@@ -101,6 +102,16 @@ def render(results_dir: Path = RESULTS) -> str:
             table(summarize(records, peaks)),
             "",
         ]
+        images = image_models.table(image_models.summarize(records, peaks))
+        if any(r.get("kind") == "image_train" for r in records):
+            parts += [
+                "Image models for colour data: the ResNet VAE (`--preset resnet`) against the same model in "
+                "PyTorch, eager and with the whole step torch.compile'd, and the hierarchical VAE "
+                "(`python -m benchmarks.image_models`, see its docstring; the GPU run is `gpu_run.sh images`):",
+                "",
+                images,
+                "",
+            ]
         evaluation = evaluation_table(records)
         if evaluation:
             parts += [
@@ -158,7 +169,8 @@ def merge(new: Path, device_class: str, results_dir: Path = RESULTS) -> None:
         """A cell's identity: the table's (throughput._key), with the kind and an evaluation's K and size."""
         if r.get("kind") == "matmul_peak":
             return ("peak", r.get("dtype", "float32"))
-        return (r.get("kind"), *_key(r), r.get("k"), r.get("num_examples"))
+        extra = tuple(r.get(name) for name in ("k", "num_examples", "size", "dtype", "remat"))
+        return (r.get("kind"), *_key(r), *extra)
 
     target = results_dir / f"{device_class}.jsonl"
     old = [json.loads(line) for line in target.read_text().splitlines() if line.strip()] if target.exists() else []

@@ -16,7 +16,8 @@ import typing
 from typing import Any
 
 MODELS = ("vae", "cvae")
-PRESETS = ("default", "article")
+PRESETS = ("default", "article", "resnet", "hvae")
+ARCHITECTURES = ("mlp", "resnet", "hvae")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 SOURCES = ("embedded", "npz", "idx", "tfds")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -37,6 +38,11 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class ModelConfig:
     kind: str = "cvae"  # "vae" or "cvae"
+    # "mlp": the dense (and optional conv) encoder and decoder below; "resnet": residual conv stages
+    # (cvae_jax.core.resnet) of resnet_widths channels, resnet_blocks blocks each, for any [H, W, C];
+    # "hvae": a hierarchical top-down VAE (cvae_jax.core.hierarchical) on the same stages, with
+    # hvae_groups groups of hvae_latent_channels-channel latents per resolution.
+    architecture: str = "mlp"
     latent_dim: int = 16
     # Encoder: optional conv stack, then dense layers. Decoder: dense layers, then optional
     # transposed-conv stack (needs H and W divisible by 4).
@@ -65,6 +71,13 @@ class ModelConfig:
     # Layer backend (cvae_jax.nn.layers): "flax" (stock flax.linen), "tuned" (the same parameters with
     # custom gradients written for XLA:CPU) or "auto" (tuned on CPU, flax elsewhere).
     kernels: str = "auto"
+    resnet_widths: tuple[int, ...] = (64, 128, 256)  # one stage per width, each after the first at half size
+    resnet_blocks: int = 2
+    # Recompute each residual block's activations in the backward pass (jax.checkpoint) instead of
+    # keeping them: less memory, more compute (resnet only).
+    remat: bool = False
+    hvae_groups: int = 2
+    hvae_latent_channels: int = 16
 
 
 @dataclasses.dataclass
@@ -123,6 +136,16 @@ class TrainConfig:
     # skip stops after max_consecutive_skips non-finite steps in a row.
     on_nonfinite: str = "stop"
     max_consecutive_skips: int = 20
+    # Gradient spikes (VDVAE's practice for deep hierarchical VAEs): clip the gradients' global norm to
+    # grad_clip, and skip the update of a step whose gradient norm exceeds skip_threshold. 0 = off.
+    grad_clip: float = 0.0
+    skip_threshold: float = 0.0
+    # An exponential moving average of the parameters with this decay (e.g. 0.999) is kept and used to
+    # evaluate, checkpoint-select and sample. 0 = off.
+    ema_decay: float = 0.0
+    # TensorBoard event files in the run directory (every metrics.jsonl number, and the final image
+    # grids): `tensorboard --logdir runs/`. metrics.jsonl is written either way.
+    tensorboard: bool = True
     # Early stopping: end the run after this many epochs without a better validation -ELBO (the
     # "best" checkpoint holds the best one). 0 = off. Needs validation data.
     early_stopping_patience: int = 0
@@ -196,7 +219,20 @@ def get_config(model: str = "cvae", preset: str = "default") -> Config:
         raise ConfigError(f"model must be one of {MODELS}, got {model!r}")
     if preset not in PRESETS:
         raise ConfigError(f"preset must be one of {PRESETS}, got {preset!r}")
-    model_cfg = _article_model(model) if preset == "article" else ModelConfig(kind=model)
+    if preset == "article":
+        model_cfg = _article_model(model)
+    elif preset == "hvae":
+        # A hierarchical top-down VAE (VDVAE/NVAE style) with the same likelihood.
+        model_cfg = ModelConfig(
+            kind=model, architecture="hvae", resnet_blocks=1, likelihood="discretized_logistic", logistic_mixtures=10
+        )
+    elif preset == "resnet":
+        # A ResNet VAE for 8-bit colour (or grey) images: 10 discretized logistics per value (bits/dim).
+        model_cfg = ModelConfig(
+            kind=model, architecture="resnet", latent_dim=64, likelihood="discretized_logistic", logistic_mixtures=10
+        )
+    else:
+        model_cfg = ModelConfig(kind=model)
     return Config(model=model_cfg, preset=preset)
 
 
@@ -290,6 +326,9 @@ def validate_train(t: TrainConfig) -> None:
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+    _require(t.skip_threshold >= 0, f"train.skip_threshold must be >= 0 (0 = off), got {t.skip_threshold}")
+    _require(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1) (0 = off), got {t.ema_decay}")
     _require(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
     _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
     _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
@@ -335,6 +374,30 @@ def validate(config: Config) -> Config:
     _require(m.kind in MODELS, f"model.kind must be one of {MODELS}, got {m.kind!r}")
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")
+    _require(
+        m.architecture in ARCHITECTURES, f"model.architecture must be one of {ARCHITECTURES}, got {m.architecture!r}"
+    )
+    _require(
+        bool(m.resnet_widths) and all(w >= 1 for w in m.resnet_widths),
+        f"model.resnet_widths must be one or more positive widths, got {m.resnet_widths}",
+    )
+    _require(m.resnet_blocks >= 0, f"model.resnet_blocks must be >= 0, got {m.resnet_blocks}")
+    _require(
+        not (m.architecture != "mlp" and m.learn_scale),
+        "model.learn_scale=true is for the mlp architecture; resnet and hvae take a fixed gaussian_scale",
+    )
+    _require(not (m.remat and m.architecture == "mlp"), "model.remat=true needs model.architecture=resnet or hvae")
+    _require(m.hvae_groups >= 1, f"model.hvae_groups must be >= 1, got {m.hvae_groups}")
+    _require(m.hvae_latent_channels >= 1, f"model.hvae_latent_channels must be >= 1, got {m.hvae_latent_channels}")
+    if m.architecture == "hvae":
+        _require(
+            m.prior == "standard_normal",
+            "model.architecture=hvae learns its own hierarchical prior: leave model.prior=standard_normal",
+        )
+        _require(
+            t.objective == "elbo",
+            "model.architecture=hvae trains on the ELBO (train.objective=elbo); iwae and hybrid are single-latent",
+        )
     for name in ("encoder_conv", "encoder_hidden", "decoder_hidden", "decoder_conv"):
         sizes = getattr(m, name)
         _require(all(s >= 1 for s in sizes), f"model.{name} sizes must be >= 1, got {sizes}")

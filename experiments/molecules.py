@@ -75,10 +75,12 @@ def main() -> None:
     parser.add_argument("--free-bits", type=float, default=0.0, help="KL floor per latent dimension, nats")
     parser.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens hidden in training")
     parser.add_argument("--decoder-hidden", type=int, default=512)
+    parser.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs (MOSES's VAE: 3)")
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_seed<S>]")
     parser.add_argument("--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>)")
     parser.add_argument("--no-moses", action="store_true", help="use only the CSV files given, not MOSES's")
+    parser.add_argument("--no-fcd", action="store_true", help="skip FCD (ChemNet on the references is slow on CPU)")
     _shared.add_seed_arguments(parser)
     args = parser.parse_args()
     protocol = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in PROTOCOLS[args.protocol].items()}
@@ -108,6 +110,7 @@ def main() -> None:
             seed=seed,
             representation=args.representation,
             decoder_hidden=args.decoder_hidden,
+            decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
         )
         start = time.perf_counter()
@@ -132,7 +135,11 @@ def main() -> None:
             (_shared.RESULTS / f"{name}_samples.smi").write_text("\n".join(generated[:10_000]) + "\n")
         start = time.perf_counter()
         scores = benchmark.evaluate(
-            generated, train_csv=files["train"], test_csv=files["test"], test_scaffolds_csv=files["test_scaffolds"]
+            generated,
+            train_csv=files["train"],
+            test_csv=files["test"],
+            test_scaffolds_csv=files["test_scaffolds"],
+            fcd=not args.no_fcd,
         )
         metrics_s = time.perf_counter() - start
         measured = chem.properties(generated, data.names)

@@ -202,6 +202,39 @@ def molecule_checks(workdir: str) -> dict:
     }
 
 
+def image_checks() -> dict:
+    """The colour-image models: two steps on 1 device (the batch seen as 4 shards, with 4 devices'
+    noise) against the same steps sharded over 4 devices."""
+    out = {}
+    rng = np.random.default_rng(0)
+    batches = [
+        {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3)) / 255.0, jnp.float32), "label": jnp.zeros(8, int)}
+        for _ in range(2)
+    ]
+    small = ["model.resnet_widths=8,16", "model.resnet_blocks=1", "model.latent_dim=4", "model.logistic_mixtures=2"]
+    for preset in ("resnet", "hvae"):
+        cfg = apply_overrides(get_config("vae", preset), small + ["model.hvae_latent_channels=2"])
+        parts = build(cfg, (16, 16, 3), 10)
+        state0 = init_for(parts, cfg, (16, 16, 3), 10)
+        key = jax.random.key(7)
+        step = make_train_step(parts.loss, parts.tx, num_shards=4)
+        one = jax.jit(step)
+        mesh = Mesh(np.array(jax.devices()[:4]), (parallel.AXIS,))
+        rep, sh = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.AXIS))
+        sharded = jax.jit(step, in_shardings=(rep, sh, rep), out_shardings=(rep, rep))
+        s1, s4 = state0, jax.device_put(state0, rep)
+        for b in batches:
+            s1, m1 = one(s1, b, key)
+            s4, m4 = sharded(s4, jax.device_put(b, sh), key)
+        out[preset] = {
+            "one_vs_four": max_diff(s1.params, s4.params),
+            "loss_one_vs_four": abs(float(m1["loss"]) - float(m4["loss"])),
+            "update_size": max_diff(state0.params, s4.params),
+            "split": len(jax.device_put(batches[0], sh)["image"].addressable_shards) == 4,
+        }
+    return out
+
+
 if __name__ == "__main__":
-    checks = {"step": step_checks, "run": run_checks, "molecules": molecule_checks}
+    checks = {"step": step_checks, "run": run_checks, "molecules": molecule_checks, "images": image_checks}
     print(json.dumps(checks[sys.argv[1]](*sys.argv[2:])))

@@ -383,3 +383,33 @@ def test_nll_eval_scores_the_same_bits_with_the_same_weights_as_pytorch(tmp_path
     theirs = nll_eval.run_torch(str(data_file), k=200, chunk=20, batch=100)
     assert abs(ours["nll"] - theirs["nll"]) < 0.01 * ours["nll"]
     assert 0 < ours["nll"] < 784 * np.log(2)  # better than coin flips for every pixel
+
+
+def test_the_pytorch_resnet_vae_is_the_same_model_and_likelihood():
+    """benchmarks/reference_torch_images.py: the same parameter count as cvae_jax's --preset resnet
+    model, and the same discretized logistic mixture -log p(x) on the same parameters."""
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.reference_torch_images import ResNetVAE, discretized_logistic_mixture_nll
+    from cvae_jax.config import get_config
+    from cvae_jax.core import likelihoods
+    from cvae_jax.core.models import build_model
+
+    shape = (32, 32, 3)
+    model = build_model(get_config("vae", "resnet").model, shape)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+    ours = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    theirs = sum(p.numel() for p in ResNetVAE(shape).parameters())
+    assert ours == theirs
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 8, 8, 3)) / 255.0
+    raw = rng.normal(size=(2, 8, 8, 3 * 3 * 4)).astype(np.float32)  # K = 4 components, NHWC
+    nll_jax = -likelihoods.log_likelihood(
+        jnp.asarray(x, jnp.float32), likelihoods.from_decoder(jnp.asarray(raw), "discretized_logistic", 4)
+    )
+    nll_torch = discretized_logistic_mixture_nll(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)).float(), torch.from_numpy(raw.transpose(0, 3, 1, 2).copy()), 4
+    )
+    np.testing.assert_allclose(np.asarray(nll_jax), nll_torch.numpy(), rtol=1e-5)

@@ -151,6 +151,16 @@ def test_tfds_by_name_with_mock_data():
     assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
 
 
+def test_tfds_colour_images_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load(DataConfig(source="tfds", name="cifar10"))
+    assert ds.train.images.shape == (12, 32, 32, 3) and ds.test.images.shape == (12, 32, 32, 3)
+    assert ds.num_classes == 10 and ds.train.images.dtype == np.float32
+    assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
+
+
 def test_data_path_does_not_import_tensorflow(tmp_path):
     make_idx_folder(tmp_path / "idx")
     code = (

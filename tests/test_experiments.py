@@ -125,3 +125,26 @@ def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
     assert set(run["control"]) == {"logp", "tpsa", "mw"}
     samples = (tmp_path / "results" / "molecules_smiles_samples.smi").read_text().splitlines()
     assert len(samples) == 60 and samples[:20] == run["examples"]
+
+
+def test_colour_experiment_tints_trains_and_reports_bits_per_dim(tmp_path):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "idx", n_train=48, n_test=16)
+    _run(
+        "colour_images.py",
+        *("--data", str(tmp_path / "idx"), "--train", "40", "--epochs", "1", "--widths", "4,8", "--batch", "8"),
+        *("--workdir", str(tmp_path / "runs" / "colour"), "--set", "model.logistic_mixtures=2"),
+        tmp_path=tmp_path,
+    )
+    result = json.loads((tmp_path / "results" / "colour_resnet.json").read_text())
+    assert result["train_images"] == 40 and len(result["test_bits_per_dim_by_epoch"]) == 2
+    assert 0 < result["test_bits_per_dim"] < 16
+    assert (tmp_path / "results" / "colour_resnet_samples.png").stat().st_size > 0
+    pictures = np.load(tmp_path / "runs" / "colour_resnet_data.npz")
+    assert pictures["x_train"].shape == (40, 32, 32, 3) and pictures["x_train"].dtype == np.uint8
+    # a tint keeps each image's grey pattern: its channels are multiples of one grey image
+    image = pictures["x_train"][0].astype(float)
+    brightest = np.argmax(image.sum(axis=(0, 1)))
+    ratio = image / np.maximum(image[..., brightest : brightest + 1], 1)
+    assert np.all(ratio <= 1.0 + 1e-9)

@@ -126,6 +126,24 @@ def test_greedy_generation_is_what_teacher_forcing_scores_highest(tiny):
     assert jnp.array_equal(sampled, again) and not jnp.array_equal(sampled, generated)
 
 
+def test_a_stacked_decoder_generates_what_its_teacher_forcing_scores_highest(moses):
+    """Three stacked GRUs: step-by-step generation (the layers updated in turn each step) and teacher
+    forcing (each layer run over the whole sequence, then the next) are two computations of one model."""
+    vocab = smiles.build_vocab(moses)
+    length = 1 + max(len(smiles.tokenize(s)) for s in moses)
+    model = sequence.build(
+        vocab.size, length, latent_dim=4, embed_dim=8, encoder_hidden=16, decoder_hidden=24, decoder_layers=3
+    )
+    tokens = jnp.asarray(smiles.encode(moses[:6], vocab, length))
+    params = jax.jit(model.init)(jax.random.key(3), tokens)
+    assert {"recurrent", "upper_recurrent_0", "upper_recurrent_1"} <= set(params["params"]["decoder"])  # 3 GRUs
+    z = jax.random.normal(jax.random.key(4), (6, 4)) * 3
+    generated = model.apply(params, z, None, jax.random.key(5), 0.0, method=model.generate)
+    logits = model.apply(params, z, None, generated, method=model.decode)["token_logits"]
+    live = (jnp.cumsum(generated == smiles.EOS, axis=1) - (generated == smiles.EOS)) == 0
+    assert jnp.all(jnp.where(live, jnp.argmax(logits, -1) == generated, generated == smiles.PAD))
+
+
 def test_sequence_elbo_terms_match_a_direct_computation(tiny):
     model, params, tokens, condition = tiny
     terms = sequence.make_terms(model)

@@ -71,6 +71,14 @@ def test_whole_runs_agree_across_modes_and_repeat_exactly():
     assert "num_devices=16" in r["errors"]["too_many"] and "8 cpu device" in r["errors"]["too_many"]
 
 
+def test_colour_image_models_sharded_over_4_devices_match_one_device():
+    r = _checks("images")
+    for preset, checks in r.items():
+        assert checks["split"] and checks["update_size"] > 1e-4, (preset, checks)  # real, split steps
+        # parameters to rounding; the loss (~4,000 nats per image in float32) to its last bits
+        assert checks["one_vs_four"] < 1e-5 and checks["loss_one_vs_four"] < 1e-2, (preset, checks)
+
+
 def test_the_molecule_cvae_trains_data_parallel_and_resumes_exactly(tmp_path):
     """8 devices, 512 molecules, batch 64 (8 per device), 2 epochs of 8 steps: sharded jit and pmap
     agree, one device gives other numbers, and a run resumed on 8 devices is the run that never

@@ -103,6 +103,7 @@ def evaluate_model(
 ) -> dict:
     """Test-set metrics of a trained model: ELBO terms, importance-sampled NLL, bits/dim, active units,
     per-dimension KL (factorized priors), mutual information. All in nats per example unless named."""
+    inference._single_latent(model, "importance-sampled NLL, active units and mutual information")
     for name, value in (
         ("num_importance_samples", num_importance_samples),
         ("chunk", chunk),

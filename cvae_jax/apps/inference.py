@@ -65,21 +65,33 @@ def compiled_per_model(*static: int):
     return wrap
 
 
+def _single_latent(model, what: str) -> None:
+    if getattr(model, "hierarchical", False):
+        raise ValueError(
+            f"{what} needs a single-latent model: a hierarchical VAE (model.architecture=hvae) has one latent "
+            "per group; it samples and reconstructs, and reports its ELBO and bits/dim"
+        )
+
+
 @compiled_per_model()
 def encode(model, params, images, condition=None):
     """Posterior (mean, log_var) of q(z | x[, c])."""
+    _single_latent(model, "encoding to one latent")
     return model.apply(params, images, condition, method=model.encode)
 
 
 @compiled_per_model()
 def decode_mean(model, params, z, condition=None) -> jax.Array:
     """The likelihood mean of p(x | z[, c]), in [0, 1]: [N, H, W, C]."""
+    _single_latent(model, "decoding one latent")
     return likelihoods.mean(model.apply(params, z, condition, method=model.decode))
 
 
 @compiled_per_model()
 def reconstruct(model, params, images, condition=None) -> jax.Array:
-    """Decodes the posterior mean of each image."""
+    """Decodes the posterior mean of each image (of every group, for a hierarchical VAE)."""
+    if getattr(model, "hierarchical", False):
+        return likelihoods.mean(model.apply(params, images, condition, method=model.reconstruct))
     mean, _ = encode(model, params, images, condition)
     return decode_mean(model, params, mean, condition)
 
@@ -87,5 +99,7 @@ def reconstruct(model, params, images, condition=None) -> jax.Array:
 @compiled_per_model(3)
 def sample(model, params, key, num: int, condition=None) -> jax.Array:
     """Draws z from the model's prior p(z[ | c]) and returns the decoded likelihood means, [num, H, W, C]."""
+    if getattr(model, "hierarchical", False):
+        return likelihoods.mean(model.apply(params, key, num, condition, method=model.sample))
     z = model.apply(params, key, num, condition, method=model.prior_sample)
     return decode_mean(model, params, z, condition)

@@ -3,6 +3,7 @@ latent scatter and the decoded manifold."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -12,7 +13,15 @@ from cvae_jax.apps import inference, plots
 from cvae_jax.config import Config
 from cvae_jax.core.models import VAE
 from cvae_jax.data import images as data_lib
+from cvae_jax.training import tensorboard
 from cvae_jax.training.step import SAMPLE, purpose_key
+
+
+def _last_step(workdir: Path) -> int:
+    """The step of the run's last metrics.jsonl line (0 when there is none)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
 
 
 def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: data_lib.Dataset) -> list[Path]:
@@ -46,6 +55,10 @@ def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: d
         8,
         "random samples" + (" (label = index mod classes)" if model.conditional else ""),
     )
+    if config.train.tensorboard:
+        grids = {"samples": plots.tile(samples, 8, 8)}
+        grids["reconstructions"] = plots.tile(np.concatenate([images, recon]), 2, 10)
+        tensorboard.write_images(workdir, _last_step(workdir), grids)
 
     if model.conditional:
         # The same key for every class: for an unconditional prior each column shares its z (the "style").

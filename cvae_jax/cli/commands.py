@@ -274,10 +274,13 @@ def _train_molecules(args) -> int:
         epochs=args.epochs,
         free_bits=args.free_bits,
         word_dropout=args.word_dropout,
+        beta=args.beta,
         seed=args.seed,
         properties=names,
         latent_dim=args.latent_dim,
         representation=args.representation,
+        decoder_hidden=args.decoder_hidden,
+        decoder_layers=args.decoder_layers,
         parallel=devices,
     )
     parallel.initialize(cfg.parallel)  # before anything touches the devices
@@ -394,7 +397,7 @@ def _draw_molecules(args, condition_csv) -> list[str]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cvae_jax.config import PARALLEL_MODES
+    from cvae_jax.config import PARALLEL_MODES, PRESETS
 
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -403,8 +406,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=("vae", "cvae"), help="default: cvae (or, resuming, the saved run's)")
     train.add_argument(
         "--preset",
-        choices=("default", "article"),
-        help="'article': the article's architecture; 'default' (the default): a stronger 512-512 MLP, latent 16",
+        choices=PRESETS,
+        help="'default' (the default): a 512-512 MLP, latent 16; 'article': the article's architecture; "
+        "'resnet': a ResNet VAE with a discretized logistic mixture likelihood for 8-bit (colour) images",
     )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
@@ -522,6 +526,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="the strings the model reads and writes; every SELFIES string decodes to a valid molecule",
     )
     tm.add_argument("--latent-dim", type=int, default=32)
+    tm.add_argument("--decoder-hidden", type=int, default=256, help="units of each decoder GRU")
+    tm.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs")
+    tm.add_argument("--beta", type=float, default=1.0, help="final KL weight (warmed up from 0 over 2 epochs)")
     tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
     tm.add_argument(
         "--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the decoder in training"

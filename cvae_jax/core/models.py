@@ -184,6 +184,15 @@ def build_model(
     """
     if len(data_shape) != 3:
         raise ConfigError(f"images must have shape (H, W, C), got {data_shape}")
+    cls = CVAE if cfg.kind == "cvae" else VAE
+    if prior is None:
+        prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
+    condition_dim = num_classes if cfg.kind == "cvae" else 0
+    if cfg.architecture == "hvae":
+        return _hierarchical(cfg, tuple(data_shape), condition_dim)
+    if cfg.architecture == "resnet":
+        encoder, decoder = _resnet(cfg, tuple(data_shape))
+        return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
     scale = 2 ** len(cfg.decoder_conv)
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
         raise ConfigError(
@@ -211,7 +220,56 @@ def build_model(
         dtype=dtype,
         kernels=kernels,
     )
-    cls = CVAE if cfg.kind == "cvae" else VAE
-    if prior is None:
-        prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
-    return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=num_classes if cfg.kind == "cvae" else 0)
+    return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
+
+
+def _check_stages(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> None:
+    scale = 2 ** (len(cfg.resnet_widths) - 1)
+    if data_shape[0] % scale or data_shape[1] % scale:
+        raise ConfigError(
+            f"model.resnet_widths={cfg.resnet_widths} has {len(cfg.resnet_widths)} stages, which halve the image "
+            f"{len(cfg.resnet_widths) - 1} times: height and width {data_shape[:2]} must divide by {scale}; use "
+            "fewer widths or pad the images"
+        )
+
+
+def _hierarchical(cfg: ModelConfig, data_shape: tuple[int, int, int], condition_dim: int):
+    from cvae_jax.core.hierarchical import HierarchicalVAE
+
+    _check_stages(cfg, data_shape)
+    return HierarchicalVAE(
+        data_shape=data_shape,
+        widths=tuple(cfg.resnet_widths),
+        blocks=cfg.resnet_blocks,
+        groups_per_stage=cfg.hvae_groups,
+        latent_channels=cfg.hvae_latent_channels,
+        likelihood=cfg.likelihood,
+        mixtures=cfg.logistic_mixtures,
+        gaussian_scale=cfg.gaussian_scale,
+        condition_dim=condition_dim,
+        remat=cfg.remat,
+        dtype=jnp.dtype(cfg.compute_dtype),
+        kernels=layers.resolve(cfg.kernels),
+    )
+
+
+def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
+    from cvae_jax.core import resnet
+
+    _check_stages(cfg, data_shape)
+    common = {
+        "widths": tuple(cfg.resnet_widths),
+        "blocks": cfg.resnet_blocks,
+        "remat": cfg.remat,
+        "dtype": jnp.dtype(cfg.compute_dtype),
+        "kernels": layers.resolve(cfg.kernels),
+    }
+    encoder = resnet.ResNetEncoder(latent_dim=cfg.latent_dim, **common)
+    decoder = resnet.ResNetDecoder(
+        data_shape=data_shape,
+        likelihood=cfg.likelihood,
+        mixtures=cfg.logistic_mixtures,
+        gaussian_scale=cfg.gaussian_scale,
+        **common,
+    )
+    return encoder, decoder

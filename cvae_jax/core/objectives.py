@@ -206,8 +206,26 @@ def make_hybrid_loss(
     return loss
 
 
+def make_hierarchical_terms(model, *, num_classes: int, binarize: bool = False):
+    """terms(params, batch, key) -> {"recon", "kl", "neg_elbo"[, "bits_per_dim"]} [B] of a hierarchical
+    VAE (cvae_jax.core.hierarchical): the KL summed over its groups."""
+
+    def terms(params, batch, key) -> Terms:
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        recon, kl = model.apply(params, x, condition, jax.random.fold_in(key, LATENT), method=model.elbo)
+        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+        if model.likelihood == "discretized_logistic":
+            out["bits_per_dim"] = (recon + kl) / (math.prod(model.data_shape) * math.log(2.0))
+        return out
+
+    return terms
+
+
 def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
     """(eval terms, training loss) for cfg.objective. Evaluation always reports the ELBO terms."""
+    if getattr(model, "hierarchical", False):
+        terms = make_hierarchical_terms(model, num_classes=num_classes, binarize=binarize)
+        return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)
     terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
     if cfg.objective == "iwae":
         iwae = make_iwae_terms(model, num_classes=num_classes, num_samples=cfg.iwae_samples, binarize=binarize)

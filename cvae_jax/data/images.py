@@ -147,15 +147,18 @@ def _read_tfds_source(source, where: str) -> Split:
             records.extend(source[i] for i in keys)
     if not records:
         raise DataError(f"{where}: no examples")
-    if "image" not in records[0] or "label" not in records[0]:
-        raise DataError(f"{where}: records need 'image' and 'label' features, got {sorted(records[0])}")
+    if "image" not in records[0]:
+        raise DataError(f"{where}: records need an 'image' feature, got {sorted(records[0])}")
     images = np.stack([r["image"] for r in records])
-    labels = np.array([r["label"] for r in records])
+    # Without a 'label' feature (e.g. celeb_a's attributes) every example is class 0: unconditional use.
+    labels = np.array([r["label"] for r in records]) if "label" in records[0] else np.zeros(len(records), np.int64)
     return as_split(images, labels, where)
 
 
 def _num_classes(source) -> int | None:
     info = getattr(source, "dataset_info", None)
+    if info is not None and "label" not in getattr(info, "features", {}):
+        return 1
     try:
         return int(info.features["label"].num_classes)
     except (AttributeError, KeyError, TypeError):

@@ -17,6 +17,9 @@ MOSES's own code computes it, so that the numbers set beside its published table
 Fingerprints are Morgan, radius 2, 1,024 bits. SNN, Frag, Scaf and FCD are reported against each
 reference set given (MOSES: the test set, "Test", and the scaffold-test set, "TestSF"). The
 per-molecule RDKit work runs in a process pool; the similarity matrices are JAX matrix products.
+Checked against MOSES's own code (molsets 0.3.1's moses.metrics, run with shims for today's pandas
+and RDKit) on 403 molecules of its train and test files: valid, unique@k, novelty, IntDiv, IntDiv2,
+Filters, SNN, Frag and Scaf agree to 1e-8.
 """
 
 from __future__ import annotations

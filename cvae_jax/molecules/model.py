@@ -51,6 +51,7 @@ class SmilesDecoder(nn.Module):
     embed_dim: int = 64
     hidden: int = 512
     word_dropout: float = 0.0  # training only: share of previous tokens hidden from the decoder (Bowman et al.)
+    layers: int = 1  # stacked GRUs; each above the first reads the states of the one below
 
     def setup(self):
         self.embed = nn.Embed(self.vocab_size, self.embed_dim)
@@ -58,6 +59,12 @@ class SmilesDecoder(nn.Module):
         self.context = nn.Dense(3 * self.hidden, use_bias=False)
         self.initial = nn.Dense(self.hidden)
         self.recurrent = recurrent.Recurrent(self.hidden)
+        # Layers 2..n: their input projections (of the states below), context gates, initial states, GRUs.
+        upper = range(1, self.layers)
+        self.upper_input = [nn.Dense(3 * self.hidden) for _ in upper]
+        self.upper_context = [nn.Dense(3 * self.hidden, use_bias=False) for _ in upper]
+        self.upper_initial = [nn.Dense(self.hidden) for _ in upper]
+        self.upper_recurrent = [recurrent.Recurrent(self.hidden) for _ in upper]
         self.out_kernel = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, self.vocab_size))
         self.out_bias = self.param("out_bias", nn.initializers.zeros, (self.vocab_size,))
 
@@ -66,6 +73,11 @@ class SmilesDecoder(nn.Module):
         # Every token's input gates, as one [vocab, 3H] table: a gather per step instead of a product.
         table = self.input(self.embed.embedding)
         return table, self.context(context), jnp.tanh(self.initial(context))
+
+    def _upper_start(self, z, condition):
+        """(context gates, initial state) of each layer above the first."""
+        context = z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
+        return [(c(context), jnp.tanh(i(context))) for c, i in zip(self.upper_context, self.upper_initial)]
 
     def __call__(
         self, z: jax.Array, condition: jax.Array | None, tokens: jax.Array, dropout_key: jax.Array | None = None
@@ -80,26 +92,36 @@ class SmilesDecoder(nn.Module):
             previous = jnp.where(hide, PAD, previous)
         w_h, b_hn = self.recurrent()
         states, _ = recurrent.run(table[previous] + context_gates[:, None], h0, w_h, b_hn)
+        for i, (gates, start) in enumerate(self._upper_start(z, condition)):
+            w_h, b_hn = self.upper_recurrent[i]()
+            states, _ = recurrent.run(self.upper_input[i](states) + gates[:, None], start, w_h, b_hn)
         return states @ self.out_kernel + self.out_bias
 
     def generate(self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0):
         """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD."""
         table, context_gates, h0 = self._start(z, condition)
-        w_h, b_hn = self.recurrent()
+        upper = self._upper_start(z, condition)
+        cells = [self.recurrent(), *(r() for r in self.upper_recurrent)]
         rows = z.shape[0]
 
         def body(carry, t):
-            h, previous, done = carry
-            h = recurrent.update(table[previous] + context_gates, h, w_h, b_hn)
+            hs, previous, done = carry
+            h = recurrent.update(table[previous] + context_gates, hs[0], *cells[0])
+            new = [h]
+            for i, (gates, _) in enumerate(upper):
+                h = recurrent.update(self.upper_input[i](h) + gates, hs[i + 1], *cells[i + 1])
+                new.append(h)
+            hs = tuple(new)
             logits = h @ self.out_kernel + self.out_bias
             if temperature == 0:
                 token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             else:
                 token = jax.random.categorical(jax.random.fold_in(key, t), logits / temperature).astype(jnp.int32)
             token = jnp.where(done, PAD, token)
-            return (h, token, done | (token == EOS)), token
+            return (hs, token, done | (token == EOS)), token
 
-        start = (h0, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
+        states = (h0, *(start for _, start in upper))
+        start = (states, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
         _, tokens = jax.lax.scan(body, start, jnp.arange(self.length))
         return tokens.T
 
@@ -155,6 +177,7 @@ def build(
     encoder_hidden: int = 256,
     decoder_hidden: int = 512,
     word_dropout: float = 0.0,
+    decoder_layers: int = 1,
     prior: priors.Prior | None = None,
 ) -> SmilesVAE:
     if prior is not None and prior.needs_encoder:
@@ -164,7 +187,7 @@ def build(
         )
     return SmilesVAE(
         encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
-        decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout),
+        decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout, decoder_layers),
         prior=prior if prior is not None else priors.StandardNormal(latent_dim),
         condition_dim=condition_dim,
     )

@@ -54,6 +54,7 @@ class MoleculeConfig:
     embed_dim: int = 64
     encoder_hidden: int = 128
     decoder_hidden: int = 256
+    decoder_layers: int = 1  # stacked GRUs in the decoder (MOSES's VAE: 3)
     word_dropout: float = 0.0  # share of the decoder's previous tokens hidden during training
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
@@ -68,7 +69,15 @@ class MoleculeConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("num_train", "num_test", "latent_dim", "embed_dim", "encoder_hidden", "decoder_hidden"):
+        for name in (
+            "num_train",
+            "num_test",
+            "latent_dim",
+            "embed_dim",
+            "encoder_hidden",
+            "decoder_hidden",
+            "decoder_layers",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.representation not in smiles.REPRESENTATIONS:
@@ -293,6 +302,7 @@ def build_model(cfg: MoleculeConfig, data: MoleculeData, prior=None) -> sequence
         embed_dim=cfg.embed_dim,
         encoder_hidden=cfg.encoder_hidden,
         decoder_hidden=cfg.decoder_hidden,
+        decoder_layers=cfg.decoder_layers,
         word_dropout=cfg.word_dropout,
         prior=prior,
     )

@@ -20,7 +20,15 @@ from cvae_jax.core import objectives
 from cvae_jax.core.models import VAE, build_model
 from cvae_jax.data import images as data_lib
 from cvae_jax.training import checkpoint, parallel
-from cvae_jax.training.step import INIT, TrainState, base_key, init_state, make_optimizer, purpose_key
+from cvae_jax.training.step import (
+    INIT,
+    TrainState,
+    base_key,
+    evaluation_params,
+    init_state,
+    make_optimizer,
+    purpose_key,
+)
 from cvae_jax.training.tasks import Parts, Task, fingerprint_arrays
 from cvae_jax.training.trainer import fit
 
@@ -180,7 +188,7 @@ def load_run(workdir: str | Path, which: str | int = "latest") -> Loaded:
         target = jax.eval_shape(lambda: init_for(parts, config, image_shape, num_classes))
         key = np.asarray(jax.random.key_data(base_key(0)))
         state, _, meta = ckpts.restore(step, target, key)
-    return Loaded(model=parts.model, params=state.params, config=config, meta=meta, step=step)
+    return Loaded(model=parts.model, params=evaluation_params(state), config=config, meta=meta, step=step)
 
 
 def load(workdir: str | Path, which: str | int = "latest") -> tuple[VAE, Any, Config]:

@@ -8,7 +8,8 @@ on (seed, step) and a run is reproducible bit for bit.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -40,8 +41,44 @@ def purpose_key(seed: int, purpose: int) -> jax.Array:
     return jax.random.fold_in(base_key(seed), purpose)
 
 
+class ParamsEMA(NamedTuple):
+    """The optimizer state of `params_ema`: an exponential moving average of the parameters."""
+
+    ema: Any
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps ema <- decay * ema + (1 - decay) * params after each update, in the optimizer state (so a
+    checkpoint saves it and a resumed run continues it); the updates pass through unchanged. Last in
+    a chain, where the updates it sees are the ones applied."""
+
+    def init(params):
+        return ParamsEMA(ema=jax.tree.map(jnp.asarray, params))
+
+    def update(updates, state, params=None):
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new)
+        return updates, ParamsEMA(ema=ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def evaluation_params(state: TrainState):
+    """The parameters to evaluate and sample with: the moving average when the run keeps one
+    (train.ema_decay > 0), else the trained parameters."""
+    found = [
+        node.ema
+        for node in jax.tree.leaves(state.opt_state, is_leaf=lambda n: isinstance(n, ParamsEMA))
+        if isinstance(node, ParamsEMA)
+    ]
+    return found[0] if found else state.params
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The Optax optimizer that `cfg.optimizer` names; with train.on_nonfinite=skip wrapped in
+    """The Optax optimizer that `cfg.optimizer` names, with, when configured: gradients clipped to a
+    global norm (train.grad_clip), updates skipped when the gradient norm exceeds train.skip_threshold
+    (optax.MultiSteps with optax.skip_large_updates, as VDVAE skips gradient spikes), a moving
+    average of the parameters for evaluation (train.ema_decay), and train.on_nonfinite=skip's
     optax.apply_if_finite, which leaves the state unchanged on a step with NaN/Inf gradients."""
     lr = cfg.learning_rate
     makers = {
@@ -53,6 +90,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     if cfg.optimizer not in makers:
         raise ValueError(f"train.optimizer must be adam, adamw, sgd or rmsprop, got {cfg.optimizer!r}")
     tx = makers[cfg.optimizer]()
+    if cfg.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    if cfg.skip_threshold > 0:
+        skip = functools.partial(optax.skip_large_updates, max_squared_norm=cfg.skip_threshold**2)
+        tx = optax.MultiSteps(tx, every_k_schedule=1, should_skip_update_fn=skip).gradient_transformation()
+    if cfg.ema_decay > 0:
+        tx = optax.chain(tx, params_ema(cfg.ema_decay))
     if cfg.on_nonfinite == "skip":
         tx = optax.apply_if_finite(tx, max_consecutive_errors=cfg.max_consecutive_skips)
     return tx

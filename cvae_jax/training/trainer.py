@@ -25,8 +25,18 @@ import numpy as np
 
 from cvae_jax.config import ConfigError
 from cvae_jax.training import checkpoint, parallel, resume
+from cvae_jax.training import tensorboard as tb
 from cvae_jax.training.program import make_program
-from cvae_jax.training.step import EVAL, SHUFFLE, TRAIN, TrainState, base_key, evaluate_dataset, make_eval_step
+from cvae_jax.training.step import (
+    EVAL,
+    SHUFFLE,
+    TRAIN,
+    TrainState,
+    base_key,
+    evaluate_dataset,
+    evaluation_params,
+    make_eval_step,
+)
 from cvae_jax.training.tasks import Parts, Task
 
 
@@ -56,14 +66,16 @@ class _Position:
 class _Log:
     """The run's history: kept in memory, and appended to metrics.jsonl by process 0."""
 
-    def __init__(self, workdir: Path | None, primary: bool, history: list[dict[str, Any]]):
+    def __init__(self, workdir: Path | None, primary: bool, history: list[dict[str, Any]], tensorboard: bool):
         self.path = workdir / "metrics.jsonl" if workdir is not None and primary else None
         self.history = history
+        self.scalars = tb.Scalars(workdir if self.path is not None and tensorboard else None)
         if self.path is not None:
             resume.write_history(self.path, history)
 
     def record(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
+        self.scalars.write(entry)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
@@ -157,6 +169,7 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
         "num_devices": layout.num_shards,
         "total_steps": total_steps,
     }
+    log = None
     try:
         resume_step = ckpts.latest_step() if ckpts is not None else None
         if resume_step is not None:  # refused before anything is compiled
@@ -180,16 +193,18 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
         history = resume.read_history(workdir / "metrics.jsonl", position.epoch - 1) if resume_step is not None else []
         if workdir is not None and primary:
             (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-        log = _Log(workdir, primary, history)
+        log = _Log(workdir, primary, history, task.config.train.tensorboard)
         state = _train(
             task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress and primary, workdir
         )
     finally:
         if ckpts is not None:
             ckpts.close()
+        if log is not None:
+            log.scalars.close()
     final = layout.local_value(state)
     if workdir is not None and primary:
-        task.finish(workdir, parts, final.params)
+        task.finish(workdir, parts, evaluation_params(final))
     return Fitted(parts=parts, state=final, history=log.history)
 
 
@@ -204,7 +219,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
 
     def eval_lines(epoch: int) -> list[dict[str, Any]]:
         """The epoch's "validation" (when the task has validation rows) and "test" lines."""
-        params = layout.local_value(state.params)
+        params = layout.local_value(evaluation_params(state))
         lines = []
         for split, rows in (("validation", task.validation_rows), ("test", task.test_rows)):
             if rows is not None:

@@ -1,0 +1,268 @@
+"""Training throughput of the image models for colour data, cvae_jax against the strongest PyTorch of
+the same model, each cell in a fresh process, interleaved over rounds; the table shows medians.
+
+    python -m benchmarks.image_models                                  # ResNet VAE, 32x32x3, this machine
+    python -m benchmarks.image_models --model resnet,hvae --size 32,64 --batch 256 --dtype bfloat16 \\
+        --impl cvae_jax,torch,torch_compile --rounds 3 --out new.jsonl  # the GPU run (gpu_run.sh)
+
+Models (cvae_jax configs; PyTorch mirrors the ResNet VAE layer for layer): `resnet` (--preset resnet:
+widths 64-128-256, 2 blocks a stage, latent 64, 10 discretized logistics) and `hvae` (--preset hvae;
+cvae_jax only). Data: random 8-bit images resident on the device (throughput does not depend on
+their values). Precision: `bfloat16` = cvae_jax's model.compute_dtype=bfloat16 (float32 parameters
+and loss) against PyTorch's torch.autocast(bfloat16); `float32` = both in float32 (TF32 matmuls where
+the framework's default allows them).
+
+Implementations:
+  cvae_jax       the library's jitted train step (make_train_step), the state donated;
+  torch          eager PyTorch: nn.Module, Adam, autocast, channels_last on CUDA;
+  torch_compile  the whole step (forward, backward and Adam's update) in one torch.compile'd function,
+                 mode="max-autotune" on CUDA (Triton kernels and CUDA graphs), the default mode on
+                 CPU, where denormals are flushed as well.
+Samples/s is the median over timed blocks of `--steps` steps after a warm-up (compilation) that is
+reported apart. FLOPs are counted from cvae_jax's jaxpr (3 x forward matmul/conv FLOPs), so that
+both implementations are held to the same count; the peak fraction is of the device's measured
+matmul peak for the compute dtype (python -m benchmarks.jax_cell matmul:bfloat16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+MODELS = {
+    "resnet": ("vae", "resnet", []),
+    "hvae": ("vae", "hvae", []),
+}
+IMPLS = ("cvae_jax", "torch", "torch_compile")
+
+
+def _config(model: str, size: int, batch: int, dtype: str, remat: bool):
+    from cvae_jax.config import apply_overrides, get_config, validate
+
+    kind, preset, extra = MODELS[model]
+    overrides = [*extra, f"train.batch_size={batch}", f"model.compute_dtype={dtype}", f"model.remat={remat}"]
+    return validate(apply_overrides(get_config(kind, preset), overrides))
+
+
+def jax_cell(spec: dict) -> dict:
+    import jax
+
+    from benchmarks.jax_cell import _device_info
+    from benchmarks.models import training_flops_per_sample
+    from cvae_jax.training.images import build, init_for
+    from cvae_jax.training.step import make_train_step
+
+    shape, batch = (spec["size"], spec["size"], 3), spec["batch"]
+    cfg = _config(spec["model"], spec["size"], batch, spec["dtype"], spec.get("remat", False))
+    parts = build(cfg, shape, 10)
+    state = init_for(parts, cfg, shape, 10)
+    flops = training_flops_per_sample(parts.model, state.params, shape)
+    step = jax.jit(make_train_step(parts.loss, parts.tx), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    batches = [
+        {
+            "image": jax.device_put((rng.integers(0, 256, (batch, *shape)) / 255.0).astype(np.float32)),
+            "label": jax.device_put(rng.integers(0, 10, batch).astype(np.int32)),
+        }
+        for _ in range(4)
+    ]
+    key = jax.random.key(0)
+    start = time.perf_counter()
+    for i in range(3):  # compilation and warm-up
+        state, metrics = step(state, batches[i % 4], key)
+    jax.block_until_ready(state)
+    warmup = time.perf_counter() - start
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        for i in range(spec["steps"]):
+            state, metrics = step(state, batches[i % 4], key)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {
+        "impl": "cvae_jax",
+        "loss": float(metrics["loss"]),
+        "train_flops_per_sample": flops,
+        "warmup_s": warmup,
+        "block_s": times,
+        "peak_device_bytes": stats.get("peak_bytes_in_use"),
+        **_device_info(),
+    }
+
+
+def torch_cell(spec: dict) -> dict:
+    import torch
+
+    from benchmarks.reference_torch_images import ResNetVAE
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    torch.manual_seed(0)
+    if not cuda:
+        torch.set_flush_denormal(True)
+    shape, batch = (spec["size"], spec["size"], 3), spec["batch"]
+    model = ResNetVAE(shape).to(device)
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=cuda and spec["impl"] == "torch_compile")
+    dtype = torch.bfloat16 if spec["dtype"] == "bfloat16" else torch.float32
+    rng = np.random.default_rng(0)
+    batches = [
+        torch.from_numpy((rng.integers(0, 256, (batch, shape[2], *shape[:2])) / 255.0).astype(np.float32))
+        .to(device)
+        .contiguous(memory_format=layout)
+        for _ in range(4)
+    ]
+
+    def train_step(x):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = model(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    if spec["impl"] == "torch_compile":
+        train_step = torch.compile(train_step, mode="max-autotune" if cuda else "default")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    for i in range(3):
+        loss = train_step(batches[i % 4])
+    sync()
+    warmup = time.perf_counter() - start
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        for i in range(spec["steps"]):
+            loss = train_step(batches[i % 4])
+        sync()
+        times.append(time.perf_counter() - start)
+    return {
+        "impl": spec["impl"],
+        "loss": float(loss),
+        "warmup_s": warmup,
+        "block_s": times,
+        "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "torch": torch.__version__,
+        "platform": device.type,
+        "device_kind": torch.cuda.get_device_name() if cuda else "cpu",
+    }
+
+
+def run_cell(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.image_models", "--cell", json.dumps(spec)], capture_output=True, text=True
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return {"kind": "error", **spec, "error": proc.stderr[-2000:]}
+    result = json.loads(lines[-1])
+    samples_per_s = spec["steps"] * spec["batch"] / statistics.median(result["block_s"])
+    return {"kind": "image_train", **spec, **result, "samples_per_s": samples_per_s}
+
+
+def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
+    """Medians by cell; torch cells get cvae_jax's FLOP count of the same model; the ratio column is
+    cvae_jax's samples/s over this implementation's (same model, size, batch and dtype)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("kind") == "image_train":
+            key = (r["model"], r["size"], r["batch"], r["dtype"], r.get("remat", False), r["impl"])
+            cells.setdefault(key, []).append(r)
+    flops = {k[:5]: rs[0]["train_flops_per_sample"] for k, rs in cells.items() if rs[0].get("train_flops_per_sample")}
+    rows = []
+    for key, rs in cells.items():
+        med = statistics.median(r["samples_per_s"] for r in rs)
+        row = {"key": key, "samples_per_s": med, "warmup_s": statistics.median(r["warmup_s"] for r in rs)}
+        per_sample = flops.get(key[:5])
+        if per_sample and peaks.get(key[3]):
+            row["peak_fraction"] = med * per_sample / peaks[key[3]]
+        ours = cells.get((*key[:5], "cvae_jax"))
+        if ours and key[5] != "cvae_jax":
+            row["cvae_jax_over_this"] = statistics.median(r["samples_per_s"] for r in ours) / med
+        row["peak_device_mib"] = max((r.get("peak_device_bytes") or 0) for r in rs) / 2**20
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    out = [
+        "| model | size | batch | dtype | remat | impl | samples/s | warm-up s | peak frac. | cvae_jax / this | "
+        "device MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        model, size, batch, dtype, remat, impl = row["key"]
+        frac = f"{row['peak_fraction']:.1%}" if "peak_fraction" in row else ""
+        ratio = f"{row['cvae_jax_over_this']:.2f}x" if "cvae_jax_over_this" in row else ""
+        out.append(
+            f"| {model} | {size} | {batch} | {dtype} | {remat} | {impl} | {row['samples_per_s']:,.0f} | "
+            f"{row['warmup_s']:.1f} | {frac} | {ratio} | {row['peak_device_mib']:,.0f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet", help=f"comma-separated from {','.join(MODELS)}")
+    p.add_argument("--size", default="32", help="image sizes (square), comma-separated")
+    p.add_argument("--batch", default="256")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 (comma-separated)")
+    p.add_argument("--impl", default="cvae_jax,torch,torch_compile")
+    p.add_argument("--remat", action="store_true", help="cvae_jax cells with model.remat=true")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks per cell (median)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", help="append the JSON records here")
+    p.add_argument("--cell", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.cell:
+        spec = json.loads(args.cell)
+        print(json.dumps(jax_cell(spec) if spec["impl"] == "cvae_jax" else torch_cell(spec)))
+        return 0
+    from benchmarks.throughput import _run_cell
+
+    peaks = {}
+    for dtype in args.dtype.split(","):
+        peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
+        peaks[dtype] = peak.get("flops_per_s", 0.0)
+        if args.out and peak.get("kind") == "matmul_peak":
+            with open(args.out, "a") as f:
+                f.write(json.dumps(peak) + "\n")
+    records = []
+    for _ in range(args.rounds):
+        for model in args.model.split(","):
+            for size in map(int, args.size.split(",")):
+                for batch in map(int, args.batch.split(",")):
+                    for dtype in args.dtype.split(","):
+                        for impl in args.impl.split(","):
+                            if impl != "cvae_jax" and model != "resnet":
+                                continue  # PyTorch mirrors the ResNet VAE only
+                            spec = {"model": model, "size": size, "batch": batch, "dtype": dtype, "impl": impl}
+                            spec.update(steps=args.steps, repeats=args.repeats, remat=args.remat and impl == "cvae_jax")
+                            record = run_cell(spec)
+                            records.append(record)
+                            print(json.dumps(record), flush=True)
+                            if args.out:
+                                with open(args.out, "a") as f:
+                                    f.write(json.dumps(record) + "\n")
+    print(table(summarize(records, peaks)))
+    print("matmul peaks (FLOP/s): " + ", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
