@@ -63,12 +63,18 @@ SECTION_FILES = {
     "Anomaly detection: irregular heartbeats": ["anomaly_ecg"],
     "Anomaly detection: digits": ["anomaly_digits"],
     "Posterior collapse": ["posterior_collapse"],
-    "Conditional molecule generation": ["molecules", "molecules_free_bits"],
+    "Molecules at the MOSES standard": ["molecules_smiles"],
+}
+# Published figures set beside a section's own (not results of its scripts), by section.
+PUBLISHED = {
+    "Likelihood on binarized Fashion-MNIST": {"86.76", "85.54", "84.78", "88.56", "85.57"},  # MNIST papers
+    "Molecules at the MOSES standard": {  # MOSES's baseline VAE (MOSES README)
+        *("0.953", "1.000", "0.999", "0.855", "0.993", "0.468", "0.455", "0.998", "0.996", "0.828", "0.093"),
+        *("0.254", "0.696"),
+    },
 }
 # Table numbers with decimals that are not results of the section's scripts, and where they come from.
 NOT_IN_JSON = {
-    **{f: "a published MNIST figure (Burda et al. 2015; Tomczak & Welling 2018)" for f in ("86.76", "85.54", "84.78")},
-    **{f: "a published MNIST figure (Tomczak & Welling 2018)" for f in ("88.56", "85.57")},
     "1.58": "the size of MOSES's training set (1.58M)",
 }
 
@@ -87,7 +93,7 @@ def _numbers(tree):
 NUMBER = r"(?<![\w.])[−-]?\d[\d,]*\.(\d+)"  # a number with decimals, e.g. 0.936, −105.50, 1,234.5
 
 
-def _unmatched(rows: list[str], values: list[float], where: str) -> tuple[int, list[str]]:
+def _unmatched(rows: list[str], values: list[float], where: str, exempt=frozenset()) -> tuple[int, list[str]]:
     """(numbers checked, those of `rows` that no value rounds to, as shown or as a percentage)."""
     import re
 
@@ -97,7 +103,7 @@ def _unmatched(rows: list[str], values: list[float], where: str) -> tuple[int, l
             text, decimals = match.group(0).replace("−", "").replace("-", "").replace(",", ""), len(match.group(1))
             shown, tolerance = float(text), 0.51 * 10**-decimals
             checked += 1
-            if text in NOT_IN_JSON:
+            if text in NOT_IN_JSON or text in exempt:
                 continue
             if not any(abs(round(v * d_v, decimals) - shown) < tolerance for v in values for d_v in (1, 100)):
                 missing.append(f"{where}: {match.group(0)} in {row[:80]}")
@@ -129,7 +135,8 @@ def test_every_number_in_the_experiments_tables_is_in_their_json():
         title = section.splitlines()[0]
         names = next((files for prefix, files in SECTION_FILES.items() if title.startswith(prefix)), None)
         if names is not None:
-            count, lost = _unmatched(table_rows(section), values(*names), title[:30])
+            exempt = next((nums for prefix, nums in PUBLISHED.items() if title.startswith(prefix)), frozenset())
+            count, lost = _unmatched(table_rows(section), values(*names), title[:30], exempt)
             checked, missing = checked + count, missing + lost
     assert checked > 270, checked  # the tables were found
     assert not missing, "\n".join(missing)
