@@ -10,8 +10,9 @@ others load through TFDS where they are prepared: data.source=tfds, data.name=ci
 Tinting: every image gets one colour (a random hue at full saturation, seeded by its index), and
 each pixel is its grey level times that colour, as 8-bit RGB; the likelihood is the discretized
 logistic mixture on those 8-bit values, so the test -ELBO in bits/dim is a proper (upper bound of
-the) negative log-likelihood of the tinted images. The CPU budget (a 2-core machine, about 15
-minutes) trains a narrower network (widths 32-64-128) on the first 20,000 training images.
+the) negative log-likelihood of the tinted images. The default budget trains a narrower network
+(widths 32-64-128) on the first 20,000 training images for 4 epochs (experiments/README.md gives
+its wall time on a 2-core CPU).
 Writes experiments/results/colour_<preset>.json and _samples.png / _reconstructions.png.
 """
 

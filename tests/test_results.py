@@ -64,6 +64,7 @@ SECTION_FILES = {
     "Anomaly detection: digits": ["anomaly_digits"],
     "Posterior collapse": ["posterior_collapse"],
     "Molecules at the MOSES standard": ["molecules_smiles"],
+    "Colour images": ["colour_resnet"],
 }
 # Published figures set beside a section's own (not results of its scripts), by section.
 PUBLISHED = {
