@@ -67,15 +67,19 @@ def canonical(smiles: str) -> str | None:
     return None if m is None else _rdkit().MolToSmiles(m)
 
 
-def fingerprint(smiles: str) -> np.ndarray:
-    """Morgan fingerprint bits, uint8 [1024] (zeros for an invalid molecule)."""
+@functools.lru_cache(maxsize=1)
+def _morgan():
     from rdkit.Chem import rdFingerprintGenerator
 
+    return rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=FINGERPRINT_BITS)
+
+
+def fingerprint(smiles: str) -> np.ndarray:
+    """Morgan fingerprint bits, uint8 [1024] (zeros for an invalid molecule)."""
     m = mol(smiles)
     out = np.zeros(FINGERPRINT_BITS, np.uint8)
     if m is not None:
-        generator = rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=FINGERPRINT_BITS)
-        out[:] = generator.GetFingerprintAsNumPy(m)
+        out[:] = _morgan().GetFingerprintAsNumPy(m)
     return out
 
 
@@ -140,10 +144,9 @@ def _counts(fn, smiles: Sequence[str], jobs: int | None) -> Counter:
     return counts
 
 
-def tanimoto_stats(reference: np.ndarray, generated: np.ndarray, block: int = 4096) -> dict[str, np.ndarray]:
-    """For each generated fingerprint [G, bits] against all reference ones [R, bits]: the highest,
-    the mean and the root-mean-square Tanimoto similarity (1 where both fingerprints are empty, as in
-    MOSES). JAX matrix products over fixed-size blocks (padding masked out)."""
+@functools.lru_cache(maxsize=1)
+def _tanimoto_block():
+    """The compiled block kernel of tanimoto_stats (one program for all calls: the blocks have fixed shapes)."""
     import jax
     import jax.numpy as jnp
 
@@ -157,6 +160,17 @@ def tanimoto_stats(reference: np.ndarray, generated: np.ndarray, block: int = 40
             jnp.sum(jnp.where(ref_valid[None, :], sim, 0.0), axis=1),
             jnp.sum(jnp.where(ref_valid[None, :], sim * sim, 0.0), axis=1),
         )
+
+    return part
+
+
+def tanimoto_stats(reference: np.ndarray, generated: np.ndarray, block: int = 4096) -> dict[str, np.ndarray]:
+    """For each generated fingerprint [G, bits] against all reference ones [R, bits]: the highest,
+    the mean and the root-mean-square Tanimoto similarity (1 where both fingerprints are empty, as in
+    MOSES). JAX matrix products over fixed-size blocks (padding masked out)."""
+    import jax.numpy as jnp
+
+    part = _tanimoto_block()
 
     def pad(a, n):
         return np.concatenate([a, np.zeros((n - len(a), a.shape[1]), a.dtype)]) if len(a) < n else a
