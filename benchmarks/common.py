@@ -3,14 +3,36 @@ data, the random MNIST-shaped data, and the result record."""
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10
+
+
+class CellError(RuntimeError):
+    """A cell's process failed or printed no JSON record."""
+
+
+def run_in_fresh_process(args: list[str], env: dict[str, str] | None = None, **kwargs) -> dict[str, Any]:
+    """Runs `python ARGS` in a fresh process (a measured cell: nothing compiled or cached carries
+    over) and returns the last JSON object it printed on a line of its own; raises CellError with the
+    end of its stderr when it fails or prints none. `env` adds to this process's environment;
+    `kwargs` go to subprocess.run (timeout, cwd)."""
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})), **kwargs
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise CellError(f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def _arch(

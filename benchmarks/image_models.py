@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from benchmarks import common
 
 MODELS = {
     "resnet": ("vae", "resnet", []),
@@ -161,13 +162,10 @@ def torch_cell(spec: dict) -> dict:
 
 
 def run_cell(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.image_models", "--cell", json.dumps(spec)], capture_output=True, text=True
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        return {"kind": "error", **spec, "error": proc.stderr[-2000:]}
-    result = json.loads(lines[-1])
+    try:
+        result = common.run_in_fresh_process(["-m", "benchmarks.image_models", "--cell", json.dumps(spec)])
+    except common.CellError as e:
+        return {"kind": "error", **spec, "error": str(e)[-2000:]}
     samples_per_s = spec["steps"] * spec["batch"] / statistics.median(result["block_s"])
     return {"kind": "image_train", **spec, **result, "samples_per_s": samples_per_s}
 

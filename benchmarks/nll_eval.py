@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import common
 
 
 def export(workdir: str, num_examples: int, out: Path) -> None:
@@ -166,15 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for impl in ("cvae_jax", "torch"):
                 cell = json.dumps({"impl": impl, "data": str(data_file), "num_examples": num_examples})
-                proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.nll_eval", *(argv or sys.argv[1:]), "--cell", cell],
-                    capture_output=True,
-                    text=True,
-                )
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-                if proc.returncode or not lines:
-                    raise SystemExit(f"{impl} failed: {proc.stderr[-2000:]}")
-                results.append({**json.loads(lines[-1]), "round": len(results) // 2})
+                try:
+                    found = common.run_in_fresh_process(
+                        ["-m", "benchmarks.nll_eval", *(argv or sys.argv[1:]), "--cell", cell]
+                    )
+                except common.CellError as e:
+                    raise SystemExit(f"{impl}: {e}") from None
+                results.append({**found, "round": len(results) // 2})
                 print(json.dumps(results[-1]), flush=True)
                 if args.out:
                     with open(args.out, "a") as f:

@@ -18,11 +18,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import common
 from benchmarks.models import MODELS
 
 MODES = ("step", "device", "fused")
@@ -30,12 +30,10 @@ REFERENCES = ("keras", "keras_xla", "torch", "torch_compile")
 
 
 def _run_cell(module: str, arg: str, env_extra: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
-    env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.run([sys.executable, "-m", module, arg], capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"kind": "error", "module": module, "arg": arg, "error": proc.stderr.strip().splitlines()[-3:]}
-    return json.loads(lines[-1])
+    try:
+        return common.run_in_fresh_process(["-m", module, arg], env_extra, timeout=timeout)
+    except common.CellError as e:
+        return {"kind": "error", "module": module, "arg": arg, "error": str(e).splitlines()[-3:]}
 
 
 def _device_env(devices: int) -> dict[str, str]:

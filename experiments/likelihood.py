@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -152,15 +151,16 @@ def export_training_rows(folder: str, seed: int, out: Path) -> None:
 
 
 def run_cell(spec: dict) -> dict:
+    from benchmarks.common import CellError, run_in_fresh_process
+
     if spec["impl"] == "torch":
-        cmd = [sys.executable, "-m", "benchmarks.reference_torch", json.dumps({"protocol": "likelihood", **spec})]
+        args = ["-m", "benchmarks.reference_torch", json.dumps({"protocol": "likelihood", **spec})]
     else:
-        cmd = [sys.executable, __file__, "--cell", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"{spec['impl']} {spec['model']} seed {spec['seed']} failed:\n{proc.stderr[-3000:]}")
-    return {**spec, **json.loads(lines[-1])}
+        args = [__file__, "--cell", json.dumps(spec)]
+    try:
+        return {**spec, **run_in_fresh_process(args, cwd=Path(__file__).parent.parent)}
+    except CellError as e:
+        raise SystemExit(f"{spec['impl']} {spec['model']} seed {spec['seed']}: {e}") from None
 
 
 def summarize(cells: list[dict]) -> list[dict]:

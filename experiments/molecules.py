@@ -34,8 +34,8 @@ from cvae_jax.data import smiles
 from cvae_jax.molecules import benchmark, chem
 
 PROTOCOLS = {
-    "cpu": {"train": 100_000, "epochs": 3, "samples": 30_000},
-    "gpu": {"train": 1_584_663, "epochs": 20, "samples": 30_000},
+    "cpu": {"train": 300_000, "epochs": 2, "samples": 30_000, "decoder_hidden": 256},
+    "gpu": {"train": 1_584_663, "epochs": 20, "samples": 30_000, "decoder_hidden": 512},
 }
 
 
@@ -71,12 +71,19 @@ def main() -> None:
     parser.add_argument("--train-csv", help="training SMILES (default: MOSES train from the molsets wheel)")
     parser.add_argument("--test-csv", help="test SMILES (default: MOSES test from the molsets wheel)")
     parser.add_argument("--test-scaffolds-csv", help="scaffold-test SMILES (default: MOSES's, from molsets)")
-    parser.add_argument("--beta", type=float, default=0.05, help="final KL weight (MOSES's VAE: 0.05)")
+    parser.add_argument("--beta", type=float, default=1.0, help="final KL weight (MOSES's VAE: 0.05)")
     parser.add_argument("--free-bits", type=float, default=0.0, help="KL floor per latent dimension, nats")
     parser.add_argument("--word-dropout", type=float, default=0.0, help="share of previous tokens hidden in training")
-    parser.add_argument("--decoder-hidden", type=int, default=512)
+    parser.add_argument("--decoder-hidden", type=int)
     parser.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs (MOSES's VAE: 3)")
     parser.add_argument("--latent-dim", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (MOSES: 1)")
+    parser.add_argument(
+        "--constrained-temperature",
+        type=float,
+        default=0.7,
+        help="also score SMILES-syntax-constrained samples at this temperature (a negative value: do not)",
+    )
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_seed<S>]")
     parser.add_argument("--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>)")
     parser.add_argument("--no-moses", action="store_true", help="use only the CSV files given, not MOSES's")
@@ -109,7 +116,7 @@ def main() -> None:
             word_dropout=args.word_dropout,
             seed=seed,
             representation=args.representation,
-            decoder_hidden=args.decoder_hidden,
+            decoder_hidden=protocol["decoder_hidden"],
             decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
         )
@@ -122,27 +129,45 @@ def main() -> None:
         train_s = time.perf_counter() - start
         params, key = state.params, jax.random.key(seed)
 
-        start = time.perf_counter()
         condition = data.conditions_like(reference, protocol["samples"], seed)
         requested = condition * data.std.astype(np.float32) + data.mean.astype(np.float32)
-        generated = []
-        for i in range(0, len(condition), 2000):
-            rows = condition[i : i + 2000]
-            generated += molecules.generate(model, params, jax.random.fold_in(key, i), rows, data.vocab)
-        sample_s = time.perf_counter() - start
+
+        def draw_and_score(temperature: float, constrained: bool) -> tuple[list[str], dict]:
+            start = time.perf_counter()
+            generated = []
+            for i in range(0, len(condition), 2000):
+                rows = condition[i : i + 2000]
+                key_i = jax.random.fold_in(key, i)
+                generated += molecules.generate(
+                    model, params, key_i, rows, data.vocab, temperature=temperature, constrained=constrained
+                )
+            sample_s = time.perf_counter() - start
+            start = time.perf_counter()
+            scores = benchmark.evaluate(
+                generated,
+                train_csv=files["train"],
+                test_csv=files["test"],
+                test_scaffolds_csv=files["test_scaffolds"],
+                fcd=not args.no_fcd,
+            )
+            scored = {
+                "temperature": temperature,
+                "syntax_constrained": constrained,
+                "moses": {k: v for k, v in scores.items() if k not in ("files", "skipped")},
+                "skipped": scores["skipped"],
+                "control": property_hits(requested, chem.properties(generated, data.names), data.names, data.std),
+                "seconds": {"sample": sample_s, "metrics": time.perf_counter() - start},
+                "examples": generated[:20],
+            }
+            return generated, scored
+
+        generated, sampled = draw_and_score(args.temperature, False)
         if seed == seeds[0]:
             _shared.RESULTS.mkdir(parents=True, exist_ok=True)
             (_shared.RESULTS / f"{name}_samples.smi").write_text("\n".join(generated[:10_000]) + "\n")
-        start = time.perf_counter()
-        scores = benchmark.evaluate(
-            generated,
-            train_csv=files["train"],
-            test_csv=files["test"],
-            test_scaffolds_csv=files["test_scaffolds"],
-            fcd=not args.no_fcd,
-        )
-        metrics_s = time.perf_counter() - start
-        measured = chem.properties(generated, data.names)
+        constrained = None
+        if args.constrained_temperature >= 0 and args.representation == "smiles":
+            constrained = draw_and_score(args.constrained_temperature, True)[1]
         means, _ = model.apply(params, data.test["tokens"], data.test["condition"], method=model.encode)
         final = [row for row in history if row["split"] == "test"][-1]
         result = {
@@ -156,23 +181,20 @@ def main() -> None:
             "reconstruction": molecules.reconstruction(
                 model, params, {k: v[:1000] for k, v in data.test.items()}, data.vocab
             ),
-            "moses": {k: v for k, v in scores.items() if k not in ("files", "skipped")},
-            "skipped": scores["skipped"],
-            "control": property_hits(requested, measured, data.names, data.std),
-            "seconds": {
-                "prepare": prepare_s,
-                "train": train_s,
-                "sample": sample_s,
-                "metrics": metrics_s,
-            },
-            "examples": generated[:20],
+            **sampled,
+            "constrained": constrained,
+            "seconds": {"prepare": prepare_s, "train": train_s, **sampled["seconds"]},
         }
-        print(
-            f"seed {seed}: valid {scores['valid']:.3f}, unique@10k {scores.get('unique@10000', float('nan')):.3f}, "
-            f"novelty {scores.get('novelty', float('nan')):.3f}; control "
-            + ", ".join(f"{n} r={c['pearson_r']:.3f}" for n, c in result["control"].items()),
-            flush=True,
-        )
+        for label, part in (("", sampled), ("constrained ", constrained)):
+            if part is None:
+                continue
+            m = part["moses"]
+            print(
+                f"seed {seed} {label}T={part['temperature']}: valid {m['valid']:.3f}, "
+                f"unique@10k {m.get('unique@10000', float('nan')):.3f}, novelty {m.get('novelty', float('nan')):.3f}; "
+                + ", ".join(f"{n} r={c['pearson_r']:.3f}" for n, c in part["control"].items()),
+                flush=True,
+            )
         return result
 
     seeds = _shared.seeds_of(args)
@@ -182,7 +204,16 @@ def main() -> None:
         measure,
         protocol=args.protocol,
         representation=args.representation,
-        settings={**protocol, "beta": args.beta, "free_bits": args.free_bits, "word_dropout": args.word_dropout},
+        settings={
+            **protocol,
+            "beta": args.beta,
+            "free_bits": args.free_bits,
+            "word_dropout": args.word_dropout,
+            "latent_dim": args.latent_dim,
+            "decoder_layers": args.decoder_layers,
+            "temperature": args.temperature,
+            "constrained_temperature": args.constrained_temperature,
+        },
         files={k: str(v) for k, v in files.items()},
     )
 

@@ -118,11 +118,15 @@ def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
     )
     result = json.loads((tmp_path / "results" / "molecules_smiles.json").read_text())
     run = result["by_seed"]["0"]
-    assert run["data"]["train_molecules"] == 512 and run["config"]["train"]["beta"] == 0.05
-    moses = run["moses"]
-    assert moses["num_samples"] == 60 and 0.0 <= moses["valid"] <= 1.0
-    assert {"SNN/Test", "Frag/Test", "SNN/TestSF", "IntDiv", "Filters", "novelty"} <= set(moses) or moses["valid"] == 0
-    assert set(run["control"]) == {"logp", "tpsa", "mw"}
+    assert run["data"]["train_molecules"] == 512 and run["config"]["train"]["beta"] == 1.0
+    for scored, temperature in ((run, 1.0), (run["constrained"], 0.7)):  # free and syntax-constrained samples
+        moses = scored["moses"]
+        assert scored["temperature"] == temperature and moses["num_samples"] == 60 and 0.0 <= moses["valid"] <= 1.0
+        assert {"SNN/Test", "Frag/Test", "SNN/TestSF", "IntDiv", "Filters", "novelty"} <= set(moses) or not moses[
+            "valid"
+        ]
+        assert set(scored["control"]) == {"logp", "tpsa", "mw"}
+    assert run["syntax_constrained"] is False and run["constrained"]["syntax_constrained"] is True
     samples = (tmp_path / "results" / "molecules_smiles_samples.smi").read_text().splitlines()
     assert len(samples) == 60 and samples[:20] == run["examples"]
 

@@ -152,3 +152,13 @@ def test_bfloat16_compute_keeps_float32_parameters_and_loss_close_to_float32(pre
         losses[dtype] = terms(params, batch, jax.random.key(1))["neg_elbo"]
         assert losses[dtype].dtype == jnp.float32
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+
+
+def test_upsample2_is_nearest_neighbour_resizing_and_its_gradient_sums_blocks():
+    from cvae_jax.nn import layers
+
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+    np.testing.assert_array_equal(layers.upsample2(x), jax.image.resize(x, (2, 6, 10, 4), "nearest"))
+    w = jax.random.normal(jax.random.key(1), (2, 6, 10, 4))
+    grad = jax.grad(lambda v: jnp.sum(layers.upsample2(v) * w))(x)
+    np.testing.assert_allclose(grad, w.reshape(2, 3, 2, 5, 2, 4).sum(axis=(2, 4)), rtol=1e-6)

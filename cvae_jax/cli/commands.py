@@ -325,7 +325,14 @@ def _sample_molecules(args) -> int:
         raise ValueError("this molecule model is unconditional: it takes no --property")
     condition = data.condition_for(targets, args.num) if model.conditional else None
     drawn = molecules.generate(
-        model, params, jax.random.key(args.seed), condition, data.vocab, num=args.num, temperature=args.temperature
+        model,
+        params,
+        jax.random.key(args.seed),
+        condition,
+        data.vocab,
+        num=args.num,
+        temperature=args.temperature,
+        constrained=args.constrained,
     )
     _write(out, ("\n".join(drawn) + "\n").encode())
     print(f"saved {len(drawn)} SMILES to {out} (conditioned on {targets or 'the training medians'})", file=sys.stderr)
@@ -350,7 +357,7 @@ def _evaluate_molecules(args) -> int:
     else:
         generated = _draw_molecules(args, files["test"])
         source = {"workdir": args.workdir, "checkpoint": args.checkpoint, "seed": args.seed}
-        source["temperature"] = args.temperature
+        source["temperature"], source["constrained"] = args.temperature, args.constrained
     if samples_out is not None:
         _write(samples_out, ("\n".join(generated) + "\n").encode())
     result = benchmark.evaluate(
@@ -392,7 +399,9 @@ def _draw_molecules(args, condition_csv) -> list[str]:
         rows = None if condition is None else condition[start : start + args.batch]
         count = min(args.batch, args.num - start)
         key = jax.random.fold_in(jax.random.key(args.seed), start)
-        drawn += molecules.generate(model, params, key, rows, data.vocab, num=count, temperature=args.temperature)
+        drawn += molecules.generate(
+            model, params, key, rows, data.vocab, num=count, temperature=args.temperature, constrained=args.constrained
+        )
     return drawn
 
 
@@ -556,6 +565,11 @@ def make_parser() -> argparse.ArgumentParser:
         "(others: the training median)",
     )
     mol.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    mol.add_argument(
+        "--constrained",
+        action="store_true",
+        help="SMILES-syntax-constrained sampling: every string parses (valences are not checked)",
+    )
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
     mol.set_defaults(func=_sample_molecules)
@@ -571,6 +585,11 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num", type=int, default=30_000, help="molecules to draw (MOSES: 30,000)")
     ev.add_argument("--checkpoint", default="best", help="best (default), latest, or a step number")
     ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument(
+        "--constrained",
+        action="store_true",
+        help="SMILES-syntax-constrained sampling: every string parses (valences are not checked)",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch", type=int, default=2000, help="molecules drawn per compiled call")
     ev.add_argument("--train-csv", help="training SMILES for novelty (default: MOSES's 1.58M, from molsets)")

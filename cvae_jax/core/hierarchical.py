@@ -111,8 +111,7 @@ class HierarchicalVAE(nn.Module):
         h = self._with_condition(h, condition, resolution)
         for i, r in enumerate(self._resolutions()):
             if r != resolution:  # up to the next (finer) resolution
-                b, hh, ww, c = h.shape
-                h = self.ups[resolution - 1](jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest"))
+                h = self.ups[resolution - 1](layers.upsample2(h))
                 resolution = r
                 h = self._with_condition(h, condition, r)
             prior = self.priors[i](nn.silu(h)).astype(jnp.float32)

@@ -96,8 +96,7 @@ class ResNetDecoder(nn.Module):
             for i in range(self.blocks):
                 h = _block(self.remat)(self.widths[stage], name=f"block_{stage}_{i}", **layer)(h)
             if stage > 0:
-                b, hh, ww, c = h.shape
-                h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest")
+                h = layers.upsample2(h)
                 h = layers.conv(self.widths[stage - 1], 3, 1, name=f"up_{stage}", **layer)(h)
         outputs = self.data_shape[2] * likelihoods.outputs_per_dimension(self.likelihood, self.mixtures)
         out = layers.conv(outputs, 3, 1, name="out", **layer)(nn.silu(h)).astype(jnp.float32)

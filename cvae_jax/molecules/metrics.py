@@ -259,11 +259,14 @@ def moses_metrics(
     out["IntDiv2"] = float(1 - own["rms"].mean())
     out["Filters"] = float(np.mean(parallel_map(passes_filters, valid, jobs)))
     frag, scaf = _counts(fragments, valid, jobs), _counts(scaffold, valid, jobs)
+    fcd_model = fcd_stats = None  # ChemNet runs over the samples once, whatever the references
     for name, ref in (references or {}).items():
         out[f"SNN/{name}"] = float(tanimoto_stats(ref["fingerprints"], fps)["max"].mean())
         out[f"Frag/{name}"] = cosine(ref["fragments"], frag)
         out[f"Scaf/{name}"] = cosine(ref["scaffolds"], scaf)
         if fcd and "fcd" in ref:
-            fcd_model = _fcd()
-            out[f"FCD/{name}"] = float(fcd_model.metric(ref["fcd"], fcd_model.precalc(valid)))
+            if fcd_model is None:
+                fcd_model = _fcd()
+                fcd_stats = fcd_model.precalc(valid)
+            out[f"FCD/{name}"] = float(fcd_model.metric(ref["fcd"], fcd_stats))
     return out

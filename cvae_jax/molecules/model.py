@@ -24,6 +24,7 @@ from cvae_jax.core import distributions as D
 from cvae_jax.core import objectives, priors
 from cvae_jax.core.models import VAE
 from cvae_jax.data.smiles import BOS, EOS, PAD
+from cvae_jax.molecules import grammar
 from cvae_jax.nn import recurrent
 
 
@@ -97,15 +98,25 @@ class SmilesDecoder(nn.Module):
             states, _ = recurrent.run(self.upper_input[i](states) + gates[:, None], start, w_h, b_hn)
         return states @ self.out_kernel + self.out_bias
 
-    def generate(self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0):
-        """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD."""
+    def generate(
+        self,
+        z: jax.Array,
+        condition: jax.Array | None,
+        key: jax.Array,
+        temperature: float = 1.0,
+        syntax: dict | None = None,
+    ):
+        """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD.
+        With `syntax` (`cvae_jax.molecules.grammar.syntax(vocab)`), each draw is restricted to the tokens
+        that keep the string grammatical SMILES and let it end within L tokens: the distribution
+        renormalized over those."""
         table, context_gates, h0 = self._start(z, condition)
         upper = self._upper_start(z, condition)
         cells = [self.recurrent(), *(r() for r in self.upper_recurrent)]
         rows = z.shape[0]
 
         def body(carry, t):
-            hs, previous, done = carry
+            hs, previous, done, state = carry
             h = recurrent.update(table[previous] + context_gates, hs[0], *cells[0])
             new = [h]
             for i, (gates, _) in enumerate(upper):
@@ -113,15 +124,19 @@ class SmilesDecoder(nn.Module):
                 new.append(h)
             hs = tuple(new)
             logits = h @ self.out_kernel + self.out_bias
+            if syntax is not None:
+                logits = jnp.where(grammar.allowed(state, syntax, self.length - t - 1), logits, -jnp.inf)
             if temperature == 0:
                 token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             else:
                 token = jax.random.categorical(jax.random.fold_in(key, t), logits / temperature).astype(jnp.int32)
             token = jnp.where(done, PAD, token)
-            return (hs, token, done | (token == EOS)), token
+            if syntax is not None:
+                state = grammar.advance(state, syntax, token)
+            return (hs, token, done | (token == EOS), state), token
 
         states = (h0, *(start for _, start in upper))
-        start = (states, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
+        start = (states, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool), grammar.start(rows))
         _, tokens = jax.lax.scan(body, start, jnp.arange(self.length))
         return tokens.T
 
@@ -157,9 +172,11 @@ class SmilesVAE(VAE):
         self._check(condition, z.shape[0])
         return {"token_logits": self.decoder(z, condition, tokens, dropout_key)}
 
-    def generate(self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0):
+    def generate(
+        self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0, syntax=None
+    ):
         self._check(condition, z.shape[0])
-        return self.decoder.generate(z, condition, key, temperature)
+        return self.decoder.generate(z, condition, key, temperature, syntax)
 
     def __call__(self, tokens: jax.Array, condition: jax.Array | None = None):
         mean, _ = self.encode(tokens, condition)

@@ -34,7 +34,7 @@ from cvae_jax.config import (
 )
 from cvae_jax.core import objectives
 from cvae_jax.data import smiles
-from cvae_jax.molecules import chem
+from cvae_jax.molecules import chem, grammar
 from cvae_jax.molecules import model as sequence
 from cvae_jax.training.checkpoint import Checkpoints
 from cvae_jax.training.step import base_key, make_optimizer
@@ -119,6 +119,8 @@ def recipe(
     word_dropout: float = 0.0,
     beta: float = 1.0,
     warmup_epochs: float = 2.0,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
     seed: int = 0,
     **fields,
 ) -> MoleculeConfig:
@@ -127,11 +129,12 @@ def recipe(
     nats per latent dimension; `fields` sets any other MoleculeConfig field (properties, latent_dim, ...)."""
     train = TrainConfig(
         epochs=epochs,
-        batch_size=128,
+        batch_size=batch_size,
         eval_batch_size=500,
+        learning_rate=learning_rate,
         beta=beta,
         kl_schedule="linear",
-        warmup_steps=max(1, int(warmup_epochs * (num_train // 128))),
+        warmup_steps=max(1, int(warmup_epochs * (num_train // batch_size))),
         free_bits=free_bits,
     )
     return MoleculeConfig(
@@ -409,9 +412,9 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
 
 
 @inference.compiled_per_model(5)
-def _generate_tokens(model, params, z, condition, key, temperature: float):
+def _generate_tokens(model, params, z, condition, key, temperature: float, syntax=None):
     """Token rows [N, L] from latents z; compiled once per model, temperature and shape."""
-    return model.apply(params, z, condition, key, temperature, method=model.generate)
+    return model.apply(params, z, condition, key, temperature, syntax, method=model.generate)
 
 
 def generate(
@@ -422,8 +425,11 @@ def generate(
     vocab: smiles.Vocab,
     num: int | None = None,
     temperature: float = 1.0,
+    constrained: bool = False,
 ) -> list[str]:
-    """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional)."""
+    """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional).
+    `constrained`: SMILES-syntax-constrained sampling (`cvae_jax.molecules.grammar`): every string
+    parses, though RDKit may still refuse a valence or an aromatic ring; no effect on SELFIES."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if condition is not None:
@@ -432,7 +438,8 @@ def generate(
     if not num or num < 1:
         raise ValueError(f"the number of molecules to draw must be a positive integer, got {num}")
     z = model.apply(params, jax.random.fold_in(key, 0), num, condition, method=model.prior_sample)
-    tokens = _generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), float(temperature))
+    syntax = grammar.syntax(vocab) if constrained else None
+    tokens = _generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), float(temperature), syntax)
     return smiles.decode(np.asarray(tokens), vocab)
 
 

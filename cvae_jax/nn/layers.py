@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from cvae_jax.nn import tuned
 
@@ -51,3 +52,11 @@ def conv_transpose(
     return nn.ConvTranspose(
         features, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", dtype=dtype, name=name
     )
+
+
+def upsample2(x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, 2H, 2W, C], each value repeated over a 2 x 2 block (nearest-neighbour): a
+    broadcast and a reshape, whose gradient is a sum over each block, where jax.image.resize's
+    nearest mode gathers, and its gradient scatters."""
+    b, h, w, c = x.shape
+    return jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
