@@ -11,7 +11,7 @@ Tinting: every image gets one colour (a random hue at full saturation, seeded by
 each pixel is its grey level times that colour, as 8-bit RGB; the likelihood is the discretized
 logistic mixture on those 8-bit values, so the test -ELBO in bits/dim is a proper (upper bound of
 the) negative log-likelihood of the tinted images. The default budget trains a narrower network
-(widths 32-64-128) on the first 20,000 training images for 4 epochs (experiments/README.md gives
+(widths 32-64-128) on the first 20,000 training images for 2 epochs (experiments/README.md gives
 its wall time on a 2-core CPU).
 Writes experiments/results/colour_<preset>.json and _samples.png / _reconstructions.png.
 """
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder of Fashion-MNIST's IDX files")
     parser.add_argument("--preset", choices=("resnet", "hvae"), default="resnet")
     parser.add_argument("--train", type=int, default=20_000, help="the first N training images")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--widths", default="32,64,128", help="model.resnet_widths")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workdir", default="runs/colour")
