@@ -43,7 +43,7 @@ def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: d
         np.concatenate([images, recon]),
         2,
         10,
-        "test digits (top) and reconstructions (bottom)",
+        "test images (top) and reconstructions (bottom)",
     )
 
     labels = np.arange(64) % num_classes
