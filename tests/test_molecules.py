@@ -174,32 +174,33 @@ def _parses(text: str) -> bool:
 def _grammatical(tokens: list[str]) -> bool:
     """SMILES syntax, checked on the token list (a second implementation of what the sampler keeps):
     starts with an atom; "(" after an atom, digit or ")", followed by an atom or bond; ")" closes an
-    open branch and never follows "(" or a bond; a digit follows an atom, digit or bond; a bond follows
-    anything but a bond; it ends with nothing open, on an atom, digit or ")"."""
-    atoms = lambda t: t not in "()=#-$:/\\~." and not t.isdigit() and not t.startswith("%")  # noqa: E731
-    depth, open_rings, prev = 0, set(), None
-    for t in tokens:
-        if t == "(":
-            ok = prev is not None and prev not in ("(",) and (atoms(prev) or prev.isdigit() or prev == ")")
-            depth += 1
-        elif t == ")":
-            ok = depth > 0 and prev not in ("(", "=", "#", "-", "/", "\\", ":")
-            depth -= 1
-        elif t.isdigit() or t.startswith("%"):
-            ok = prev is not None and prev not in ("(", ")")
-            open_rings ^= {t}
-        elif not atoms(t):
-            ok = (
-                prev is not None
-                and prev in ("(",)
-                or (prev is not None and (atoms(prev) or prev.isdigit() or prev == ")"))
-            )
+    open branch and follows an atom, digit or ")"; a digit follows an atom, digit or bond; a bond
+    follows anything but a bond; it ends with nothing open, on an atom, digit or ")"."""
+
+    def kind(token: str) -> str:
+        if token in ("(", ")"):
+            return token
+        if token in set("=#-$:/\\~."):
+            return "bond"
+        return "digit" if token.isdigit() or token.startswith("%") else "atom"
+
+    depth, open_rings, prev = 0, set(), None  # prev: the kind of the token before
+    for token in tokens:
+        k = kind(token)
+        if k == "(":
+            ok, depth = prev in ("atom", "digit", ")"), depth + 1
+        elif k == ")":
+            ok, depth = depth > 0 and prev in ("atom", "digit", ")"), depth - 1
+        elif k == "digit":
+            ok, open_rings = prev in ("atom", "digit", "bond"), open_rings ^ {token}
+        elif k == "bond":
+            ok = prev in ("atom", "digit", "(", ")")
         else:
             ok = True
         if not ok:
             return False
-        prev = t
-    return depth == 0 and not open_rings and prev is not None and (atoms(prev) or prev.isdigit() or prev == ")")
+        prev = k
+    return depth == 0 and not open_rings and prev in ("atom", "digit", ")")
 
 
 def test_constrained_sampling_writes_grammatical_smiles_that_end_in_time(moses):

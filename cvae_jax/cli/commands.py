@@ -568,7 +568,7 @@ def make_parser() -> argparse.ArgumentParser:
     mol.add_argument(
         "--constrained",
         action="store_true",
-        help="SMILES-syntax-constrained sampling: every string parses (valences are not checked)",
+        help="SMILES-syntax-constrained sampling: every string is grammatical SMILES (valences are not checked)",
     )
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
@@ -588,7 +588,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--constrained",
         action="store_true",
-        help="SMILES-syntax-constrained sampling: every string parses (valences are not checked)",
+        help="SMILES-syntax-constrained sampling: every string is grammatical SMILES (valences are not checked)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch", type=int, default=2000, help="molecules drawn per compiled call")

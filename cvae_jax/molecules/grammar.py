@@ -1,6 +1,7 @@
 """SMILES syntax as a sampler's constraint: at each step, the tokens that keep a string grammatical
-and let it end within the sequence length. A draw renormalized over those tokens writes strings
-RDKit's parser reads; valences and aromaticity it does not check.
+and let it end within the sequence length. A draw renormalized over those tokens writes grammatical
+SMILES that ends in time; valences and aromaticity it does not check, nor two ring bonds that join
+the same pair of atoms (rings opened together and closed together), which RDKit's parser refuses.
 
 Every token is of one kind (`syntax(vocab)`), and which kind may follow which is the table FOLLOWS.
 A row's state completes the grammar: open branches (")" needs one), open ring closures (the end needs
@@ -66,8 +67,8 @@ def start(rows: int) -> tuple[jax.Array, ...]:
     return zeros, zeros, jnp.full((rows,), START, jnp.int32), zeros, zeros
 
 
-def _after(state, table, token):
-    """The state after `token` (any shape broadcasting against the state's [B] arrays)."""
+def advance(state, table, token: jax.Array):
+    """The state after `token` (rows' tokens [B], or any shape broadcasting against the [B] arrays)."""
     depth, rings, _, here, before = state
     kind = jnp.asarray(table["kind"])[token]
     bit = jnp.asarray(table["ring"])[token]
@@ -103,10 +104,5 @@ def allowed(state, table, left) -> jax.Array:
     ok &= (kind != CLOSE) | (depth > 0)[:, None]
     ok &= (kind != END) | ((depth == 0) & (rings == 0))[:, None]
     ok &= (jnp.asarray(table["ring"])[None] & (rings & (here | before))[:, None]) == 0
-    after = _after(tuple(x[:, None] for x in state), table, tokens[None])
+    after = advance(tuple(x[:, None] for x in state), table, tokens[None])
     return ok & ((kind == END)[None] | (finish_cost(after) <= left))
-
-
-def advance(state, table, token: jax.Array):
-    """The [B] rows' states after their tokens [B]."""
-    return _after(state, table, token)

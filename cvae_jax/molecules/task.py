@@ -119,8 +119,6 @@ def recipe(
     word_dropout: float = 0.0,
     beta: float = 1.0,
     warmup_epochs: float = 2.0,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
     seed: int = 0,
     **fields,
 ) -> MoleculeConfig:
@@ -129,12 +127,11 @@ def recipe(
     nats per latent dimension; `fields` sets any other MoleculeConfig field (properties, latent_dim, ...)."""
     train = TrainConfig(
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=128,
         eval_batch_size=500,
-        learning_rate=learning_rate,
         beta=beta,
         kl_schedule="linear",
-        warmup_steps=max(1, int(warmup_epochs * (num_train // batch_size))),
+        warmup_steps=max(1, int(warmup_epochs * (num_train // 128))),
         free_bits=free_bits,
     )
     return MoleculeConfig(
@@ -429,7 +426,8 @@ def generate(
 ) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional).
     `constrained`: SMILES-syntax-constrained sampling (`cvae_jax.molecules.grammar`): every string
-    parses, though RDKit may still refuse a valence or an aromatic ring; no effect on SELFIES."""
+    is grammatical SMILES, though RDKit may still refuse a valence or an aromatic ring; no effect
+    on SELFIES."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if condition is not None:
