@@ -18,7 +18,8 @@ Training selects nothing on the test split: the run's last epoch is scored. The 
 --test molecules give the reported -ELBO; the metrics use MOSES's whole test and scaffold-test sets.
 Writes experiments/results/NAME.json (each seed's numbers and their spread) and, for the first seed,
 NAME_samples.smi: its first 10,000 samples, one per line, for anyone to re-score
-(`cvae-jax evaluate-molecules --input ...`).
+(`cvae-jax evaluate-molecules --input ...`), and NAME_constrained_samples.smi, those of constrained
+sampling.
 """
 
 import argparse
@@ -63,7 +64,7 @@ def property_hits(requested: np.ndarray, measured: np.ndarray, names, scale: np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
-    parser.add_argument("--representation", choices=("smiles", "selfies"), default="smiles")
+    parser.add_argument("--representation", choices=("smiles", "kekule", "selfies"), default="smiles")
     parser.add_argument("--train", type=int, help="training molecules: the first N of the training CSV")
     parser.add_argument("--test", type=int, default=2_000, help="test molecules for the reported -ELBO")
     parser.add_argument("--epochs", type=int)
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--decoder-hidden", type=int)
     parser.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs (MOSES's VAE: 3)")
     parser.add_argument("--latent-dim", type=int, default=64)
+    parser.add_argument(
+        "--grammar-features", action="store_true", help="the decoder reads the SMILES grammar's state (not SELFIES)"
+    )
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (MOSES: 1)")
     parser.add_argument(
         "--constrained-temperature",
@@ -84,8 +88,10 @@ def main() -> None:
         default=0.7,
         help="also score SMILES-syntax-constrained samples at this temperature (a negative value: do not)",
     )
-    parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_seed<S>]")
-    parser.add_argument("--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>)")
+    parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_grammar][_seed<S>]")
+    parser.add_argument(
+        "--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>[_grammar])"
+    )
     parser.add_argument("--no-moses", action="store_true", help="use only the CSV files given, not MOSES's")
     parser.add_argument("--no-fcd", action="store_true", help="skip FCD (ChemNet on the references is slow on CPU)")
     _shared.add_seed_arguments(parser)
@@ -101,7 +107,8 @@ def main() -> None:
         raise SystemExit(
             "MOSES's CSV files were not found: pip install --no-deps molsets, or give --train-csv and --test-csv"
         )
-    name = args.name or f"molecules_{args.representation}"
+    variant = args.representation + ("_grammar" if args.grammar_features else "")
+    name = args.name or f"molecules_{variant}"
     reference = smiles.load_csv(files["test"])  # conditions: the properties of random test molecules
 
     def measure(seed: int) -> dict:
@@ -119,11 +126,12 @@ def main() -> None:
             decoder_hidden=protocol["decoder_hidden"],
             decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
+            grammar_features=args.grammar_features,
         )
         start = time.perf_counter()
         data = molecules.prepare(cfg)
         prepare_s = time.perf_counter() - start
-        workdir = _shared.seed_workdir(f"{args.workdir}_{args.representation}", seed)
+        workdir = _shared.seed_workdir(f"{args.workdir}_{variant}", seed)
         start = time.perf_counter()
         model, state, history = molecules.train(cfg, data, workdir=workdir)
         train_s = time.perf_counter() - start
@@ -166,8 +174,10 @@ def main() -> None:
             _shared.RESULTS.mkdir(parents=True, exist_ok=True)
             (_shared.RESULTS / f"{name}_samples.smi").write_text("\n".join(generated[:10_000]) + "\n")
         constrained = None
-        if args.constrained_temperature >= 0 and args.representation == "smiles":
-            constrained = draw_and_score(args.constrained_temperature, True)[1]
+        if args.constrained_temperature >= 0 and args.representation != "selfies":
+            kept, constrained = draw_and_score(args.constrained_temperature, True)
+            if seed == seeds[0]:
+                (_shared.RESULTS / f"{name}_constrained_samples.smi").write_text("\n".join(kept[:10_000]) + "\n")
         means, _ = model.apply(params, data.test["tokens"], data.test["condition"], method=model.encode)
         final = [row for row in history if row["split"] == "test"][-1]
         result = {
@@ -211,6 +221,7 @@ def main() -> None:
             "word_dropout": args.word_dropout,
             "latent_dim": args.latent_dim,
             "decoder_layers": args.decoder_layers,
+            "grammar_features": args.grammar_features,
             "temperature": args.temperature,
             "constrained_temperature": args.constrained_temperature,
         },

@@ -114,11 +114,14 @@ def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
         *("--train", "512", "--test", "100", "--epochs", "1", "--samples", "60", "--seed", "0"),
         *("--train-csv", str(train), "--test-csv", str(test), "--test-scaffolds-csv", str(test), "--no-moses"),
         *("--decoder-hidden", "32", "--latent-dim", "8", "--workdir", str(tmp_path / "runs" / "mol")),
+        *("--representation", "kekule", "--grammar-features"),
         tmp_path=tmp_path,
     )
-    result = json.loads((tmp_path / "results" / "molecules_smiles.json").read_text())
+    result = json.loads((tmp_path / "results" / "molecules_kekule_grammar.json").read_text())
     run = result["by_seed"]["0"]
     assert run["data"]["train_molecules"] == 512 and run["config"]["train"]["beta"] == 1.0
+    assert run["config"]["representation"] == "kekule" and run["config"]["grammar_features"]
+    assert (tmp_path / "runs" / "mol_kekule_grammar" / "config.json").exists()
     for scored, temperature in ((run, 1.0), (run["constrained"], 0.7)):  # free and syntax-constrained samples
         moses = scored["moses"]
         assert scored["temperature"] == temperature and moses["num_samples"] == 60 and 0.0 <= moses["valid"] <= 1.0
@@ -127,8 +130,9 @@ def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
         ]
         assert set(scored["control"]) == {"logp", "tpsa", "mw"}
     assert run["syntax_constrained"] is False and run["constrained"]["syntax_constrained"] is True
-    samples = (tmp_path / "results" / "molecules_smiles_samples.smi").read_text().splitlines()
-    assert len(samples) == 60 and samples[:20] == run["examples"]
+    for part, scored in (("", run), ("_constrained", run["constrained"])):
+        samples = (tmp_path / "results" / f"molecules_kekule_grammar{part}_samples.smi").read_text().splitlines()
+        assert len(samples) == 60 and samples[:20] == scored["examples"]
 
 
 def test_colour_experiment_tints_trains_and_reports_bits_per_dim(tmp_path):

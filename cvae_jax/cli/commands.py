@@ -281,6 +281,7 @@ def _train_molecules(args) -> int:
         representation=args.representation,
         decoder_hidden=args.decoder_hidden,
         decoder_layers=args.decoder_layers,
+        grammar_features=args.grammar_features,
         parallel=devices,
     )
     parallel.initialize(cfg.parallel)  # before anything touches the devices
@@ -530,13 +531,19 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--epochs", type=int, default=10)
     tm.add_argument(
         "--representation",
-        choices=("smiles", "selfies"),
+        choices=("smiles", "kekule", "selfies"),
         default="smiles",
-        help="the strings the model reads and writes; every SELFIES string decodes to a valid molecule",
+        help="the strings the model reads and writes: SMILES, Kekulé SMILES (no aromatic atoms, bond "
+        "orders explicit) or SELFIES (every string decodes to a valid molecule)",
     )
     tm.add_argument("--latent-dim", type=int, default=32)
     tm.add_argument("--decoder-hidden", type=int, default=256, help="units of each decoder GRU")
     tm.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs")
+    tm.add_argument(
+        "--grammar-features",
+        action="store_true",
+        help="the decoder also reads the SMILES grammar's state: open branches and rings, free valence",
+    )
     tm.add_argument("--beta", type=float, default=1.0, help="final KL weight (warmed up from 0 over 2 epochs)")
     tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
     tm.add_argument(
@@ -568,7 +575,8 @@ def make_parser() -> argparse.ArgumentParser:
     mol.add_argument(
         "--constrained",
         action="store_true",
-        help="SMILES-syntax-constrained sampling: every string is grammatical SMILES (valences are not checked)",
+        help="constrained sampling: every string is grammatical SMILES within the atoms' valences "
+        "(aromatic rings are not checked: train with --representation kekule for none)",
     )
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
@@ -588,7 +596,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--constrained",
         action="store_true",
-        help="SMILES-syntax-constrained sampling: every string is grammatical SMILES (valences are not checked)",
+        help="constrained sampling: every string is grammatical SMILES within the atoms' valences "
+        "(aromatic rings are not checked: train with --representation kekule for none)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch", type=int, default=2000, help="molecules drawn per compiled call")

@@ -1,8 +1,11 @@
 """Molecules as token sequences: tokenizer, vocabulary, padded integer arrays, MOSES files.
 
-Two string representations. SMILES tokens are atoms and bonds as chemists write them (Schwaller et
+Three string representations. SMILES tokens are atoms and bonds as chemists write them (Schwaller et
 al. 2019's regular expression): bracket atoms such as `[nH]` or `[C@@H]`, two-letter `Br` / `Cl`,
-ring-closure digits, `%nn`. SELFIES (Krenn et al. 2020, the `selfies` package) are bracketed
+ring-closure digits, `%nn`. Kekulé SMILES ("kekule") are SMILES with aromatic rings written as
+alternating single and double bonds between upper-case atoms: no aromatic atom, whose ring a model
+would have to get right as a whole, and every bond order explicit, so a sampler can count valences
+(`cvae_jax.molecules.grammar`). SELFIES (Krenn et al. 2020, the `selfies` package) are bracketed
 symbols such as `[C]`, `[=O]`, `[Branch1]`, `[Ring1]`; every string of them decodes to a valid
 molecule, so a SELFIES model cannot draw an unparsable sample. A vocabulary knows its representation;
 `decode` always returns SMILES.
@@ -29,7 +32,7 @@ _TOKEN = re.compile(
 )
 
 
-REPRESENTATIONS = ("smiles", "selfies")
+REPRESENTATIONS = ("smiles", "kekule", "selfies")
 
 
 def _selfies():
@@ -65,7 +68,7 @@ def tokenize(smiles: str, representation: str = "smiles") -> list[str]:
         if "".join(tokens) != smiles:
             raise ValueError(f"SELFIES {smiles!r} is not a sequence of bracketed symbols")
         return tokens
-    if representation != "smiles":
+    if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     tokens = _TOKEN.findall(smiles)
     if "".join(tokens) != smiles:

@@ -34,6 +34,20 @@ def canonical(smiles: str) -> str | None:
     return None if mol is None else Chem.MolToSmiles(mol)
 
 
+def kekule(smiles: str) -> str | None:
+    """The Kekulé form of a SMILES string (aromatic rings as alternating single and double bonds,
+    RDKit's canonical order), or None when RDKit cannot parse or kekulize it."""
+    Chem, _ = _rdkit()
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    if mol is None:
+        return None
+    try:
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+    except Exception:  # RDKit raises its own KekulizeException, not exported under one name
+        return None
+    return Chem.MolToSmiles(mol, kekuleSmiles=True)
+
+
 def parallel_map(fn, items: Sequence, jobs: int | None = None, chunk: int = 256) -> list:
     """[fn(x) for x in items], in a pool of `jobs` processes (default: the CPU count) for long lists."""
     jobs = jobs or os.cpu_count() or 1

@@ -3,6 +3,7 @@ GRU decoder fed the previous token, as in Bowman et al. 2016 and Lim et al. 2018
 
   encoder: embed tokens -> GRU (stops at each row's end token) -> [final state, c] -> (mean, log_var)
   decoder: h0 = tanh([z, c] W0); GRU over the previous tokens, [z, c] added to every step's gates
+           (and, optionally, the SMILES grammar's state after the previous tokens)
            -> logits over the vocabulary at every position
   p(x | z, c) = prod_t Categorical(x_t | x_<t, z, c), over the tokens up to and including EOS.
 
@@ -53,6 +54,10 @@ class SmilesDecoder(nn.Module):
     hidden: int = 512
     word_dropout: float = 0.0  # training only: share of previous tokens hidden from the decoder (Bowman et al.)
     layers: int = 1  # stacked GRUs; each above the first reads the states of the one below
+    # The vocabulary's grammar table (`cvae_jax.molecules.grammar.syntax` as a tuple of (name,
+    # values) pairs, hashable): when given, every step's gates also read the grammar's state
+    # (`grammar.features`: open branches and rings, the current atom's free valence).
+    grammar_table: tuple | None = None
 
     def setup(self):
         self.embed = nn.Embed(self.vocab_size, self.embed_dim)
@@ -66,6 +71,8 @@ class SmilesDecoder(nn.Module):
         self.upper_context = [nn.Dense(3 * self.hidden, use_bias=False) for _ in upper]
         self.upper_initial = [nn.Dense(self.hidden) for _ in upper]
         self.upper_recurrent = [recurrent.Recurrent(self.hidden) for _ in upper]
+        if self.grammar_table is not None:
+            self.structure = nn.Dense(3 * self.hidden, use_bias=False)
         self.out_kernel = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, self.vocab_size))
         self.out_bias = self.param("out_bias", nn.initializers.zeros, (self.vocab_size,))
 
@@ -74,6 +81,9 @@ class SmilesDecoder(nn.Module):
         # Every token's input gates, as one [vocab, 3H] table: a gather per step instead of a product.
         table = self.input(self.embed.embedding)
         return table, self.context(context), jnp.tanh(self.initial(context))
+
+    def _table(self) -> dict:
+        return {name: jnp.asarray(values, jnp.int32) for name, values in self.grammar_table}
 
     def _upper_start(self, z, condition):
         """(context gates, initial state) of each layer above the first."""
@@ -91,8 +101,11 @@ class SmilesDecoder(nn.Module):
         if dropout_key is not None and self.word_dropout > 0:
             hide = jax.random.bernoulli(dropout_key, self.word_dropout, previous.shape).at[:, 0].set(False)
             previous = jnp.where(hide, PAD, previous)
+        gates = table[previous] + context_gates[:, None]
+        if self.grammar_table is not None:  # the state after the true previous tokens
+            gates = gates + self.structure(grammar.replay(tokens, self._table()))
         w_h, b_hn = self.recurrent()
-        states, _ = recurrent.run(table[previous] + context_gates[:, None], h0, w_h, b_hn)
+        states, _ = recurrent.run(gates, h0, w_h, b_hn)
         for i, (gates, start) in enumerate(self._upper_start(z, condition)):
             w_h, b_hn = self.upper_recurrent[i]()
             states, _ = recurrent.run(self.upper_input[i](states) + gates[:, None], start, w_h, b_hn)
@@ -108,16 +121,21 @@ class SmilesDecoder(nn.Module):
     ):
         """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD.
         With `syntax` (`cvae_jax.molecules.grammar.syntax(vocab)`), each draw is restricted to the tokens
-        that keep the string grammatical SMILES and let it end within L tokens: the distribution
-        renormalized over those."""
+        that keep the string grammatical SMILES within the atoms' valences and let it end within L
+        tokens: the distribution renormalized over those."""
         table, context_gates, h0 = self._start(z, condition)
         upper = self._upper_start(z, condition)
         cells = [self.recurrent(), *(r() for r in self.upper_recurrent)]
         rows = z.shape[0]
 
+        tracked = syntax if syntax is not None else (self._table() if self.grammar_table is not None else None)
+
         def body(carry, t):
             hs, previous, done, state = carry
-            h = recurrent.update(table[previous] + context_gates, hs[0], *cells[0])
+            gates = table[previous] + context_gates
+            if self.grammar_table is not None:
+                gates = gates + self.structure(grammar.features(state))
+            h = recurrent.update(gates, hs[0], *cells[0])
             new = [h]
             for i, (gates, _) in enumerate(upper):
                 h = recurrent.update(self.upper_input[i](h) + gates, hs[i + 1], *cells[i + 1])
@@ -131,8 +149,8 @@ class SmilesDecoder(nn.Module):
             else:
                 token = jax.random.categorical(jax.random.fold_in(key, t), logits / temperature).astype(jnp.int32)
             token = jnp.where(done, PAD, token)
-            if syntax is not None:
-                state = grammar.advance(state, syntax, token)
+            if tracked is not None:
+                state = grammar.advance(state, tracked, token)
             return (hs, token, done | (token == EOS), state), token
 
         states = (h0, *(start for _, start in upper))
@@ -196,7 +214,10 @@ def build(
     word_dropout: float = 0.0,
     decoder_layers: int = 1,
     prior: priors.Prior | None = None,
+    grammar_table: dict | None = None,
 ) -> SmilesVAE:
+    """`grammar_table` (`cvae_jax.molecules.grammar.syntax(vocab)`): the decoder also reads the grammar's
+    state at every step (open branches and rings, the current atom's free valence)."""
     if prior is not None and prior.needs_encoder:
         raise ConfigError(
             f"{type(prior).__name__} needs the encoder's image pseudo-inputs; a sequence model takes "
@@ -204,7 +225,15 @@ def build(
         )
     return SmilesVAE(
         encoder=SmilesEncoder(vocab_size, latent_dim, embed_dim, encoder_hidden),
-        decoder=SmilesDecoder(vocab_size, length, embed_dim, decoder_hidden, word_dropout, decoder_layers),
+        decoder=SmilesDecoder(
+            vocab_size,
+            length,
+            embed_dim,
+            decoder_hidden,
+            word_dropout,
+            decoder_layers,
+            None if grammar_table is None else tuple((k, tuple(v.tolist())) for k, v in grammar_table.items()),
+        ),
         prior=prior if prior is not None else priors.StandardNormal(latent_dim),
         condition_dim=condition_dim,
     )

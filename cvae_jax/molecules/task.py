@@ -49,13 +49,16 @@ class MoleculeConfig:
     num_train: int = 50_000  # the first N molecules of each file
     num_test: int = 2_000
     properties: tuple[str, ...] = ("logp", "tpsa", "mw")  # the condition; () = an unconditional VAE
-    representation: str = "smiles"  # the strings the model reads and writes: "smiles" or "selfies"
+    representation: str = "smiles"  # the strings the model reads and writes: "smiles", "kekule" or "selfies"
     latent_dim: int = 32
     embed_dim: int = 64
     encoder_hidden: int = 128
     decoder_hidden: int = 256
     decoder_layers: int = 1  # stacked GRUs in the decoder (MOSES's VAE: 3)
     word_dropout: float = 0.0  # share of the decoder's previous tokens hidden during training
+    # SMILES only: the decoder also reads the grammar's state at every step (open branches and rings,
+    # the current atom's free valence; cvae_jax.molecules.grammar.features)
+    grammar_features: bool = False
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
             epochs=10, batch_size=256, eval_batch_size=500, kl_schedule="linear", warmup_steps=2000
@@ -82,6 +85,8 @@ class MoleculeConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.representation not in smiles.REPRESENTATIONS:
             raise ConfigError(f"representation must be one of {smiles.REPRESENTATIONS}, got {self.representation!r}")
+        if self.grammar_features and self.representation == "selfies":
+            raise ConfigError("grammar_features reads the SMILES grammar: use representation smiles or kekule")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ConfigError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         unknown = [p for p in self.properties if p not in chem.PROPERTIES]
@@ -185,7 +190,8 @@ def _texts(smi: list[str], representation: str) -> tuple[list[str], list[str]]:
     """(the SMILES, their strings in `representation`), leaving out molecules that do not translate."""
     if representation == "smiles":
         return smi, smi
-    pairs = [(s, t) for s, t in zip(smi, chem.parallel_map(smiles.to_selfies, smi)) if t]
+    translate = chem.kekule if representation == "kekule" else smiles.to_selfies
+    pairs = [(s, t) for s, t in zip(smi, chem.parallel_map(translate, smi)) if t]
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
@@ -305,6 +311,7 @@ def build_model(cfg: MoleculeConfig, data: MoleculeData, prior=None) -> sequence
         decoder_layers=cfg.decoder_layers,
         word_dropout=cfg.word_dropout,
         prior=prior,
+        grammar_table=grammar.syntax(data.vocab) if cfg.grammar_features else None,
     )
 
 
@@ -426,7 +433,8 @@ def generate(
 ) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional).
     `constrained`: SMILES-syntax-constrained sampling (`cvae_jax.molecules.grammar`): every string
-    is grammatical SMILES, though RDKit may still refuse a valence or an aromatic ring; no effect
+    is grammatical SMILES within the atoms' valences, though RDKit may still refuse an aromatic ring
+    (the "kekule" representation has none) or a rare row the valences cornered; no effect
     on SELFIES."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
