@@ -5,7 +5,8 @@ scaffold-test sets, Filters, FCD with the [fcd] extra) on samples drawn under th
 random test molecules, and by how well the samples hit the properties asked for.
 
     pip install -e ".[chem]" && pip install --no-deps molsets   # RDKit, SELFIES; MOSES's CSV files, offline
-    python experiments/molecules.py --representation smiles         # the CPU protocol, seeds 0 1 2
+    python experiments/molecules.py --representation kekule --grammar-features   # the CPU protocol, seeds 0 1 2
+    python experiments/molecules.py --representation smiles
     python experiments/molecules.py --representation selfies
     python experiments/molecules.py --protocol gpu                  # all 1.58M training molecules
     python experiments/molecules.py --train 512 --epochs 1 --samples 100 --seed 0   # a quick look

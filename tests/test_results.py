@@ -63,7 +63,13 @@ SECTION_FILES = {
     "Anomaly detection: irregular heartbeats": ["anomaly_ecg"],
     "Anomaly detection: digits": ["anomaly_digits"],
     "Posterior collapse": ["posterior_collapse"],
-    "Molecules at the MOSES standard": ["molecules_smiles", "molecules_selfies", "molecules_smiles_beta0.05"],
+    "Molecules at the MOSES standard": [
+        "molecules_smiles",
+        "molecules_kekule",
+        "molecules_kekule_grammar",
+        "molecules_selfies",
+        "molecules_smiles_beta0.05",
+    ],
     "Colour images": ["colour_resnet"],
 }
 # Published figures set beside a section's own (not results of its scripts), by section.
