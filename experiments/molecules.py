@@ -87,7 +87,7 @@ def main() -> None:
         "--constrained-temperature",
         type=float,
         default=0.7,
-        help="also score SMILES-syntax-constrained samples at this temperature (a negative value: do not)",
+        help="also score constrained samples (SMILES grammar and valences) at this temperature (negative: do not)",
     )
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_grammar][_seed<S>]")
     parser.add_argument(
@@ -141,7 +141,7 @@ def main() -> None:
         condition = data.conditions_like(reference, protocol["samples"], seed)
         requested = condition * data.std.astype(np.float32) + data.mean.astype(np.float32)
 
-        def draw_and_score(temperature: float, constrained: bool) -> tuple[list[str], dict]:
+        def draw_and_score(temperature: float, constrained: bool) -> dict:
             start = time.perf_counter()
             generated = []
             for i in range(0, len(condition), 2000):
@@ -168,17 +168,16 @@ def main() -> None:
                 "seconds": {"sample": sample_s, "metrics": time.perf_counter() - start},
                 "examples": generated[:20],
             }
-            return generated, scored
+            if seed == seeds[0]:  # the first 10,000 samples, for anyone to re-score
+                _shared.RESULTS.mkdir(parents=True, exist_ok=True)
+                samples = f"{name}{'_constrained' if constrained else ''}_samples.smi"
+                (_shared.RESULTS / samples).write_text("\n".join(generated[:10_000]) + "\n")
+            return scored
 
-        generated, sampled = draw_and_score(args.temperature, False)
-        if seed == seeds[0]:
-            _shared.RESULTS.mkdir(parents=True, exist_ok=True)
-            (_shared.RESULTS / f"{name}_samples.smi").write_text("\n".join(generated[:10_000]) + "\n")
+        sampled = draw_and_score(args.temperature, False)
         constrained = None
         if args.constrained_temperature >= 0 and args.representation != "selfies":
-            kept, constrained = draw_and_score(args.constrained_temperature, True)
-            if seed == seeds[0]:
-                (_shared.RESULTS / f"{name}_constrained_samples.smi").write_text("\n".join(kept[:10_000]) + "\n")
+            constrained = draw_and_score(args.constrained_temperature, True)
         means, _ = model.apply(params, data.test["tokens"], data.test["condition"], method=model.encode)
         final = [row for row in history if row["split"] == "test"][-1]
         result = {

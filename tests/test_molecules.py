@@ -338,7 +338,8 @@ def test_valence_constraint_on_kekule_soup_leaves_no_valence_errors(moses):
 
     # the syntax alone: every atom unchecked, every bond of order 0
     free = smiles.decode(
-        draw({**table, "capacity": np.full_like(table["capacity"], 8), "order": 0 * table["order"]}), vocab
+        draw({**table, "capacity": np.full_like(table["capacity"], grammar.UNCHECKED), "order": 0 * table["order"]}),
+        vocab,
     )
     rows = draw(table)
     kept = smiles.decode(rows, vocab)

@@ -43,7 +43,7 @@ def kekule(smiles: str) -> str | None:
         return None
     try:
         Chem.Kekulize(mol, clearAromaticFlags=True)
-    except Exception:  # RDKit raises its own KekulizeException, not exported under one name
+    except Chem.MolSanitizeException:  # KekulizeException and its kin
         return None
     return Chem.MolToSmiles(mol, kekuleSmiles=True)
 

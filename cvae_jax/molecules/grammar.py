@@ -28,6 +28,8 @@ to close them); such a row falls back to the syntax alone, so it still ends in t
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,7 @@ DEPTH = 8  # branch levels whose valences are tracked; "(" is not allowed deeper
 UNCHECKED = 8  # the capacity of an atom RDKit cannot judge alone (aromatic atoms)
 
 
+@functools.lru_cache(maxsize=None)
 def capacity(token: str) -> int:
     """The most bond orders RDKit accepts on atom `token` (single bonds to as many methyl groups),
     its hydrogens and charge counted; UNCHECKED for an atom RDKit refuses even alone (aromatic)."""
@@ -148,10 +151,10 @@ def _bonds(state):
 
 def advance(state, table, token: jax.Array):
     """The state after `token`, one per row [B]."""
-    depth, rings, last, here, before, left, pending, fresh, reserved = state
+    _, rings, _, _, _, left, _, fresh, reserved = state
     kind = jnp.asarray(table["kind"])[token]
     label = jnp.asarray(table["label"])[token]
-    anchor, _, order, level, _ = _bonds(state)
+    anchor, _, order, level, _ = _bonds(state)  # order: the pending bond's, else 1 (no ring digit at START)
     levels = jnp.arange(DEPTH)[None]
     # an atom: the level it bonds to gives up the bond's order, its own level holds what it has left
     is_atom = (kind == ATOM)[:, None]
@@ -163,7 +166,7 @@ def advance(state, table, token: jax.Array):
     is_ring = kind == RING
     opening = is_ring & ((rings & jnp.asarray(table["ring"])[token]) == 0)
     ring_order = jnp.take_along_axis(reserved, label[:, None], axis=1)[:, 0]
-    used = jnp.where(opening, jnp.where(pending >= 0, pending, 1), ring_order)
+    used = jnp.where(opening, order, ring_order)
     new_left = new_left - jnp.where(is_ring[:, None] & (levels == level[:, None]), used[:, None], 0)
     slots = jnp.arange(reserved.shape[1])[None]
     reserved = jnp.where((opening[:, None]) & (slots == label[:, None]), used[:, None], reserved)
@@ -211,7 +214,7 @@ def allowed(state, table, left, fallback: bool = True) -> jax.Array:
     capacity = jnp.asarray(table["capacity"])[None]
     closing = (rings[:, None] & ring[None]) != 0
     reserved_order = reserved[:, jnp.asarray(table["label"])]  # [B, V]
-    ring_order = jnp.where(closing, reserved_order, jnp.where(pending >= 0, pending, 1)[:, None])
+    ring_order = jnp.where(closing, reserved_order, order[:, None])
     levels = jnp.arange(DEPTH)[None]
     below = jnp.where(levels < depth[:, None], spare, 0)
     below_atom = (below - jnp.where(fresh[:, None] & (levels == anchor[:, None]), order[:, None], 0)).max(axis=1)
