@@ -6,6 +6,8 @@ random test molecules, and by how well the samples hit the properties asked for.
 
     pip install -e ".[chem]" && pip install --no-deps molsets   # RDKit, SELFIES; MOSES's CSV files, offline
     python experiments/molecules.py --representation kekule --grammar-features   # the CPU protocol, seeds 0 1 2
+    python experiments/molecules.py --representation kekule --grammar-features \
+        --guidance 0 0.25 0.5 0.75 1 2 --name molecules_kekule_grammar_guided   # + guidance, chosen per seed
     python experiments/molecules.py --representation smiles
     python experiments/molecules.py --representation selfies
     python experiments/molecules.py --protocol gpu                  # all 1.58M training molecules
@@ -15,6 +17,11 @@ Protocols (a protocol's settings are defaults; every flag overrides them):
   cpu  the first --train MOSES training molecules, --epochs epochs; meant to finish on a 2-core
        machine in 30 minutes a seed, evaluation included;
   gpu  all of MOSES's training molecules, for a device with the throughput for them.
+Two samplers are scored: MOSES's (temperature 1, nothing constrained), then the constrained one
+(SMILES grammar and valences) at --constrained-temperature with guidance --guidance; given several
+weights, each seed takes the smallest whose draws reach r >= --guidance-target for every property
+(with 95% valid), asked for the properties of validation molecules (the 10,000 after the first
+--train of the training CSV, never trained on), never of test molecules.
 Training selects nothing on the test split: the run's last epoch is scored. The test split's first
 --test molecules give the reported -ELBO; the metrics use MOSES's whole test and scaffold-test sets.
 Writes experiments/results/NAME.json (each seed's numbers and their spread) and, for the first seed,
@@ -89,6 +96,20 @@ def main() -> None:
         default=0.7,
         help="also score constrained samples (SMILES grammar and valences) at this temperature (negative: do not)",
     )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="guidance weight of the constrained sampler; given several, each seed picks the smallest that "
+        "reaches --guidance-target on validation molecules (those after the first --train of the training CSV)",
+    )
+    parser.add_argument(
+        "--guidance-target",
+        type=float,
+        default=0.85,
+        help="with several --guidance weights: the Pearson r every property should reach on validation",
+    )
     parser.add_argument("--workdir", default="runs/molecules", help="run folders: WORKDIR_<repr>[_grammar][_seed<S>]")
     parser.add_argument(
         "--name", help="results file: experiments/results/NAME.json (default: molecules_<repr>[_grammar])"
@@ -111,6 +132,9 @@ def main() -> None:
     variant = args.representation + ("_grammar" if args.grammar_features else "")
     name = args.name or f"molecules_{variant}"
     reference = smiles.load_csv(files["test"])  # conditions: the properties of random test molecules
+    # Validation requests, for choosing the guidance weight: the 10,000 training-file molecules after the
+    # first --train (never trained on); where the file ends there, the training molecules themselves.
+    held = smiles.load_csv(files["train"], protocol["train"] + 10_000)[protocol["train"] :]
 
     def measure(seed: int) -> dict:
         cfg = molecules.recipe(
@@ -128,6 +152,7 @@ def main() -> None:
             decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
             grammar_features=args.grammar_features,
+            num_validation=0,  # the protocol scores the last epoch: no checkpoint to choose
         )
         start = time.perf_counter()
         data = molecules.prepare(cfg)
@@ -141,15 +166,44 @@ def main() -> None:
         condition = data.conditions_like(reference, protocol["samples"], seed)
         requested = condition * data.std.astype(np.float32) + data.mean.astype(np.float32)
 
-        def draw_and_score(temperature: float, constrained: bool) -> dict:
-            start = time.perf_counter()
-            generated = []
-            for i in range(0, len(condition), 2000):
-                rows = condition[i : i + 2000]
-                key_i = jax.random.fold_in(key, i)
-                generated += molecules.generate(
-                    model, params, key_i, rows, data.vocab, temperature=temperature, constrained=constrained
+        def draw(rows_of: np.ndarray, temperature: float, constrained: bool, guidance: float, key) -> list[str]:
+            out = []
+            for i in range(0, len(rows_of), 2000):
+                out += molecules.generate(
+                    model,
+                    params,
+                    jax.random.fold_in(key, i),
+                    rows_of[i : i + 2000],
+                    data.vocab,
+                    temperature=temperature,
+                    constrained=constrained,
+                    guidance=guidance,
                 )
+            return out
+
+        validation = held or data.train_smiles
+
+        def choose_guidance(temperature: float) -> tuple[float, list[dict]]:
+            """The smallest guidance weight whose constrained draws reach Pearson r >= --guidance-target
+            on every property with 95% of them valid (else the one with the highest least r), asked
+            for the properties of validation molecules: never the test set the reported requests
+            come from."""
+            asked = data.conditions_like(validation, 6_000, seed)
+            units = asked * data.std.astype(np.float32) + data.mean.astype(np.float32)
+            sweep = []
+            for w in sorted(args.guidance):
+                drawn = draw(asked, temperature, True, w, jax.random.fold_in(key, 7))
+                measured = chem.properties(drawn, data.names)
+                hits = property_hits(units, measured, data.names, data.std)
+                least = min(h["pearson_r"] for h in hits.values())
+                valid = float(np.mean(~np.isnan(measured).any(axis=1)))
+                sweep.append({"guidance": w, "valid": valid, "least_r": least, "control": hits})
+            passing = [row for row in sweep if row["least_r"] >= args.guidance_target and row["valid"] >= 0.95]
+            return (passing[0] if passing else max(sweep, key=lambda row: row["least_r"]))["guidance"], sweep
+
+        def draw_and_score(temperature: float, constrained: bool, guidance: float = 0.0) -> dict:
+            start = time.perf_counter()
+            generated = draw(condition, temperature, constrained, guidance, key)
             sample_s = time.perf_counter() - start
             start = time.perf_counter()
             scores = benchmark.evaluate(
@@ -162,6 +216,7 @@ def main() -> None:
             scored = {
                 "temperature": temperature,
                 "syntax_constrained": constrained,
+                "guidance": guidance,
                 "moses": {k: v for k, v in scores.items() if k not in ("files", "skipped")},
                 "skipped": scores["skipped"],
                 "control": property_hits(requested, chem.properties(generated, data.names), data.names, data.std),
@@ -177,7 +232,13 @@ def main() -> None:
         sampled = draw_and_score(args.temperature, False)
         constrained = None
         if args.constrained_temperature >= 0 and args.representation != "selfies":
-            constrained = draw_and_score(args.constrained_temperature, True)
+            start = time.perf_counter()
+            guidance, sweep = args.guidance[0], []
+            if len(args.guidance) > 1:
+                guidance, sweep = choose_guidance(args.constrained_temperature)
+            choose_s = time.perf_counter() - start
+            constrained = {**draw_and_score(args.constrained_temperature, True, guidance), "guidance_sweep": sweep}
+            constrained["seconds"]["choose_guidance"] = choose_s
         means, _ = model.apply(params, data.test["tokens"], data.test["condition"], method=model.encode)
         final = [row for row in history if row["split"] == "test"][-1]
         result = {
@@ -200,7 +261,7 @@ def main() -> None:
                 continue
             m = part["moses"]
             print(
-                f"seed {seed} {label}T={part['temperature']}: valid {m['valid']:.3f}, "
+                f"seed {seed} {label}T={part['temperature']} w={part['guidance']}: valid {m['valid']:.3f}, "
                 f"unique@10k {m.get('unique@10000', float('nan')):.3f}, novelty {m.get('novelty', float('nan')):.3f}; "
                 + ", ".join(f"{n} r={c['pearson_r']:.3f}" for n, c in part["control"].items()),
                 flush=True,
@@ -224,6 +285,8 @@ def main() -> None:
             "grammar_features": args.grammar_features,
             "temperature": args.temperature,
             "constrained_temperature": args.constrained_temperature,
+            "guidance": args.guidance,
+            "guidance_target": args.guidance_target,
         },
         files={k: str(v) for k, v in files.items()},
     )

@@ -171,6 +171,32 @@ def test_a_grammar_reading_decoder_generates_what_its_teacher_forcing_scores_hig
             assert jnp.all(jnp.where(live, jnp.argmax(masked, -1) == generated, generated == smiles.PAD))
 
 
+def test_guided_greedy_draws_are_the_argmax_of_the_guided_teacher_forced_logits(moses):
+    """Guidance w: generation runs the decoder twice per step (under c and under 0) inside one scan;
+    teacher forcing the drawn rows under c and under 0 separately must give logits whose
+    l(c) + w (l(c) - l(0)) has the drawn token as its argmax at every live step."""
+    texts = [chem.kekule(s) for s in moses[:200]]
+    vocab = smiles.build_vocab(texts, "kekule")
+    length = 1 + max(len(smiles.tokenize(t)) for t in texts)
+    kwargs = dict(latent_dim=4, condition_dim=2, embed_dim=8, encoder_hidden=16, decoder_hidden=24)
+    model = sequence.build(vocab.size, length, grammar_table=grammar.syntax(vocab), **kwargs)
+    tokens = jnp.asarray(smiles.encode(texts[:6], vocab, length))
+    condition = 3 * jax.random.normal(jax.random.key(2), (6, 2))
+    params = jax.jit(model.init)(jax.random.key(3), tokens, condition)
+    z = jax.random.normal(jax.random.key(4), (6, 4))
+    plain = model.apply(params, z, condition, jax.random.key(5), 0.0, None, 0.0, method=model.generate)
+    for w in (1.0, 4.0):
+        drawn = model.apply(params, z, condition, jax.random.key(5), 0.0, None, w, method=model.generate)
+        asked, contrast = (
+            model.apply(params, z, c, drawn, method=model.decode)["token_logits"]
+            for c in (condition, jnp.zeros_like(condition))
+        )
+        live = (jnp.cumsum(drawn == smiles.EOS, axis=1) - (drawn == smiles.EOS)) == 0
+        best = jnp.argmax(asked + w * (asked - contrast), -1)
+        assert jnp.all(jnp.where(live, best == drawn, drawn == smiles.PAD))
+    assert not jnp.array_equal(drawn, plain)  # w = 4 changes what is drawn
+
+
 def test_grammar_features_follow_a_molecule_token_by_token():
     """The features before each token of CC(=O)O (hand-computed) and, on MOSES molecules, depth and open
     rings against a second walk of the strings."""
@@ -510,11 +536,13 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
     assert (
         cli.main(
             ["sample-molecules", "--workdir", str(tmp_path / "run"), "--num", "20", "--constrained"]
-            + ["--out", str(constrained)]
+            + ["--guidance", "1.5", "--out", str(constrained)]
         )
         == 0
     )
     assert all(_grammatical(smiles.tokenize(s)) for s in constrained.read_text().splitlines())
+    bad = ["sample-molecules", "--workdir", str(tmp_path / "run"), "--guidance", "-1", "--out", str(constrained)]
+    assert cli.main(bad) == 2 and len(constrained.read_text().splitlines()) == 20
     other = dataclasses.replace(cfg, latent_dim=5)
     with pytest.raises(CheckpointError, match="another config"):
         molecules.train(other, data, workdir=tmp_path / "run")
@@ -767,6 +795,42 @@ def test_kekule_representation_writes_the_same_molecules_without_aromatic_atoms(
     assert len(drawn) == 64 and all(_grammatical(smiles.tokenize(s)) for s in drawn)
 
 
+def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_training_alone(tmp_path):
+    """Validation: the training file's molecules after the first num_train (where the file ends there,
+    its last 10%, which training then leaves out). The trainer scores them every epoch, "best" is the
+    epoch of the lowest validation -ELBO, and they change nothing in training."""
+    rows = smiles.load_csv(TRAIN)
+    kwargs = dict(num_test=64, latent_dim=4, embed_dim=8, encoder_hidden=16, decoder_hidden=16)
+    train = TrainConfig(epochs=3, batch_size=64, eval_batch_size=64)
+    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=256, num_validation=100, train=train, **kwargs)
+    data = molecules.prepare(cfg, cached=False)
+    assert data.train_smiles == rows[:256]
+    assert len(data.validation_smiles) > 80 and set(data.validation_smiles) <= set(rows[256:356])
+    assert data.validation["tokens"].shape == (len(data.validation_smiles), data.length)
+    np.testing.assert_allclose(  # in the training set's units
+        data.validation["condition"], (data.validation["properties"] - data.mean) / data.std, rtol=1e-4, atol=1e-5
+    )
+    whole = molecules.prepare(dataclasses.replace(cfg, num_train=len(rows), num_validation=500), cached=False)
+    assert whole.train_smiles == rows[: len(rows) - len(rows) // 10]  # the last 10% held out
+    assert set(whole.validation_smiles) <= set(rows[len(rows) - len(rows) // 10 :])
+
+    _, state, history = molecules.train(cfg, data, workdir=tmp_path / "run")
+    held = [e for e in history if e["split"] == "validation"]
+    assert [e["epoch"] for e in held] == [0, 1, 2, 3]
+    with Checkpoints(tmp_path / "run", read_only=True) as ckpts:
+        assert ckpts.best_step() == min(held[1:], key=lambda e: e["neg_elbo"])["step"]
+    bare = dataclasses.replace(cfg, num_validation=0)
+    _, plain, plain_history = molecules.train(bare, molecules.prepare(bare, cached=False))
+    assert _tests(plain_history) == _tests(history)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain.params)):
+        np.testing.assert_array_equal(a, b)
+    saved = cfg.to_dict()
+    del saved["num_validation"]  # a run saved before validation existed held nothing out
+    assert molecules.MoleculeConfig.from_dict(saved).num_validation == 0
+    with pytest.raises(ConfigError, match="num_validation"):
+        dataclasses.replace(cfg, num_validation=-1)
+
+
 def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))
     cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=200, num_test=50, train=TrainConfig(batch_size=64))
@@ -776,7 +840,8 @@ def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatc
     for data in (first, second):
         assert data.vocab == fresh.vocab and data.length == fresh.length and data.names == fresh.names
         assert data.train_smiles == fresh.train_smiles and data.test_smiles == fresh.test_smiles
-        for split in ("train", "test"):
+        assert data.validation_smiles == fresh.validation_smiles and len(fresh.validation_smiles) > 500
+        for split in ("train", "test", "validation"):
             for k, v in getattr(fresh, split).items():
                 np.testing.assert_array_equal(getattr(data, split)[k], v)
         np.testing.assert_array_equal(data.mean, fresh.mean)

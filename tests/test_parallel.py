@@ -20,8 +20,13 @@ from cvae_jax.training import parallel
 pytestmark = pytest.mark.slow  # multi-device subprocesses
 
 HERE = Path(__file__).parent
-# The session's XLA flags (conftest.py's), less any device count: each subprocess sets its own.
-XLA_FLAGS = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
+# The session's XLA flags (conftest.py's), less any device count: each subprocess sets its own. Eight
+# virtual devices share two cores with another test worker: a device thread can wait more than XLA's
+# default 40 s at a collective's rendezvous, which then aborts a correct run; give it ten minutes.
+XLA_FLAGS = " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    + ["--xla_cpu_collective_call_terminate_timeout_seconds=600", "--xla_cpu_collective_timeout_seconds=600"]
+)
 
 
 def _python(args: list[str], devices: int, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -67,6 +67,7 @@ SECTION_FILES = {
         "molecules_smiles",
         "molecules_kekule",
         "molecules_kekule_grammar",
+        "molecules_kekule_grammar_guided",
         "molecules_selfies",
         "molecules_smiles_beta0.05",
     ],

@@ -271,6 +271,7 @@ def _train_molecules(args) -> int:
         args.test_csv,
         num_train=args.num_train,
         num_test=args.num_test,
+        num_validation=args.num_validation,
         epochs=args.epochs,
         free_bits=args.free_bits,
         word_dropout=args.word_dropout,
@@ -291,7 +292,7 @@ def _train_molecules(args) -> int:
     if primary:
         print(
             f"training a {args.representation.upper()} {'CVAE on ' + ', '.join(names) if names else 'VAE'}: "
-            f"{len(data.train_smiles)} train / "
+            f"{len(data.train_smiles)} train / {len(data.validation_smiles)} validation / "
             f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
             f"{args.workdir}",
             file=sys.stderr,
@@ -334,6 +335,7 @@ def _sample_molecules(args) -> int:
         num=args.num,
         temperature=args.temperature,
         constrained=args.constrained,
+        guidance=args.guidance,
     )
     _write(out, ("\n".join(drawn) + "\n").encode())
     print(f"saved {len(drawn)} SMILES to {out} (conditioned on {targets or 'the training medians'})", file=sys.stderr)
@@ -358,7 +360,7 @@ def _evaluate_molecules(args) -> int:
     else:
         generated = _draw_molecules(args, files["test"])
         source = {"workdir": args.workdir, "checkpoint": args.checkpoint, "seed": args.seed}
-        source["temperature"], source["constrained"] = args.temperature, args.constrained
+        source.update(temperature=args.temperature, constrained=args.constrained, guidance=args.guidance)
     if samples_out is not None:
         _write(samples_out, ("\n".join(generated) + "\n").encode())
     result = benchmark.evaluate(
@@ -401,9 +403,35 @@ def _draw_molecules(args, condition_csv) -> list[str]:
         count = min(args.batch, args.num - start)
         key = jax.random.fold_in(jax.random.key(args.seed), start)
         drawn += molecules.generate(
-            model, params, key, rows, data.vocab, num=count, temperature=args.temperature, constrained=args.constrained
+            model,
+            params,
+            key,
+            rows,
+            data.vocab,
+            num=count,
+            temperature=args.temperature,
+            constrained=args.constrained,
+            guidance=args.guidance,
         )
     return drawn
+
+
+def _sampling_arguments(parser) -> None:
+    """How sample-molecules and evaluate-molecules draw: temperature, constraint, guidance."""
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    parser.add_argument(
+        "--constrained",
+        action="store_true",
+        help="constrained sampling: every string is grammatical SMILES within the atoms' valences "
+        "(aromatic rings are not checked: train with --representation kekule for none)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        help="conditional models: guidance weight w, each step's logits l(c) + w (l(c) - l(mean properties)); "
+        "0 (the default) draws from the model as trained",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -523,6 +551,13 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--num-train", type=int, default=30_000, help="the first N training molecules")
     tm.add_argument("--num-test", type=int, default=2_000)
     tm.add_argument(
+        "--num-validation",
+        type=int,
+        default=1_000,
+        help="validation molecules (for the best checkpoint): those after the first --num-train of the "
+        "training CSV; 0 = none",
+    )
+    tm.add_argument(
         "--properties",
         default="logp,tpsa,mw",
         help="the condition, comma-separated from logp, tpsa, "
@@ -561,7 +596,9 @@ def make_parser() -> argparse.ArgumentParser:
         "sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules.task"
     )
     mol.add_argument("--workdir", required=True)
-    mol.add_argument("--checkpoint", default="best", help="best (default, by test -ELBO), latest, or a step number")
+    mol.add_argument(
+        "--checkpoint", default="best", help="best (default, by validation -ELBO), latest, or a step number"
+    )
     mol.add_argument("--num", type=int, default=100)
     mol.add_argument(
         "--property",
@@ -571,13 +608,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="requested property in its own units, e.g. --property logp=3.0 --property mw=350 "
         "(others: the training median)",
     )
-    mol.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
-    mol.add_argument(
-        "--constrained",
-        action="store_true",
-        help="constrained sampling: every string is grammatical SMILES within the atoms' valences "
-        "(aromatic rings are not checked: train with --representation kekule for none)",
-    )
+    _sampling_arguments(mol)
     mol.add_argument("--seed", type=int, default=0)
     mol.add_argument("--out", required=True, help="output text file: one SMILES per line")
     mol.set_defaults(func=_sample_molecules)
@@ -591,14 +622,10 @@ def make_parser() -> argparse.ArgumentParser:
     what.add_argument("--workdir", help="a molecule run to draw from")
     what.add_argument("--input", help="a .smi file (one SMILES per line) or a CSV with a SMILES column")
     ev.add_argument("--num", type=int, default=30_000, help="molecules to draw (MOSES: 30,000)")
-    ev.add_argument("--checkpoint", default="best", help="best (default), latest, or a step number")
-    ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument(
-        "--constrained",
-        action="store_true",
-        help="constrained sampling: every string is grammatical SMILES within the atoms' valences "
-        "(aromatic rings are not checked: train with --representation kekule for none)",
+        "--checkpoint", default="best", help="best (default, by validation -ELBO), latest, or a step number"
     )
+    _sampling_arguments(ev)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch", type=int, default=2000, help="molecules drawn per compiled call")
     ev.add_argument("--train-csv", help="training SMILES for novelty (default: MOSES's 1.58M, from molsets)")

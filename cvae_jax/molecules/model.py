@@ -118,23 +118,34 @@ class SmilesDecoder(nn.Module):
         key: jax.Array,
         temperature: float = 1.0,
         syntax: dict | None = None,
+        guidance: float = 0.0,
     ):
         """Token rows [B, L] drawn one token at a time (greedy when temperature == 0); after EOS: PAD.
         With `syntax` (`cvae_jax.molecules.grammar.syntax(vocab)`), each draw is restricted to the tokens
         that keep the string grammatical SMILES within the atoms' valences and let it end within L
-        tokens: the distribution renormalized over those."""
+        tokens: the distribution renormalized over those.
+
+        `guidance` w > 0 (conditional models): every step's logits are l(c) + w (l(c) - l(0)), the
+        decoder run twice on the same tokens, once under the condition and once under 0, the training
+        set's mean properties (the condition is standardized): classifier-free guidance (Ho & Salimans
+        2022) with the average molecule as the contrast, which moves the samples' properties towards
+        the ones asked for where the decoder follows them only part of the way."""
+        rows = z.shape[0]
+        guided = guidance > 0 and condition is not None
+        twice = (lambda a: jnp.concatenate([a, a])) if guided else (lambda a: a)
+        if guided:
+            z, condition = twice(z), jnp.concatenate([condition, jnp.zeros_like(condition)])
         table, context_gates, h0 = self._start(z, condition)
         upper = self._upper_start(z, condition)
         cells = [self.recurrent(), *(r() for r in self.upper_recurrent)]
-        rows = z.shape[0]
 
         tracked = syntax if syntax is not None else (self._table() if self.grammar_table is not None else None)
 
         def body(carry, t):
             hs, previous, done, state = carry
-            gates = table[previous] + context_gates
+            gates = table[twice(previous)] + context_gates
             if self.grammar_table is not None:
-                gates = gates + self.structure(grammar.features(state))
+                gates = gates + self.structure(twice(grammar.features(state)))
             h = recurrent.update(gates, hs[0], *cells[0])
             new = [h]
             for i, (gates, _) in enumerate(upper):
@@ -142,6 +153,9 @@ class SmilesDecoder(nn.Module):
                 new.append(h)
             hs = tuple(new)
             logits = h @ self.out_kernel + self.out_bias
+            if guided:
+                asked, contrast = logits[:rows], logits[rows:]
+                logits = asked + guidance * (asked - contrast)
             if syntax is not None:
                 logits = jnp.where(grammar.allowed(state, syntax, self.length - t - 1), logits, -jnp.inf)
             if temperature == 0:
@@ -191,10 +205,16 @@ class SmilesVAE(VAE):
         return {"token_logits": self.decoder(z, condition, tokens, dropout_key)}
 
     def generate(
-        self, z: jax.Array, condition: jax.Array | None, key: jax.Array, temperature: float = 1.0, syntax=None
+        self,
+        z: jax.Array,
+        condition: jax.Array | None,
+        key: jax.Array,
+        temperature: float = 1.0,
+        syntax=None,
+        guidance: float = 0.0,
     ):
         self._check(condition, z.shape[0])
-        return self.decoder.generate(z, condition, key, temperature, syntax)
+        return self.decoder.generate(z, condition, key, temperature, syntax, guidance)
 
     def __call__(self, tokens: jax.Array, condition: jax.Array | None = None):
         mean, _ = self.encode(tokens, condition)

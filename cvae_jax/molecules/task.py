@@ -48,6 +48,10 @@ class MoleculeConfig:
     test_path: str
     num_train: int = 50_000  # the first N molecules of each file
     num_test: int = 2_000
+    # Validation, for the "best" checkpoint and early stopping: the molecules that follow the first
+    # num_train of the training file, up to this many; a file with none left over gives its last
+    # min(num_validation, 10%) instead, which training then leaves out. 0 = none (test decides).
+    num_validation: int = 1_000
     properties: tuple[str, ...] = ("logp", "tpsa", "mw")  # the condition; () = an unconditional VAE
     representation: str = "smiles"  # the strings the model reads and writes: "smiles", "kekule" or "selfies"
     latent_dim: int = 32
@@ -65,7 +69,7 @@ class MoleculeConfig:
         )
     )
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # train.batch_size is global
-    # A checkpoint after every epoch (the last two and the best by test -ELBO are kept).
+    # A checkpoint after every epoch (the last two and the best by validation -ELBO are kept).
     checkpoint: CheckpointConfig = dataclasses.field(
         default_factory=lambda: CheckpointConfig(every_epochs=1, keep=2, async_save=False)
     )
@@ -96,16 +100,20 @@ class MoleculeConfig:
         validate_parallel(self.parallel)
         if self.train.batch_size > self.num_train:
             raise ConfigError(f"train.batch_size={self.train.batch_size} is larger than num_train={self.num_train}")
+        if self.num_validation < 0:
+            raise ConfigError(f"num_validation must be >= 0 (0 = no validation molecules), got {self.num_validation}")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, c: dict[str, Any]) -> MoleculeConfig:
-        """The config of `to_dict()` output (a checkpoint's, possibly without the newer sections)."""
+        """The config of `to_dict()` output (a checkpoint's, possibly without the newer sections). A config
+        saved before num_validation existed held nothing out: it is read with num_validation 0."""
         sections = {"train": TrainConfig, "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
         return cls(
             **{
+                "num_validation": 0,
                 **c,
                 "properties": tuple(c["properties"]),
                 **{name: kind(**c[name]) for name, kind in sections.items() if name in c},
@@ -163,6 +171,8 @@ class MoleculeData:
     test: dict[str, np.ndarray]
     train_smiles: list[str]
     test_smiles: list[str]
+    validation: dict[str, np.ndarray] | None = None  # like test; None: no validation molecules
+    validation_smiles: list[str] = dataclasses.field(default_factory=list)
 
     def conditions_like(self, reference: Sequence[str], num: int, seed: int = 0) -> np.ndarray:
         """float32 [num, P]: the standardized properties of `num` molecules drawn (with replacement, seeded)
@@ -225,6 +235,10 @@ def prepare(cfg: MoleculeConfig, cached: bool = True) -> MoleculeData:
         if not path.is_file():
             smiles.load_csv(path)  # raises the clear error of a missing file
     shape = json.dumps([cfg.num_train, cfg.num_test, cfg.representation, list(cfg.properties), 1])
+    if cfg.num_validation:  # (entries without validation keep their keys)
+        shape = json.dumps(
+            [cfg.num_train, cfg.num_test, cfg.num_validation, cfg.representation, list(cfg.properties), 2]
+        )
     folder = cache.keyed_dir("molecules", paths, extra=shape)
     if not (folder / "done").exists():
         _write_prepared(folder, _prepare(cfg))
@@ -241,9 +255,10 @@ def _write_prepared(folder: Path, data: MoleculeData) -> None:
     import gzip
 
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{split}_{k}": v for split in ("train", "test") for k, v in getattr(data, split).items()}
+    splits = ("train", "test") if data.validation is None else ("train", "test", "validation")
+    arrays = {f"{split}_{k}": v for split in splits for k, v in getattr(data, split).items()}
     np.savez(folder / "arrays.npz", mean=data.mean, std=data.std, median=data.median, **arrays)
-    for split in ("train", "test"):
+    for split in splits:
         with gzip.open(folder / f"{split}.smi.gz", "wt") as f:
             f.write("\n".join(getattr(data, f"{split}_smiles")))
     meta = {"vocab": list(data.vocab.tokens), "representation": data.vocab.representation}
@@ -255,9 +270,10 @@ def _read_prepared(folder: Path) -> MoleculeData:
     import gzip
 
     meta, saved = json.loads((folder / "meta.json").read_text()), np.load(folder / "arrays.npz")
-    split = {s: {k[len(s) + 1 :]: saved[k] for k in saved.files if k.startswith(s + "_")} for s in ("train", "test")}
+    names = ("train", "test", "validation") if (folder / "validation.smi.gz").exists() else ("train", "test")
+    split = {s: {k[len(s) + 1 :]: saved[k] for k in saved.files if k.startswith(s + "_")} for s in names}
     texts = {}
-    for name in ("train", "test"):
+    for name in names:
         with gzip.open(folder / f"{name}.smi.gz", "rt") as f:
             texts[name] = f.read().split("\n")
     return MoleculeData(
@@ -271,12 +287,35 @@ def _read_prepared(folder: Path) -> MoleculeData:
         split["test"],
         texts["train"],
         texts["test"],
+        split.get("validation"),
+        texts.get("validation", []),
     )
+
+
+def _held_out(rows: list[str], cfg: MoleculeConfig) -> tuple[list[str], list[str]]:
+    """(training, validation) SMILES of the training file's first num_train + num_validation rows."""
+    if not cfg.num_validation:
+        return rows[: cfg.num_train], []
+    if len(rows) > cfg.num_train:
+        return rows[: cfg.num_train], rows[cfg.num_train :]
+    count = min(cfg.num_validation, len(rows) // 10)
+    return (rows[:-count], rows[-count:]) if count else (rows, [])
+
+
+def _fitting(smi: list[str], texts: list[str], vocab, length: int, rep: str) -> list[tuple[str, str]]:
+    """The (SMILES, text) pairs whose tokens are all in `vocab` and that end within `length`."""
+    ids = vocab.ids()
+    return [
+        (s, t)
+        for s, t in zip(smi, texts)
+        if len(tokens := smiles.tokenize(t, rep)) < length and all(x in ids for x in tokens)
+    ]
 
 
 def _prepare(cfg: MoleculeConfig) -> MoleculeData:
     rep = cfg.representation
-    train_smi, train_text = _texts(smiles.load_csv(cfg.train_path, cfg.num_train), rep)
+    train_rows, validation_rows = _held_out(smiles.load_csv(cfg.train_path, cfg.num_train + cfg.num_validation), cfg)
+    train_smi, train_text = _texts(train_rows, rep)
     test_smi, test_text = _texts(smiles.load_csv(cfg.test_path, cfg.num_test), rep)
     if len(train_smi) < cfg.train.batch_size:
         raise ConfigError(
@@ -284,19 +323,19 @@ def _prepare(cfg: MoleculeConfig) -> MoleculeData:
         )
     vocab = smiles.build_vocab(train_text, rep)
     length = 1 + max(len(smiles.tokenize(t, rep)) for t in train_text)
-    ids = vocab.ids()
-    fits = [
-        (s, t)
-        for s, t in zip(test_smi, test_text)
-        if len(tokens := smiles.tokenize(t, rep)) < length and all(x in ids for x in tokens)
-    ]
+    fits = _fitting(test_smi, test_text, vocab, length, rep)
     if not fits:
         raise ValueError(f"none of the {len(test_smi)} test molecules fit the training vocabulary and length")
     names = tuple(cfg.properties)
     train_smi, train, mean, std = _split(train_smi, train_text, vocab, length, names)
     test_smi, test, _, _ = _split([s for s, _ in fits], [t for _, t in fits], vocab, length, names, mean, std)
     median = np.median(train["properties"], axis=0) if names else np.zeros(0)
-    return MoleculeData(vocab, length, names, mean, std, median, train, test, train_smi, test_smi)
+    validation, validation_smi = None, []
+    if held := _fitting(*_texts(validation_rows, rep), vocab, length, rep):
+        validation_smi, validation, _, _ = _split(*map(list, zip(*held)), vocab, length, names, mean, std)
+    return MoleculeData(
+        vocab, length, names, mean, std, median, train, test, train_smi, test_smi, validation, validation_smi
+    )
 
 
 def build_model(cfg: MoleculeConfig, data: MoleculeData, prior=None) -> sequence.SmilesVAE:
@@ -340,6 +379,8 @@ class MoleculeTask(Task):
     def __init__(self, cfg: MoleculeConfig, data: MoleculeData, prior=None):
         self.config, self.data, self.prior = cfg, data, prior
         self.train_rows, self.test_rows = _rows(data.train), _rows(data.test)
+        if data.validation is not None and len(data.validation["tokens"]):
+            self.validation_rows = _rows(data.validation)
 
     def build(self, total_steps: int) -> Parts:
         tc, model = self.config.train, build_model(self.config, self.data, self.prior)
@@ -357,8 +398,12 @@ class MoleculeTask(Task):
         return batch["tokens"], (batch["condition"] if self.data.names else None)
 
     def fingerprint(self) -> str:
+        held = () if self.validation_rows is None else self.validation_rows.values()
         return fingerprint_arrays(
-            *self.train_rows.values(), *self.test_rows.values(), extra=json.dumps(list(self.data.vocab.tokens))
+            *self.train_rows.values(),
+            *self.test_rows.values(),
+            *held,
+            extra=json.dumps(list(self.data.vocab.tokens)),
         )
 
     def meta(self) -> dict[str, Any]:
@@ -387,7 +432,8 @@ def train(
 
 def load(workdir: str | Path, which: str | int = "best", prior=None):
     """(model, params, data) of a saved molecule run; `data` carries the vocabulary and condition units
-    (its train and test sets are empty). which: "best" (by test -ELBO), "latest" or a step."""
+    (its train and test sets are empty). which: "best" (by validation -ELBO; by test for a run without
+    validation molecules), "latest" or a step."""
     with Checkpoints(workdir, read_only=True) as ckpts:
         step = ckpts.resolve(which)
         saved = ckpts.read_meta(step).get("molecules")
@@ -415,10 +461,10 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
     return parts.model, state.params, data
 
 
-@inference.compiled_per_model(5)
-def _generate_tokens(model, params, z, condition, key, temperature: float, syntax=None):
-    """Token rows [N, L] from latents z; compiled once per model, temperature and shape."""
-    return model.apply(params, z, condition, key, temperature, syntax, method=model.generate)
+@inference.compiled_per_model(5, 7)
+def _generate_tokens(model, params, z, condition, key, temperature: float, syntax=None, guidance: float = 0.0):
+    """Token rows [N, L] from latents z; compiled once per model, temperature, guidance and shape."""
+    return model.apply(params, z, condition, key, temperature, syntax, guidance, method=model.generate)
 
 
 def generate(
@@ -430,14 +476,18 @@ def generate(
     num: int | None = None,
     temperature: float = 1.0,
     constrained: bool = False,
+    guidance: float = 0.0,
 ) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional).
     `constrained`: SMILES-syntax-constrained sampling (`cvae_jax.molecules.grammar`): every string
     is grammatical SMILES within the atoms' valences, though RDKit may still refuse an aromatic ring
     (the "kekule" representation has none) or a rare row the valences cornered; no effect
-    on SELFIES."""
+    on SELFIES. `guidance` w >= 0: each step's logits l(c) + w (l(c) - l(mean properties)), see
+    `cvae_jax.molecules.model.SmilesDecoder.generate`; no effect on an unconditional model."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not guidance >= 0:
+        raise ValueError(f"guidance must be >= 0 (0 = none), got {guidance}")
     if condition is not None:
         condition = jnp.asarray(condition, jnp.float32)
         num = condition.shape[0]
@@ -445,7 +495,9 @@ def generate(
         raise ValueError(f"the number of molecules to draw must be a positive integer, got {num}")
     z = model.apply(params, jax.random.fold_in(key, 0), num, condition, method=model.prior_sample)
     syntax = grammar.syntax(vocab) if constrained else None
-    tokens = _generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), float(temperature), syntax)
+    tokens = _generate_tokens(
+        model, params, z, condition, jax.random.fold_in(key, 1), float(temperature), syntax, float(guidance)
+    )
     return smiles.decode(np.asarray(tokens), vocab)
 
 
@@ -453,7 +505,7 @@ def reconstruction(model, params, arrays: dict[str, np.ndarray], vocab: smiles.V
     """Greedy decoding of each molecule's posterior mean: the share decoded exactly, and per token."""
     condition = jnp.asarray(arrays["condition"]) if model.conditional else None
     mean, _ = model.apply(params, jnp.asarray(arrays["tokens"]), condition, method=model.encode)
-    out = np.asarray(_generate_tokens(model, params, mean, condition, jax.random.key(0), 0.0))
+    out = np.asarray(_generate_tokens(model, params, mean, condition, jax.random.key(0), 0.0, None, 0.0))
     tokens = arrays["tokens"]
     scored = tokens != smiles.PAD
     exact = [a == b for a, b in zip(smiles.decode(out, vocab), smiles.decode(tokens, vocab))]
