@@ -167,19 +167,17 @@ def main() -> None:
         requested = condition * data.std.astype(np.float32) + data.mean.astype(np.float32)
 
         def draw(rows_of: np.ndarray, temperature: float, constrained: bool, guidance: float, key) -> list[str]:
-            out = []
-            for i in range(0, len(rows_of), 2000):
-                out += molecules.generate(
-                    model,
-                    params,
-                    jax.random.fold_in(key, i),
-                    rows_of[i : i + 2000],
-                    data.vocab,
-                    temperature=temperature,
-                    constrained=constrained,
-                    guidance=guidance,
-                )
-            return out
+            return molecules.generate(
+                model,
+                params,
+                key,
+                rows_of,
+                data.vocab,
+                temperature=temperature,
+                constrained=constrained,
+                guidance=guidance,
+                batch=2000,
+            )
 
         validation = held or data.train_smiles
 

@@ -397,23 +397,18 @@ def _draw_molecules(args, condition_csv) -> list[str]:
                 "molsets for MOSES's test set)"
             )
         condition = data.conditions_like(smiles.load_csv(condition_csv), args.num, args.seed)
-    drawn = []
-    for start in range(0, args.num, args.batch):  # bounded memory whatever --num is
-        rows = None if condition is None else condition[start : start + args.batch]
-        count = min(args.batch, args.num - start)
-        key = jax.random.fold_in(jax.random.key(args.seed), start)
-        drawn += molecules.generate(
-            model,
-            params,
-            key,
-            rows,
-            data.vocab,
-            num=count,
-            temperature=args.temperature,
-            constrained=args.constrained,
-            guidance=args.guidance,
-        )
-    return drawn
+    return molecules.generate(
+        model,
+        params,
+        jax.random.key(args.seed),
+        condition,
+        data.vocab,
+        num=args.num,
+        temperature=args.temperature,
+        constrained=args.constrained,
+        guidance=args.guidance,
+        batch=args.batch,
+    )
 
 
 def _sampling_arguments(parser) -> None:

@@ -294,22 +294,17 @@ def _read_prepared(folder: Path) -> MoleculeData:
 
 def _held_out(rows: list[str], cfg: MoleculeConfig) -> tuple[list[str], list[str]]:
     """(training, validation) SMILES of the training file's first num_train + num_validation rows."""
-    if not cfg.num_validation:
-        return rows[: cfg.num_train], []
     if len(rows) > cfg.num_train:
         return rows[: cfg.num_train], rows[cfg.num_train :]
     count = min(cfg.num_validation, len(rows) // 10)
     return (rows[:-count], rows[-count:]) if count else (rows, [])
 
 
-def _fitting(smi: list[str], texts: list[str], vocab, length: int, rep: str) -> list[tuple[str, str]]:
-    """The (SMILES, text) pairs whose tokens are all in `vocab` and that end within `length`."""
+def _fitting(smi: list[str], texts: list[str], vocab, length: int, rep: str) -> tuple[list[str], list[str]]:
+    """(SMILES, texts) of the molecules whose tokens are all in `vocab` and that end within `length`."""
     ids = vocab.ids()
-    return [
-        (s, t)
-        for s, t in zip(smi, texts)
-        if len(tokens := smiles.tokenize(t, rep)) < length and all(x in ids for x in tokens)
-    ]
+    fit = [len(tokens := smiles.tokenize(t, rep)) < length and all(x in ids for x in tokens) for t in texts]
+    return [s for s, f in zip(smi, fit) if f], [t for t, f in zip(texts, fit) if f]
 
 
 def _prepare(cfg: MoleculeConfig) -> MoleculeData:
@@ -324,15 +319,16 @@ def _prepare(cfg: MoleculeConfig) -> MoleculeData:
     vocab = smiles.build_vocab(train_text, rep)
     length = 1 + max(len(smiles.tokenize(t, rep)) for t in train_text)
     fits = _fitting(test_smi, test_text, vocab, length, rep)
-    if not fits:
+    if not fits[0]:
         raise ValueError(f"none of the {len(test_smi)} test molecules fit the training vocabulary and length")
     names = tuple(cfg.properties)
     train_smi, train, mean, std = _split(train_smi, train_text, vocab, length, names)
-    test_smi, test, _, _ = _split([s for s, _ in fits], [t for _, t in fits], vocab, length, names, mean, std)
+    test_smi, test, _, _ = _split(*fits, vocab, length, names, mean, std)
     median = np.median(train["properties"], axis=0) if names else np.zeros(0)
     validation, validation_smi = None, []
-    if held := _fitting(*_texts(validation_rows, rep), vocab, length, rep):
-        validation_smi, validation, _, _ = _split(*map(list, zip(*held)), vocab, length, names, mean, std)
+    held = _fitting(*_texts(validation_rows, rep), vocab, length, rep)
+    if held[0]:
+        validation_smi, validation, _, _ = _split(*held, vocab, length, names, mean, std)
     return MoleculeData(
         vocab, length, names, mean, std, median, train, test, train_smi, test_smi, validation, validation_smi
     )
@@ -477,8 +473,11 @@ def generate(
     temperature: float = 1.0,
     constrained: bool = False,
     guidance: float = 0.0,
+    batch: int | None = None,
 ) -> list[str]:
     """SMILES drawn from p(x | z, c), z ~ p(z | c): one per condition row (or `num`, unconditional).
+    `batch`: at most that many rows per compiled call (bounded memory whatever the count), the rows
+    from `start` on drawn with key fold_in(key, start).
     `constrained`: SMILES-syntax-constrained sampling (`cvae_jax.molecules.grammar`): every string
     is grammatical SMILES within the atoms' valences, though RDKit may still refuse an aromatic ring
     (the "kekule" representation has none) or a rare row the valences cornered; no effect
@@ -493,6 +492,21 @@ def generate(
         num = condition.shape[0]
     if not num or num < 1:
         raise ValueError(f"the number of molecules to draw must be a positive integer, got {num}")
+    if batch is not None:
+        kwargs = dict(temperature=temperature, constrained=constrained, guidance=guidance)
+        return [
+            smi
+            for start in range(0, num, batch)
+            for smi in generate(
+                model,
+                params,
+                jax.random.fold_in(key, start),
+                None if condition is None else condition[start : start + batch],
+                vocab,
+                min(batch, num - start),
+                **kwargs,
+            )
+        ]
     z = model.apply(params, jax.random.fold_in(key, 0), num, condition, method=model.prior_sample)
     syntax = grammar.syntax(vocab) if constrained else None
     tokens = _generate_tokens(
