@@ -101,8 +101,8 @@ def jax_cell(spec: dict) -> dict:
     from cvae_jax.training.images import load_run, train_and_evaluate
 
     overrides = [*BASE, f"data.path={spec['data']}", f"seed={spec['seed']}", f"train.epochs={spec['epochs']}"]
-    if spec["patience"]:
-        overrides.append(f"train.early_stopping_patience={spec['patience']}")
+    if spec["patience"]:  # early stopping on validation, and a checkpoint every epoch for "best" to choose from
+        overrides += [f"train.early_stopping_patience={spec['patience']}", "checkpoint.every_epochs=1"]
     cfg = apply_overrides(get_config("vae"), overrides + MODELS[spec["model"]])
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()

@@ -152,7 +152,6 @@ def main() -> None:
             decoder_layers=args.decoder_layers,
             latent_dim=args.latent_dim,
             grammar_features=args.grammar_features,
-            num_validation=0,  # the protocol scores the last epoch: no checkpoint to choose
         )
         start = time.perf_counter()
         data = molecules.prepare(cfg)

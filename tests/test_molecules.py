@@ -795,10 +795,11 @@ def test_kekule_representation_writes_the_same_molecules_without_aromatic_atoms(
     assert len(drawn) == 64 and all(_grammatical(smiles.tokenize(s)) for s in drawn)
 
 
-def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_training_alone(tmp_path):
+def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_training_alone(tmp_path, capsys):
     """Validation: the training file's molecules after the first num_train (where the file ends there,
     its last 10%, which training then leaves out). The trainer scores them every epoch, "best" is the
-    epoch of the lowest validation -ELBO, and they change nothing in training."""
+    epoch of the lowest validation -ELBO, and they change nothing in training. A run without them has
+    no "best": sample-molecules (whose default is best) exits with an error naming --num-validation."""
     rows = smiles.load_csv(TRAIN)
     kwargs = dict(num_test=64, latent_dim=4, embed_dim=8, encoder_hidden=16, decoder_hidden=16)
     train = TrainConfig(epochs=3, batch_size=64, eval_batch_size=64)
@@ -820,7 +821,19 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     with Checkpoints(tmp_path / "run", read_only=True) as ckpts:
         assert ckpts.best_step() == min(held[1:], key=lambda e: e["neg_elbo"])["step"]
     bare = dataclasses.replace(cfg, num_validation=0)
-    _, plain, plain_history = molecules.train(bare, molecules.prepare(bare, cached=False))
+    _, plain, plain_history = molecules.train(bare, molecules.prepare(bare, cached=False), workdir=tmp_path / "bare")
+    out = tmp_path / "drawn.smi"
+    capsys.readouterr()
+    assert cli.main(["sample-molecules", "--workdir", str(tmp_path / "bare"), "--num", "3", "--out", str(out)]) == 2
+    assert "no 'best' checkpoint" in capsys.readouterr().err and not out.exists()
+    assert (
+        cli.main(
+            ["sample-molecules", "--workdir", str(tmp_path / "bare"), "--checkpoint", "latest"]
+            + ["--num", "3", "--out", str(out)]
+        )
+        == 0
+    )
+    assert len(out.read_text().splitlines()) == 3
     assert _tests(plain_history) == _tests(history)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain.params)):
         np.testing.assert_array_equal(a, b)

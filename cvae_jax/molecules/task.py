@@ -428,7 +428,7 @@ def train(
 
 def load(workdir: str | Path, which: str | int = "best", prior=None):
     """(model, params, data) of a saved molecule run; `data` carries the vocabulary and condition units
-    (its train and test sets are empty). which: "best" (by validation -ELBO; by test for a run without
+    (its train and test sets are empty). which: "best" (by validation -ELBO; refused for a run without
     validation molecules), "latest" or a step."""
     with Checkpoints(workdir, read_only=True) as ckpts:
         step = ckpts.resolve(which)

@@ -4,8 +4,9 @@ A checkpoint holds two items:
   * "state": the train state (step, params, optimizer state) and the run's base PRNG key as raw key
     data (uint32), written by Orbax's StandardSave (replicated arrays are written once);
   * "meta": JSON — the config, data shape and classes, a fingerprint of the data set, the data
-    position (next epoch and batch), partial epoch sums, the device count, the test metrics, and a
-    SHA-256 of the state's bytes, checked on every restore (so a damaged file never restores silently).
+    position (next epoch and batch), partial epoch sums, the device count, the validation metrics
+    (none without validation data), and a SHA-256 of the state's bytes, checked on every restore (so a
+    damaged file never restores silently).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a process
 killed mid-save leaves the earlier checkpoints intact and the half-written one is never listed.
@@ -14,6 +15,7 @@ killed mid-save leaves the earlier checkpoints intact and the half-written one i
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ def check_workdir(workdir: str | Path) -> Path:
 
 class Checkpoints:
     """The checkpoints of one run directory: periodic (optionally async) saves, the last K plus the
-    best by a test metric, and checked restores. Use as a context manager, or call close().
+    best by a validation metric, and checked restores. Use as a context manager, or call close().
     `read_only`: for reading a run (creates nothing, never saves)."""
 
     def __init__(self, workdir: str | Path, cfg: CheckpointConfig | None = None, *, read_only: bool = False):
@@ -144,14 +146,30 @@ class Checkpoints:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def best_step(self) -> int | None:
-        """The kept checkpoint with the lowest test `best_metric` (the latest one if none has it)."""
+    def best_step(self) -> int:
+        """The kept checkpoint with the lowest validation `best_metric`. A run without validation data
+        has none: "best" never falls back to the test split (CheckpointError says what to do)."""
         scored = []
         for step in self.steps():
             metrics = self.read_meta(step).get("metrics") or {}
             if self.cfg.best_metric in metrics:
                 scored.append((metrics[self.cfg.best_metric], step))
-        return min(scored)[1] if scored else self.latest_step()
+        if not scored or not self._validated():
+            raise CheckpointError(
+                f"the run in {str(self.workdir)!r} has no 'best' checkpoint: it was trained without "
+                "validation data, and the test split never chooses a checkpoint; use --checkpoint latest "
+                "(or a step number), or train with validation rows (images: --set data.validation=0.1; "
+                "molecules: --num-validation 1000)"
+            )
+        return min(scored)[1]
+
+    def _validated(self) -> bool:
+        """Whether the run's metrics.jsonl has validation lines (runs saved before selection read only
+        validation also scored checkpoints by test when they had none)."""
+        log = self.workdir / "metrics.jsonl"
+        return log.is_file() and any(
+            json.loads(line).get("split") == "validation" for line in log.open() if line.strip()
+        )
 
     def resolve(self, which: str | int = "latest") -> int:
         """A step number from "latest", "best" or a step."""

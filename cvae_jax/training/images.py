@@ -171,7 +171,7 @@ class Loaded:
 
 
 def load_run(workdir: str | Path, which: str | int = "latest") -> Loaded:
-    """The run in `workdir` at its "latest" or "best" (lowest test neg. ELBO) checkpoint, or a step."""
+    """The run in `workdir` at its "latest" or "best" (lowest validation neg. ELBO) checkpoint, or a step."""
     if not checkpoint.check_workdir(workdir).is_dir():
         raise checkpoint.CheckpointError(f"run directory {str(workdir)!r} does not exist")
     with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:

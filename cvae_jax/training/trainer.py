@@ -313,7 +313,9 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
                     )
             for line in lines:
                 log.record(line)
-            chosen = lines[0]  # what the "best" checkpoint and early stopping read: validation, else test
+            # What the "best" checkpoint reads: validation only. Without validation rows no checkpoint
+            # is scored, so none is "best" (selection never reads the test split).
+            chosen = next((line for line in lines if line["split"] == "validation"), None)
             bar.set_postfix(
                 train_neg_elbo=f"{train['neg_elbo']:.1f}",
                 **{f"{line['split']}_neg_elbo": f"{line['neg_elbo']:.1f}" for line in lines},
@@ -321,7 +323,11 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
             done = epoch == epochs or _early_stop_due(log.history, config.train.early_stopping_patience)
             stop, every = signals.requested(), config.checkpoint.every_epochs
             if ckpts is not None and (stop or done or (every and epoch % every == 0)):
-                save(epoch + 1, 0, metrics={k: chosen[k] for k in ("neg_elbo", "recon", "kl")})
+                save(
+                    epoch + 1,
+                    0,
+                    metrics=None if chosen is None else {k: chosen[k] for k in ("neg_elbo", "recon", "kl")},
+                )
             if stop and not done:
                 raise interrupted(signals.signum)
             epoch += 1
