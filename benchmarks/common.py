@@ -140,6 +140,17 @@ def real_data(folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (images[:n, ..., None] / np.float32(255)).astype(np.float32), labels[:n].astype(np.int64)
 
 
+def append_record(path: str | Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Appends `result`, stamped with the commit, command and host that produced it, as a JSON line of
+    `path` (a records file for `python -m benchmarks.report --merge`); returns the stamped record."""
+    from cvae_jax import provenance  # the runner's process, never a measured cell's
+
+    stamped = {**result, "provenance": provenance.stamp()}
+    with open(path, "a") as f:
+        f.write(provenance.portable(json.dumps(stamped)) + "\n")
+    return stamped
+
+
 def record(
     impl: str, spec: dict[str, Any], epoch_s: list[float], first_epoch_s: float, n: int, **extra: Any
 ) -> dict[str, Any]:

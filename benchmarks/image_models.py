@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
         peaks[dtype] = peak.get("flops_per_s", 0.0)
         if args.out and peak.get("kind") == "matmul_peak":
-            with open(args.out, "a") as f:
-                f.write(json.dumps(peak) + "\n")
+            common.append_record(args.out, peak)
     records = []
     for _ in range(args.rounds):
         for model in args.model.split(","):
@@ -255,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                             records.append(record)
                             print(json.dumps(record), flush=True)
                             if args.out:
-                                with open(args.out, "a") as f:
-                                    f.write(json.dumps(record) + "\n")
+                                common.append_record(args.out, record)
     print(table(summarize(records, peaks)))
     print("matmul peaks (FLOP/s): " + ", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
     return 0

@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({**found, "round": len(results) // 2})
                 print(json.dumps(results[-1]), flush=True)
                 if args.out:
-                    with open(args.out, "a") as f:
-                        f.write(json.dumps(results[-1]) + "\n")
+                    common.append_record(args.out, results[-1])
     by_impl = {impl: [r for r in results if r["impl"] == impl] for impl in ("cvae_jax", "torch")}
     seconds = {impl: statistics.median(r["seconds"] for r in rs) for impl, rs in by_impl.items()}
     print(f"| impl | seconds (median of {args.rounds}) | test NLL (nats) |\n|---|---|---|")

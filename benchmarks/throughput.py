@@ -264,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result), flush=True)
         if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+            common.append_record(args.out, result)
         if result.get("kind") == "error":
             print(f"cell failed: {result}", file=sys.stderr)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvae_jax import provenance
 from cvae_jax.apps import classifier
 from cvae_jax.training import checkpoint
 from cvae_jax.training.images import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
@@ -20,10 +21,12 @@ RESULTS = Path(os.environ.get("CVAE_JAX_RESULTS", Path(__file__).parent / "resul
 
 
 def save_json(name: str, result) -> Path:
-    """Writes experiments/results/<name>.json and prints it."""
+    """Writes experiments/results/<name>.json, stamped with its provenance, and prints it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    result = {**result, "provenance": provenance.stamp()}  # the commit, command and host behind it
     text = json.dumps(result, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else float(o))
+    text = provenance.portable(text)  # no absolute path of this machine
     path.write_text(text + "\n")
     print(text)
     print(f"written to {path}")

@@ -32,6 +32,7 @@ sampling.
 
 import argparse
 import time
+from pathlib import Path
 
 import _shared
 import jax
@@ -67,6 +68,30 @@ def property_hits(requested: np.ndarray, measured: np.ndarray, names, scale: np.
             "hit_rate_all_requests": float(close.mean()),
         }
     return out
+
+
+def validation_molecules(train_csv, num_train: int, count: int = 10_000) -> list[str]:
+    """The molecules whose properties the guidance sweep asks for: the training file's `count` after
+    its first `num_train` (never trained on), never the test file's."""
+    return smiles.load_csv(train_csv, num_train + count)[num_train:]
+
+
+def choose_guidance(draw, data, validation: list[str], weights, target: float, seed: int) -> tuple[float, list]:
+    """The smallest guidance weight whose draws (`draw(requests, w)`: SMILES) reach Pearson r >= `target`
+    on every property with 95% of them valid (else the one with the highest least r), asked for the
+    properties of 6,000 of the `validation` molecules: never the test set the reported requests come
+    from. Returns (the weight, each weight's scores)."""
+    asked = data.conditions_like(validation, 6_000, seed)
+    units = asked * data.std.astype(np.float32) + data.mean.astype(np.float32)
+    sweep = []
+    for w in sorted(weights):
+        measured = chem.properties(draw(asked, w), data.names)
+        hits = property_hits(units, measured, data.names, data.std)
+        least = min(h["pearson_r"] for h in hits.values())
+        valid = float(np.mean(~np.isnan(measured).any(axis=1)))
+        sweep.append({"guidance": w, "valid": valid, "least_r": least, "control": hits})
+    passing = [row for row in sweep if row["least_r"] >= target and row["valid"] >= 0.95]
+    return (passing[0] if passing else max(sweep, key=lambda row: row["least_r"]))["guidance"], sweep
 
 
 def main() -> None:
@@ -134,7 +159,7 @@ def main() -> None:
     reference = smiles.load_csv(files["test"])  # conditions: the properties of random test molecules
     # Validation requests, for choosing the guidance weight: the 10,000 training-file molecules after the
     # first --train (never trained on); where the file ends there, the training molecules themselves.
-    held = smiles.load_csv(files["train"], protocol["train"] + 10_000)[protocol["train"] :]
+    held = validation_molecules(files["train"], protocol["train"])
 
     def measure(seed: int) -> dict:
         cfg = molecules.recipe(
@@ -180,24 +205,6 @@ def main() -> None:
 
         validation = held or data.train_smiles
 
-        def choose_guidance(temperature: float) -> tuple[float, list[dict]]:
-            """The smallest guidance weight whose constrained draws reach Pearson r >= --guidance-target
-            on every property with 95% of them valid (else the one with the highest least r), asked
-            for the properties of validation molecules: never the test set the reported requests
-            come from."""
-            asked = data.conditions_like(validation, 6_000, seed)
-            units = asked * data.std.astype(np.float32) + data.mean.astype(np.float32)
-            sweep = []
-            for w in sorted(args.guidance):
-                drawn = draw(asked, temperature, True, w, jax.random.fold_in(key, 7))
-                measured = chem.properties(drawn, data.names)
-                hits = property_hits(units, measured, data.names, data.std)
-                least = min(h["pearson_r"] for h in hits.values())
-                valid = float(np.mean(~np.isnan(measured).any(axis=1)))
-                sweep.append({"guidance": w, "valid": valid, "least_r": least, "control": hits})
-            passing = [row for row in sweep if row["least_r"] >= args.guidance_target and row["valid"] >= 0.95]
-            return (passing[0] if passing else max(sweep, key=lambda row: row["least_r"]))["guidance"], sweep
-
         def draw_and_score(temperature: float, constrained: bool, guidance: float = 0.0) -> dict:
             start = time.perf_counter()
             generated = draw(condition, temperature, constrained, guidance, key)
@@ -220,6 +227,9 @@ def main() -> None:
                 "seconds": {"sample": sample_s, "metrics": time.perf_counter() - start},
                 "examples": generated[:20],
             }
+            # every sample, beside the seed's run, for re-scoring (say, with metrics added later)
+            kind = "constrained_" if constrained else ""
+            (Path(workdir) / f"{kind}samples.smi").write_text("\n".join(generated) + "\n")
             if seed == seeds[0]:  # the first 10,000 samples, for anyone to re-score
                 _shared.RESULTS.mkdir(parents=True, exist_ok=True)
                 samples = f"{name}{'_constrained' if constrained else ''}_samples.smi"
@@ -232,7 +242,14 @@ def main() -> None:
             start = time.perf_counter()
             guidance, sweep = args.guidance[0], []
             if len(args.guidance) > 1:
-                guidance, sweep = choose_guidance(args.constrained_temperature)
+                guidance, sweep = choose_guidance(
+                    lambda asked, w: draw(asked, args.constrained_temperature, True, w, jax.random.fold_in(key, 7)),
+                    data,
+                    validation,
+                    args.guidance,
+                    args.guidance_target,
+                    seed,
+                )
             choose_s = time.perf_counter() - start
             constrained = {**draw_and_score(args.constrained_temperature, True, guidance), "guidance_sweep": sweep}
             constrained["seconds"]["choose_guidance"] = choose_s

@@ -12,7 +12,10 @@ import cvae_jax
 
 @pytest.mark.parametrize("name", cvae_jax.__all__)
 def test_every_public_name_resolves(name):
-    assert getattr(cvae_jax, name) is not None
+    """Each name is the module, class or function of that name (not a stand-in or another object)."""
+    found = getattr(cvae_jax, name)
+    assert isinstance(found, types.ModuleType) or callable(found)
+    assert found.__name__.split(".")[-1] == name
 
 
 def test_short_module_names_are_the_layered_modules():

@@ -235,3 +235,15 @@ def test_cli_score_writes_scores_and_a_calibrated_threshold(cvae_run, digits, tm
     )  # the run's test split: the default calibration set
     assert summary["threshold"] == pytest.approx(anomaly.calibrate_threshold(normal, 0.1))
     assert summary["flagged"] == int(np.sum(scores > summary["threshold"])) and math.isfinite(summary["threshold"])
+
+
+def test_pictures_show_one_test_example_of_each_class_first():
+    from cvae_jax.apps.pictures import shown_examples
+
+    sorted_by_class = np.repeat(np.arange(10), 100)  # the embedded digits' test split: 100 of each class, in order
+    shown = shown_examples(sorted_by_class)
+    assert sorted_by_class[shown].tolist() == list(range(10)) and shown.tolist() == list(range(0, 1000, 100))
+    one_class = np.zeros(30, int)  # nothing to spread over: the first ten
+    assert shown_examples(one_class).tolist() == list(range(10))
+    three = np.array([2, 2, 0, 0, 1, 2, 0])
+    assert shown_examples(three, 5).tolist() == [2, 4, 0, 1, 3]

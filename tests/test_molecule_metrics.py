@@ -108,7 +108,13 @@ def test_evaluate_molecules_scores_any_smi_file_against_given_sets(tmp_path, mon
     assert result["num_samples"] == 4 and result["valid"] == pytest.approx(3 / 4)
     assert result["novelty"] == pytest.approx(1 / 3)  # only ethanol is new
     assert result["unique@1000"] == pytest.approx(1.0) and result["unique@1000_of"] == 3
-    assert 0 < result["SNN/Test"] <= 1 and 0 < result["Frag/Test"] <= 1 and "SNN/TestSF" not in result
+    # SNN against RDKit's own Tanimoto: each valid sample's nearest test molecule, averaged
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    test_fps = [gen.GetFingerprint(metrics.mol(s)) for s in smiles.load_csv(TEST) if metrics.mol(s) is not None]
+    nearest = [
+        max(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(metrics.mol(s)), test_fps)) for s in [*known, "CCO"]
+    ]
+    assert result["SNN/Test"] == pytest.approx(np.mean(nearest), abs=1e-6) and "SNN/TestSF" not in result
     assert any("TestSF" in line for line in result["skipped"])
     # the reference data were cached: a second call reads them back and gives the same numbers
     assert cli.main(["evaluate-molecules", *args, "--jobs", "1", "--out", str(tmp_path / "again.json")]) == 0
@@ -123,3 +129,71 @@ def test_evaluate_molecules_bad_input_is_a_clear_error(tmp_path, capsys):
     empty.write_text("")
     assert cli.main(["evaluate-molecules", "--input", str(empty), "--no-moses", "--out", str(tmp_path / "x")]) == 2
     assert "no molecules to score" in capsys.readouterr().err
+
+
+def _fixture_sets() -> tuple[dict, dict]:
+    """MOSES's own metric values on the fixtures (tests/data/moses_metrics.json, written by
+    tests/data/make_moses_metrics.py with molsets 0.3.1) and the sets they were computed on."""
+    fixture = json.loads((DATA / "moses_metrics.json").read_text())
+    train, test = smiles.load_csv(TRAIN), smiles.load_csv(TEST)
+    generated = train[:300] + train[:100] + ["C1CC", "not a molecule", "c1ccccc", ""]
+    return fixture, {"generated": generated, "train": train[200:], "Test": test[:200], "TestSF": test[200:]}
+
+
+def test_metrics_match_the_values_of_moses_own_code():
+    """Every metric of the suite against molsets 0.3.1's get_all_metrics on the same molecules: to
+    float rounding for the counts, Tanimoto and cosine metrics, and for FCD (both run fcd_torch's ChemNet;
+    skipped without it) to 1e-4 relative, as the eigen-solvers' order of summation differs. Rounding:
+    1e-8, but IntDiv2 (a root of float32 sums of squared similarities) to 1e-7."""
+    fixture, sets = _fixture_sets()
+    expected = fixture["metrics"]
+    train = {c for c in (metrics.canonical(s) for s in sets["train"]) if c is not None}
+    fcd = metrics.fcd_available()
+    references = {name: metrics.reference_stats(sets[name], jobs=1, fcd=fcd) for name in ("Test", "TestSF")}
+    out = metrics.moses_metrics(sets["generated"], train=train, references=references, ks=(100, 400), jobs=1, fcd=fcd)
+    ours = {"Novelty": "novelty"}
+    checked = 0
+    for name, value in expected.items():
+        if name in ("logP", "SA", "QED", "weight"):  # MOSES's property distances: not part of this suite
+            continue
+        if name.startswith("FCD/"):
+            if fcd:
+                assert out[name] == pytest.approx(value, rel=1e-4), name
+                checked += 1
+            continue
+        tolerance = 1e-7 if name == "IntDiv2" else 1e-8
+        assert out[ours.get(name, name)] == pytest.approx(value, abs=tolerance), name
+        checked += 1
+    assert checked >= 13 + (2 if fcd else 0)
+
+
+def test_fcd_reads_moses_precomputed_statistics_beside_a_reference_file(tmp_path, monkeypatch):
+    """A reference CSV with MOSES's `<name>_stats.npz` beside it: FCD uses those statistics, and ChemNet
+    runs over the samples only, giving what ChemNet over the whole reference file gives."""
+    pytest.importorskip("fcd_torch", reason="needs fcd_torch, the [fcd] extra")
+    import shutil
+
+    from cvae_jax.molecules import benchmark
+
+    monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))
+    fixture, sets = _fixture_sets()
+    folder = tmp_path / "moses"
+    folder.mkdir()
+    shutil.copy(TEST, folder / "test.csv.gz")
+    (folder / "train.csv.gz").write_bytes(TRAIN.read_bytes())
+    computed = metrics._fcd().precalc([c for c in map(metrics.canonical, smiles.load_csv(TEST)) if c])
+    np.savez(folder / "test_stats.npz", stats={"FCD": computed, "SNN": {}})  # MOSES's layout
+    direct = benchmark.evaluate(sets["generated"][:50], test_csv=TEST, jobs=1)  # ChemNet over the references
+
+    def no_chemnet_on_references(smiles_list, jobs=None, fcd=True):
+        assert not fcd, "ChemNet ran over the reference file although its statistics lie beside it"
+        return original(smiles_list, jobs, fcd)
+
+    original = metrics.reference_stats
+    monkeypatch.setattr(metrics, "reference_stats", no_chemnet_on_references)
+    precomputed = benchmark.evaluate(sets["generated"][:50], test_csv=folder / "test.csv.gz", jobs=1)
+    assert precomputed["FCD/Test"] == pytest.approx(direct["FCD/Test"], rel=1e-6)
+    assert precomputed["SNN/Test"] == direct["SNN/Test"]
+    (folder / "test_stats.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not MOSES's statistics file"):
+        benchmark.evaluate(["CCO"], test_csv=folder / "test.csv.gz", jobs=1)

@@ -80,8 +80,13 @@ def test_colour_image_models_sharded_over_4_devices_match_one_device():
     r = _checks("images")
     for preset, checks in r.items():
         assert checks["split"] and checks["update_size"] > 1e-4, (preset, checks)  # real, split steps
-        # parameters to rounding; the loss (~4,000 nats per image in float32) to its last bits
-        assert checks["one_vs_four"] < 1e-5 and checks["loss_one_vs_four"] < 1e-2, (preset, checks)
+        # The loss (~4,000 nats per image in float32) to its last bits. The parameters after two Adam
+        # steps (lr 1e-3, so update_size ~2e-3): the 4 shards sum the gradients in another order, and
+        # where a gradient is near Adam's eps (1e-8) that rounding moves its update by a fraction of a
+        # step; the CPUs met so far differ by 0 (AVX-512 EPYC) to 1.65e-5 (AVX2 EPYC). A wrong split
+        # (other data or noise per shard) moves parameters by whole steps (~1e-3), so the bound is a
+        # tenth of one step.
+        assert checks["one_vs_four"] < 1e-4 and checks["loss_one_vs_four"] < 1e-2, (preset, checks)
 
 
 def test_the_molecule_cvae_trains_data_parallel_and_resumes_exactly(tmp_path):

@@ -24,6 +24,16 @@ def _last_step(workdir: Path) -> int:
     return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
 
 
+def shown_examples(labels: np.ndarray, count: int = 10) -> np.ndarray:
+    """Indices of `count` test examples to show: the first of each class in class order, then the
+    earliest others (a test split sorted by class would otherwise show one class only)."""
+    labels = np.asarray(labels)
+    firsts = [int(np.argmax(labels == c)) for c in np.unique(labels)][:count]
+    taken = set(firsts)
+    rest = [i for i in range(min(len(labels), 2 * count)) if i not in taken][: count - len(firsts)]
+    return np.asarray(firsts + rest, dtype=np.int64)
+
+
 def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: data_lib.Dataset) -> list[Path]:
     """Reconstructions, samples, the class grid (CVAE) and, for a 2-D latent, scatter and manifold."""
     key = purpose_key(config.seed, SAMPLE)
@@ -36,8 +46,9 @@ def write_pictures(workdir: Path, model: VAE, params, config: Config, dataset: d
         written.append(workdir / name)
         return workdir / name
 
-    images = test.images[:10]
-    recon = np.asarray(inference.reconstruct(model, params, images, cond(test.labels[:10])))
+    shown = shown_examples(test.labels)
+    images = test.images[shown]
+    recon = np.asarray(inference.reconstruct(model, params, images, cond(test.labels[shown])))
     plots.save_grid(
         out("reconstructions.png"),
         np.concatenate([images, recon]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -67,10 +68,32 @@ def training_set(path: str | Path, jobs: int | None = None) -> set[str]:
         return set(f.read().splitlines())
 
 
-def reference(path: str | Path, jobs: int | None = None, fcd: bool = True) -> dict:
-    """metrics.reference_stats of a reference CSV (cached)."""
+def precomputed_fcd(path: str | Path) -> dict | None:
+    """MOSES's own ChemNet statistics ({"mu", "sigma"}) of a reference CSV, where they lie beside it as
+    the molsets wheel ships them (test.csv.gz beside test_stats.npz, holding {"FCD": {"mu", "sigma"}}),
+    else None. With them, FCD runs ChemNet over the samples only, not over the 176k references."""
     path = Path(path)
-    fcd = fcd and metrics.fcd_available()
+    stats = path.with_name(f"{path.name.split('.')[0]}_stats.npz")
+    if not stats.is_file():
+        return None
+    try:  # MOSES saves a pickled dict in its npz: read only from the folder of the reference file itself
+        saved = np.load(stats, allow_pickle=True)["stats"].item()["FCD"]
+        mu, sigma = np.asarray(saved["mu"], np.float64), np.asarray(saved["sigma"], np.float64)
+    except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
+        raise ValueError(
+            f"{stats} is not MOSES's statistics file ({type(e).__name__}: {e}); remove or rename it"
+        ) from e
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"{stats}: FCD statistics of shapes {mu.shape} and {sigma.shape}, not [D] and [D, D]")
+    return {"mu": mu, "sigma": sigma}
+
+
+def reference(path: str | Path, jobs: int | None = None, fcd: bool = True) -> dict:
+    """metrics.reference_stats of a reference CSV (cached); its FCD statistics are MOSES's precomputed
+    ones where they lie beside the file (precomputed_fcd), else ChemNet's over the whole file."""
+    path = Path(path)
+    published = precomputed_fcd(path) if fcd else None
+    fcd = fcd and published is None and metrics.fcd_available()
     folder = cache.keyed_dir("moses_reference", [path], extra=f"fcd={fcd}")
     arrays, counts = folder / "arrays.npz", folder / "counts.json"
     if not counts.exists():
@@ -87,9 +110,9 @@ def reference(path: str | Path, jobs: int | None = None, fcd: bool = True) -> di
         "fragments": Counter(table["fragments"]),
         "scaffolds": Counter(table["scaffolds"]),
     }
-    fcd = {k[4:]: saved[k] for k in saved.files if k.startswith("fcd_")}
-    if fcd:
-        out["fcd"] = fcd
+    computed = {k[4:]: saved[k] for k in saved.files if k.startswith("fcd_")}
+    if published is not None or computed:
+        out["fcd"] = published if published is not None else computed
     return out
 
 

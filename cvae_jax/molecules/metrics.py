@@ -264,7 +264,7 @@ def moses_metrics(
         out[f"SNN/{name}"] = float(tanimoto_stats(ref["fingerprints"], fps)["max"].mean())
         out[f"Frag/{name}"] = cosine(ref["fragments"], frag)
         out[f"Scaf/{name}"] = cosine(ref["scaffolds"], scaf)
-        if fcd and "fcd" in ref:
+        if fcd and "fcd" in ref and fcd_available():
             if fcd_model is None:
                 fcd_model = _fcd()
                 fcd_stats = fcd_model.precalc(valid)
