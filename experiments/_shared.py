@@ -18,13 +18,15 @@ from cvae_jax.training.images import load_run, train_and_evaluate  # noqa: F401 
 
 # Where results go: experiments/results, or $CVAE_JAX_RESULTS (the tests use a temporary folder).
 RESULTS = Path(os.environ.get("CVAE_JAX_RESULTS", Path(__file__).parent / "results"))
+# The commit, command and host of this process, taken when it starts (the code it runs).
+STAMP = provenance.stamp()
 
 
 def save_json(name: str, result) -> Path:
     """Writes experiments/results/<name>.json, stamped with its provenance, and prints it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    result = {**result, "provenance": provenance.stamp()}  # the commit, command and host behind it
+    result = {**result, "provenance": STAMP}  # the commit, command and host behind it
     text = json.dumps(result, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else float(o))
     text = provenance.portable(text)  # no absolute path of this machine
     path.write_text(text + "\n")
