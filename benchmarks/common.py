@@ -140,6 +140,24 @@ def real_data(folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (images[:n, ..., None] / np.float32(255)).astype(np.float32), labels[:n].astype(np.int64)
 
 
+def precision(r: dict[str, Any]) -> str:
+    """A cell's arithmetic, which a speed ratio must hold equal on both sides: "bf16" (cvae_jax's
+    model.compute_dtype=bfloat16, PyTorch's bfloat16 autocast), or float32 with its matmul precision:
+    "fp32" on a CPU (full float32 always), and on a GPU "fp32, TF32 matmuls" or "fp32, full matmuls".
+    Records that do not say (`matmul_precision`, written since cells record it) follow each library's
+    default: JAX runs float32 matmuls and convolutions as TF32 on these GPUs, PyTorch keeps float32
+    matmuls (torch.backends.cuda.matmul.allow_tf32 is off by default) and runs convolutions as TF32
+    (torch.backends.cudnn.allow_tf32 is on), so its convolutional image models count as TF32."""
+    dtype = r.get("compute_dtype") or r.get("dtype") or "float32"
+    if dtype == "bfloat16":
+        return "bf16"
+    if r.get("platform", "cpu") == "cpu":
+        return "fp32"
+    default = "tf32" if r.get("impl") == "cvae_jax" or r.get("kind") == "image_train" else "full"
+    found = r.get("matmul_precision") or default  # the image models are convolutions: TF32 in cuDNN too
+    return f"fp32, {'TF32' if found == 'tf32' else 'full'} matmuls"
+
+
 def append_record(path: str | Path, result: dict[str, Any]) -> dict[str, Any]:
     """Appends `result`, stamped with the commit, command and host that produced it, as a JSON line of
     `path` (a records file for `python -m benchmarks.report --merge`); returns the stamped record."""

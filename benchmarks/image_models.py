@@ -187,7 +187,8 @@ def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
         if per_sample and peaks.get(key[3]):
             row["peak_fraction"] = med * per_sample / peaks[key[3]]
         ours = cells.get((*key[:5], "cvae_jax"))
-        if ours and key[5] != "cvae_jax":
+        row["precision"] = common.precision(rs[0])
+        if ours and key[5] != "cvae_jax" and common.precision(ours[0]) == row["precision"]:
             row["cvae_jax_over_this"] = statistics.median(r["samples_per_s"] for r in ours) / med
         row["peak_device_mib"] = max((r.get("peak_device_bytes") or 0) for r in rs) / 2**20
         rows.append(row)
@@ -198,16 +199,16 @@ def table(rows: list[dict]) -> str:
     if not rows:
         return ""
     out = [
-        "| model | size | batch | dtype | remat | impl | samples/s | warm-up s | peak frac. | cvae_jax / this | "
+        "| model | size | batch | arithmetic | remat | impl | samples/s | warm-up s | peak frac. | cvae_jax / this | "
         "device MiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        model, size, batch, dtype, remat, impl = row["key"]
+        model, size, batch, _, remat, impl = row["key"]
         frac = f"{row['peak_fraction']:.1%}" if "peak_fraction" in row else ""
         ratio = f"{row['cvae_jax_over_this']:.2f}x" if "cvae_jax_over_this" in row else ""
         out.append(
-            f"| {model} | {size} | {batch} | {dtype} | {remat} | {impl} | {row['samples_per_s']:,.0f} | "
+            f"| {model} | {size} | {batch} | {row['precision']} | {remat} | {impl} | {row['samples_per_s']:,.0f} | "
             f"{row['warmup_s']:.1f} | {frac} | {ratio} | {row['peak_device_mib']:,.0f} |"
         )
     return "\n".join(out)

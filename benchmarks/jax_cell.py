@@ -34,7 +34,17 @@ from cvae_jax.training.step import make_train_step
 
 def _device_info() -> dict:
     dev = jax.local_devices()[0]
-    return {"platform": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__, **host_cpu()}
+    # float32 matmuls: JAX's default precision runs them as TF32 on GPUs that have it; "highest" (e.g.
+    # JAX_DEFAULT_MATMUL_PRECISION=highest) keeps full float32. CPUs always compute full float32.
+    setting = str(jax.config.jax_default_matmul_precision or "default").lower()
+    matmul = "full" if dev.platform == "cpu" or setting in ("highest", "float32") else "tf32"
+    return {
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "jax": jax.__version__,
+        "matmul_precision": matmul,
+        **host_cpu(),
+    }
 
 
 def matmul_flops(n: int, repeats: int = 10, budget_s: float = 1.5, dtype: str = "float32") -> float:

@@ -230,6 +230,7 @@ def measure(spec: dict) -> dict:
         flush_denormal=True,
         platform=device.type,
         device_kind=torch.cuda.get_device_name() if cuda else "cpu",
+        matmul_precision="tf32" if cuda and torch.backends.cuda.matmul.allow_tf32 else "full",
         **({"peak_device_bytes": torch.cuda.max_memory_allocated()} if cuda else {}),
     )
 

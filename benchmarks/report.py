@@ -34,7 +34,14 @@ HOW = """\
   parentheses names a config override (e.g. `model.kernels=flax`).
 * References (`pip install -e ".[compare]"`): Keras 3 (`keras`, `keras_xla` = `jit_compile=True`) and
   PyTorch (`torch`, `torch_compile` = the model's forward compiled), written the way their users write
-  them. `cvae_jax / this` is the best cvae_jax mode's samples/s over the reference's, same run.
+  them. `cvae_jax / this` is the best cvae_jax mode's samples/s over the reference's, same run, **of
+  the same arithmetic** only (the `arithmetic` column): bf16 against PyTorch's bf16 autocast, float32
+  against float32 with the same matmul precision. On a CPU float32 is always full precision. On these
+  GPUs JAX's default runs float32 matmuls and convolutions as TF32, while PyTorch's default keeps float32
+  matmuls full (and runs convolutions as TF32): a TF32 cvae_jax cell is not compared with a full-float32
+  PyTorch cell, so those rows have no ratio until one side is measured in the other's precision
+  (`JAX_DEFAULT_MATMUL_PRECISION=highest`, or TF32 on in PyTorch). Records that predate the
+  `matmul_precision` field are read with each library's default (`benchmarks.common.precision`).
 * `peak frac.`: training FLOPs (3 × the forward's matmuls and convolutions, counted from the jaxpr)
   per second over the measured matmul peak of the cell's compute dtype.
 * Data is random and MNIST-shaped unless the model names a data set. Models
@@ -44,11 +51,20 @@ HOW = """\
   name differ. Reproduce a cell with the `benchmarks.throughput` command in its section.
 """
 
-COMMANDS = {
-    "cpu": "python -m benchmarks.throughput --model MODEL --batch-size 32,128,1024,4096 --mode step,fused "
-    "--compare keras,torch --rounds 3",
-    "gpu": "OUT=/tmp/gpu bash benchmarks/gpu_run.sh",
-}
+
+def commands_line(records: list[dict]) -> str:
+    """The commands and commits the records say they came from; records made before the provenance
+    stamp say nothing, and the line says how many those are."""
+    stamped = [r["provenance"] for r in records if r.get("provenance")]
+    runs = sorted({(p["command"], p["commit"][:12]) for p in stamped})
+    said = "; ".join(f"`{command}` (commit {commit})" for command, commit in runs)
+    unstamped = len(records) - len(stamped)
+    old = (
+        f"{unstamped} of the {len(records)} records predate the provenance stamp and name no command"
+        if unstamped
+        else ""
+    )
+    return " ".join(part for part in (f"Commands: {said}." if said else "", f"{old}." if old else "") if part)
 
 
 def machine_line(records: list[dict]) -> str:
@@ -97,7 +113,7 @@ def render(results_dir: Path = RESULTS) -> str:
             "",
             f"{machine_line(records)}. Matmul peak: "
             + ", ".join(f"{v / 1e9:,.0f} GFLOP/s ({k})" for k, v in sorted(peaks.items()))
-            + f". Command: `{COMMANDS['gpu' if name.startswith('gpu') else 'cpu']}`.",
+            + f". {commands_line(records)}",
             "",
             table(summarize(records, peaks)),
             "",

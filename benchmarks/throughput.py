@@ -129,6 +129,7 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
             "rounds": len(rs),
             "spread": (max(speeds) - min(speeds)) / med,
             "compile_s": statistics.median(r["compile_s"] for r in rs),
+            "precision": common.precision(rs[0]),
         }
         peak = peaks.get(rs[0].get("compute_dtype", "float32"))
         if peak and rs[0].get("train_flops_per_sample"):
@@ -138,14 +139,17 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
         if any(r.get("peak_device_bytes") for r in rs):
             row["peak_device_mib"] = max(r.get("peak_device_bytes") or 0 for r in rs) / 2**20
         rows.append(row)
+    # The ratio: the best cvae_jax mode of the same model, batch and arithmetic (common.precision) over
+    # the reference; none where cvae_jax has no cell of the reference's arithmetic.
     best_jax = {}
     for row in rows:
         if row["impl"] == "cvae_jax":
-            k = (row["model"], row["batch"])
+            k = (row["model"], row["batch"], row["precision"])
             best_jax[k] = max(best_jax.get(k, 0.0), row["samples_per_s"])
     for row in rows:
-        if row["impl"] != "cvae_jax" and (row["model"], row["batch"]) in best_jax:
-            row["cvae_jax_ratio"] = best_jax[(row["model"], row["batch"])] / row["samples_per_s"]
+        k = (row["model"], row["batch"], row["precision"])
+        if row["impl"] != "cvae_jax" and k in best_jax:
+            row["cvae_jax_ratio"] = best_jax[k] / row["samples_per_s"]
     return sorted(
         rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "cvae_jax", r["impl"], r["mode"], r["devices"])
     )
@@ -153,8 +157,8 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| model | batch | impl | mode | devices | samples/s | spread | compile s | peak frac. | host MiB | "
-        "device MiB | cvae_jax / this |"
+        "| model | batch | impl | mode | devices | arithmetic | samples/s | spread | compile s | peak frac. | "
+        "host MiB | device MiB | cvae_jax / this |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -163,7 +167,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         device = f"{r['peak_device_mib']:.0f}" if "peak_device_mib" in r else ""  # none on XLA:CPU
         spread = f"{r['spread']:.0%}" if r.get("rounds", 1) > 1 else ""
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | "
+            f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | {r['precision']} | "
             f"{r['samples_per_s']:,.0f} | {spread} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | "
             f"{device} | {ratio} |"
         )

@@ -229,10 +229,14 @@ def test_kernel_counts_reads_fusions_and_library_calls_from_hlo_text():
     assert kernel_counts(hlo) == {"fusions": 2, "library_calls": 1}
 
 
-def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_mode():
+def test_summary_takes_medians_over_rounds_and_ratios_only_between_equal_arithmetic():
+    """Medians over rounds; the ratio is the best cvae_jax mode of the reference's arithmetic (dtype and
+    matmul precision) over the reference: a faster bf16 or TF32 cvae_jax cell never counts against a
+    full-float32 reference, and a reference with no cvae_jax cell of its arithmetic gets no ratio."""
+    from benchmarks.common import precision
     from benchmarks.throughput import summarize, table
 
-    def rec(impl, mode, sps, device_bytes=None, round_index=0):
+    def rec(impl, mode, sps, device_bytes=None, round_index=0, **extra):
         return {
             "kind": "train",
             "impl": impl,
@@ -247,22 +251,39 @@ def test_summary_takes_medians_over_rounds_and_ratios_against_the_best_cvae_jax_
             "peak_device_bytes": device_bytes,
             "round": round_index,
             **({"train_flops_per_sample": 1e6} if impl == "cvae_jax" else {}),
+            **extra,
         }  # as the references report
 
-    results = [rec("cvae_jax", "step", s, 3 * 2**20, i) for i, s in enumerate((100.0, 300.0, 200.0))]
-    results += [rec("cvae_jax", "fused", s, 5 * 2**20, i) for i, s in enumerate((400.0, 600.0, 500.0))]
+    full = {"matmul_precision": "full"}
+    results = [rec("cvae_jax", "step", s, 3 * 2**20, i, **full) for i, s in enumerate((100.0, 300.0, 200.0))]
+    results += [rec("cvae_jax", "fused", s, 5 * 2**20, i, **full) for i, s in enumerate((400.0, 600.0, 500.0))]
+    results += [rec("cvae_jax", "fused (bf16)", 900.0, compute_dtype="bfloat16")]
+    results += [rec("cvae_jax", "fused (tf32)", 700.0)]  # JAX's default on a GPU
     results += [rec("torch", "", s, None, i) for i, s in enumerate((50.0, 250.0, 125.0))]
+    results += [rec("keras", "", 100.0, compute_dtype="bfloat16")]  # bf16 against cvae_jax's bf16 cell
+    results += [{**rec("torch_compile", "", 100.0), "batch": 4096}]  # no cvae_jax cell at its batch
     results += [{"kind": "error", "module": "x", "arg": "{}", "error": ["boom"]}]
+    bf16, tf32, torch, keras = results[6], results[7], results[8], results[11]
+    assert [precision(r) for r in (bf16, tf32, torch, keras)] == [
+        "bf16",
+        "fp32, TF32 matmuls",
+        "fp32, full matmuls",
+        "bf16",
+    ]
     rows = {(r["impl"], r["mode"]): r for r in summarize(results, {"float32": 1e9})}
     assert rows[("cvae_jax", "step")]["samples_per_s"] == 200.0 and rows[("cvae_jax", "step")]["rounds"] == 3
     assert rows[("cvae_jax", "fused")]["samples_per_s"] == 500.0
     assert rows[("cvae_jax", "fused")]["peak_fraction"] == 500.0 * 1e6 / 1e9
-    assert rows[("torch", "")]["cvae_jax_ratio"] == 500.0 / 125.0  # best cvae_jax median / reference median
+    assert rows[("torch", "")]["cvae_jax_ratio"] == 500.0 / 125.0  # full float32 against full float32 only
+    assert rows[("keras", "")]["cvae_jax_ratio"] == 900.0 / 100.0
+    assert "cvae_jax_ratio" not in rows[("torch_compile", "")]
     assert rows[("cvae_jax", "fused")]["peak_device_mib"] == 5 and "peak_device_mib" not in rows[("torch", "")]
     text = table(list(rows.values()))
     assert rows[("torch", "")]["spread"] == (250.0 - 50.0) / 125.0  # (max - min) / median over rounds
-    assert "| mlp-vae | 128 | cvae_jax | fused | 1 | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |" in text
-    assert "| mlp-vae | 128 | torch |  | 1 | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |" in text
+    assert (
+        "| mlp-vae | 128 | cvae_jax | fused | 1 | fp32, full matmuls | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |" in text
+    )
+    assert "| mlp-vae | 128 | torch |  | 1 | fp32, full matmuls | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |" in text
 
 
 def test_peak_fraction_is_of_the_peak_of_the_cells_compute_dtype(tmp_path):
