@@ -10,7 +10,7 @@
 #            for the CPU hold): $OUT/tests.log
 #   main     the README's main job on the embedded digits, end to end: $OUT/train.log
 #   kernels  model.kernels=flax against =tuned per model (auto picks flax on a GPU): $OUT/kernels.jsonl
-#   compare  cvae_jax (fused epochs) against PyTorch and torch.compile: $OUT/gpu.jsonl
+#   compare  cvae_jax (fused epochs; TF32 and full float32) against PyTorch and torch.compile: $OUT/gpu.jsonl
 #   mlp4096  the MLP VAE at batch 4096 over longer epochs, float32 and bfloat16: $OUT/mlp4096.jsonl
 #   profile  where the MLP VAE's step goes, with XLA flags: $OUT/profile.jsonl
 #   images   the ResNet VAE (32x32x3, batch 256, bfloat16 and float32) against eager PyTorch and the
@@ -59,6 +59,10 @@ for section in $sections; do
   compare)
     timeout 260 $py -m benchmarks.throughput --model mlp-vae,article-cvae --batch-size 128,4096 --mode fused \
       --compare torch,torch_compile --samples 61440 $R --out "$OUT/gpu.jsonl" >/dev/null 2>"$OUT/gpu.err"
+    # cvae_jax in full float32 too (JAX's default is TF32 matmuls), the like-for-like partner of
+    # PyTorch's float32 cells, which keep full-precision matmuls by default.
+    JAX_DEFAULT_MATMUL_PRECISION=highest timeout 120 $py -m benchmarks.throughput --model mlp-vae,article-cvae \
+      --batch-size 128,4096 --mode fused --samples 61440 $R --out "$OUT/gpu.jsonl" >/dev/null 2>>"$OUT/gpu.err"
     $py -m benchmarks.throughput --table "$OUT/gpu.jsonl" | tee "$OUT/gpu.md"
     ;;
   mlp4096)

@@ -100,10 +100,11 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key(r: dict[str, Any]) -> tuple:
-    """(model, batch, impl, mode, devices); the model named with its data where that is not random."""
+    """(model, batch, impl, mode, devices, arithmetic); the model named with its data where that is not
+    random. The arithmetic (common.precision) keeps, say, a TF32 and a full-float32 run of one mode apart."""
     data = r.get("data") or "random"
     model = r.get("model") if data == "random" else f"{r.get('model')} ({Path(data).name})"
-    return (model, r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1))
+    return (model, r.get("batch"), r.get("impl"), r.get("mode", ""), r.get("devices", 1), common.precision(r))
 
 
 def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[dict[str, Any]]:
