@@ -52,3 +52,62 @@ def test_a_custom_task_trains_logs_and_resumes_exactly(tmp_path):
     assert same[0] == same[1]
     with pytest.raises(CheckpointError, match="hidden: 64 -> 32"):
         fit(points.RingTask(dataclasses.replace(_config(5), hidden=32)), tmp_path / "resumed", progress=False)
+
+
+class TwoLossTask(points.RingTask):
+    """The ring task whose terms are named loss_a and loss_b (no neg_elbo, recon or kl), selecting
+    "best" and stopping early on validation loss_a."""
+
+    name = "ring_two_losses"
+    selection_metric = "loss_a"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.validation_rows = {"x": points.ring(512, config.seed + 200)}
+
+    def build(self, total_steps):
+        import jax.numpy as jnp
+
+        parts = super().build(total_steps)
+
+        def terms(params, batch, key):
+            t = parts.terms(params, batch, key)
+            return {"loss_a": t["neg_elbo"], "loss_b": t["kl"]}
+
+        def loss(params, batch, key, step=0):
+            t = terms(params, batch, key)
+            value = jnp.mean(t["loss_a"])
+            return value, {"loss": value, "loss_a": value, "loss_b": jnp.mean(t["loss_b"])}
+
+        return dataclasses.replace(parts, terms=terms, loss=loss)
+
+
+def _two_loss_config(epochs, patience=0, learning_rate=3e-3):
+    train = TrainConfig(epochs=epochs, batch_size=64, learning_rate=learning_rate, early_stopping_patience=patience)
+    return points.RingConfig(num_points=1024, train=train, checkpoint=points.CheckpointConfig(every_epochs=1, keep=1))
+
+
+def test_a_task_with_its_own_term_names_selects_stops_and_resumes_on_its_metric(tmp_path):
+    from cvae_jax.training.checkpoint import Checkpoints
+
+    straight = fit(TwoLossTask(_two_loss_config(6)), tmp_path / "straight", progress=False)
+    held = [e for e in straight.history if e["split"] == "validation" and e["epoch"] > 0]
+    assert {"loss_a", "loss_b"} <= set(held[0]) and "neg_elbo" not in held[0]
+    with Checkpoints(tmp_path / "straight", read_only=True) as ckpts:  # keep=1: the latest, and the best
+        assert ckpts.best_step() == min(held, key=lambda e: e["loss_a"])["step"]
+    # resumed after 3 epochs: bit-identical to the straight run
+    fit(TwoLossTask(_two_loss_config(3)), tmp_path / "resumed", progress=False)
+    resumed = fit(TwoLossTask(_two_loss_config(6)), tmp_path / "resumed", progress=False)
+    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
+        np.testing.assert_array_equal(a, b)
+    # early stopping on loss_a: a learning rate too high to improve after the first epochs stops the
+    # run `patience` epochs after its best validation loss_a, not at train.epochs
+    stopped = fit(TwoLossTask(_two_loss_config(30, patience=2, learning_rate=0.03)), tmp_path / "stop", progress=False)
+    scores = [e["loss_a"] for e in stopped.history if e["split"] == "validation" and e["epoch"] > 0]
+    assert len(scores) < 30 and len(scores) == int(np.argmin(scores)) + 1 + 2
+    with pytest.raises(Exception, match="selection_metric 'neg_elbo' is not one of its terms"):
+
+        class Unnamed(TwoLossTask):
+            selection_metric = "neg_elbo"
+
+        fit(Unnamed(_two_loss_config(1)), tmp_path / "unnamed", progress=False)

@@ -73,12 +73,21 @@ class Checkpoints:
     best by a validation metric, and checked restores. Use as a context manager, or call close().
     `read_only`: for reading a run (creates nothing, never saves)."""
 
-    def __init__(self, workdir: str | Path, cfg: CheckpointConfig | None = None, *, read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str | Path,
+        cfg: CheckpointConfig | None = None,
+        *,
+        read_only: bool = False,
+        metric: str | None = None,
+    ):
         cfg = cfg or CheckpointConfig()
         self.workdir, self.cfg, self.read_only = check_workdir(workdir), cfg, read_only
+        # The metric that marks "best" (the task's selection_metric; by default cfg.best_metric).
+        self.metric = cfg.best_metric if metric is None else metric
         keep: list[Any] = [policies.LatestN(n=cfg.keep)]
-        if cfg.best_metric:
-            metric = cfg.best_metric
+        if self.metric:
+            metric = self.metric
             keep.append(
                 policies.BestN(
                     get_metric_fn=lambda m: m[metric], reverse=True, n=1, keep_checkpoints_without_metrics=False
@@ -147,13 +156,14 @@ class Checkpoints:
         return steps[-1] if steps else None
 
     def best_step(self) -> int:
-        """The kept checkpoint with the lowest validation `best_metric`. A run without validation data
+        """The kept checkpoint with the lowest validation selection metric. A run without validation data
         has none: "best" never falls back to the test split (CheckpointError says what to do)."""
         scored = []
         for step in self.steps():
-            metrics = self.read_meta(step).get("metrics") or {}
-            if self.cfg.best_metric in metrics:
-                scored.append((metrics[self.cfg.best_metric], step))
+            meta = self.read_meta(step)
+            metric, metrics = meta.get("selection_metric", self.metric), meta.get("metrics") or {}
+            if metric in metrics:  # the metric the run selected by, saved with each checkpoint
+                scored.append((metrics[metric], step))
         if not scored or not self._validated():
             raise CheckpointError(
                 f"the run in {str(self.workdir)!r} has no 'best' checkpoint: it was trained without "

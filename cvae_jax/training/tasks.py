@@ -8,7 +8,8 @@ A task holds its config and its data as named arrays, and says:
   batch is the same dict with `batch_size` rows, gathered on the device inside the compiled step.
   Validation rows choose the "best" checkpoint and early stopping; test rows are only reported;
 * **the loss and its per-example terms**: `build(total_steps)` returns `Parts`: the Flax model,
-  `terms(params, batch, key) -> {name: [B]}` (test metrics are their means) and
+  `terms(params, batch, key) -> {name: [B]}` (test metrics are their means; the terms may have any
+  names, and `selection_metric` names the one that chooses "best" and stops early) and
   `loss(params, batch, key, step) -> (scalar, metrics)` (what is trained), and the optimizer;
 * **the initial state**: `init(parts)` (only the shapes of an example batch matter);
 * **what to measure or draw**: `on_epoch_end(epoch, parts, params)` returns extra test metrics
@@ -70,6 +71,13 @@ class Task:
     train_rows: dict[str, np.ndarray]
     test_rows: dict[str, np.ndarray]
     validation_rows: dict[str, np.ndarray] | None = None
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation term (a name `terms` returns) whose lowest value marks the "best" checkpoint
+        and drives early stopping: the config's `checkpoint.best_metric` ("neg_elbo" by default; ""
+        keeps no best). A task whose terms have other names sets its own, as a class attribute."""
+        return getattr(getattr(self.config, "checkpoint", None), "best_metric", "neg_elbo")
 
     def build(self, total_steps: int) -> Parts:
         raise NotImplementedError

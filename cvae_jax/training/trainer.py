@@ -121,13 +121,47 @@ def _check_finite(task: Task, sums: dict[str, float], where: str, ckpts) -> None
         )
 
 
-def _early_stop_due(history: list[dict[str, Any]], patience: int) -> bool:
-    """Whether `patience` epochs have passed since the best validation -ELBO in `history` (which a
+def _early_stop_due(history: list[dict[str, Any]], patience: int, metric: str = "neg_elbo") -> bool:
+    """Whether `patience` epochs have passed since the best validation `metric` in `history` (which a
     resumed run reads back from metrics.jsonl, so a resume stops where the run would have)."""
-    if patience <= 0:
+    if patience <= 0 or not metric:
         return False
-    scores = [line["neg_elbo"] for line in history if line["split"] == "validation" and line["epoch"] > 0]
+    scores = [line[metric] for line in history if line["split"] == "validation" and line["epoch"] > 0]
     return len(scores) > patience and min(scores[-patience:]) >= min(scores[:-patience])
+
+
+def _check_terms(task: Task, split: str, terms: dict[str, float], epoch: int) -> None:
+    """The non-finite policy for evaluation, and the selection metric among the task's terms."""
+    metric = task.selection_metric
+    if split == "validation" and metric and metric not in terms:
+        raise ConfigError(
+            f"the task's selection_metric {metric!r} is not one of its terms ({', '.join(sorted(terms))}); "
+            "set selection_metric (or checkpoint.best_metric) to one of them, or '' to keep no best checkpoint"
+        )
+    bad = sorted(name for name, value in terms.items() if not math.isfinite(value))
+    if bad and epoch > 0:
+        raise TrainingError(
+            f"the {split} terms {', '.join(bad)} became non-finite after epoch {epoch} (more than "
+            f"train.max_consecutive_skips={task.config.train.max_consecutive_skips} non-finite steps in a "
+            "row?); lower train.learning_rate or check the data for NaN/Inf"
+        )
+
+
+def _scores(lines: list[dict[str, Any]]) -> dict[str, float] | None:
+    """What a checkpoint is scored by: the validation line's terms, or None without validation rows,
+    so that no checkpoint is "best" (selection never reads the test split)."""
+    chosen = next((line for line in lines if line["split"] == "validation"), None)
+    if chosen is None:
+        return None
+    return {k: v for k, v in chosen.items() if k not in ("epoch", "split", "step") and isinstance(v, float)}
+
+
+def _shown(metric: str, train: dict[str, float], lines: list[dict[str, Any]]) -> dict[str, str]:
+    """The progress bar's numbers: the selection metric (else the first term) of each split."""
+    name = metric if metric in train else next(iter(train))
+    shown = {f"train_{name}": f"{train[name]:.1f}"}
+    shown.update({f"{line['split']}_{name}": f"{line[name]:.1f}" for line in lines if name in line})
+    return shown
 
 
 def _restore(ckpts, step: int, layout, state, key_data, where: str):
@@ -158,7 +192,8 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
     workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
     if workdir is not None and primary:
         workdir.mkdir(parents=True, exist_ok=True)
-    ckpts = checkpoint.Checkpoints(workdir, config.checkpoint) if workdir is not None else None
+    metric = task.selection_metric
+    ckpts = checkpoint.Checkpoints(workdir, config.checkpoint, metric=metric) if workdir is not None else None
     rows = parallel.shard_rows(task.train_rows, layout.num_shards, layout.local_shards, config.seed)
     steps_per_epoch = len(next(iter(rows.values()))[0]) // (global_batch // layout.num_shards)
     total_steps = steps_per_epoch * config.train.epochs
@@ -168,6 +203,7 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
         "data_fingerprint": task.fingerprint(),
         "num_devices": layout.num_shards,
         "total_steps": total_steps,
+        "selection_metric": metric,
     }
     log = None
     try:
@@ -216,6 +252,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     eval_step = jax.jit(make_eval_step(parts.terms))
     train_key, shuffle_key = _derive(key_data, TRAIN), _derive(key_data, SHUFFLE)
     eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
+    patience = config.train.early_stopping_patience
 
     def eval_lines(epoch: int) -> list[dict[str, Any]]:
         """The epoch's "validation" (when the task has validation rows) and "test" lines."""
@@ -224,6 +261,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
         for split, rows in (("validation", task.validation_rows), ("test", task.test_rows)):
             if rows is not None:
                 metrics = evaluate_dataset(eval_step, params, rows, config.train.eval_batch_size, eval_key)
+                _check_terms(task, split, metrics, epoch)
                 lines.append({"epoch": epoch, "split": split, "step": epoch * steps_per_epoch, **metrics})
         lines[-1].update(task.on_epoch_end(epoch, parts, params))
         return lines
@@ -267,7 +305,7 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
     )
     epoch = position.epoch
     with bar, resume.StopSignals() as signals:
-        while epoch <= epochs and not _early_stop_due(log.history, config.train.early_stopping_patience):
+        while epoch <= epochs and not _early_stop_due(log.history, patience, task.selection_metric):
             # One epoch: compiled calls of fused steps, each resumable at its end.
             start = time.perf_counter()
             perm = program.permute(shuffle_key, epoch)
@@ -305,29 +343,12 @@ def _train(task, parts, program, layout, state, key_data, position, log, ckpts, 
             )
             lines = eval_lines(epoch)
             for line in lines:
-                if not math.isfinite(line["neg_elbo"]):
-                    raise TrainingError(
-                        f"the {line['split']} ELBO became non-finite after epoch {epoch} (more than "
-                        f"train.max_consecutive_skips={config.train.max_consecutive_skips} non-finite "
-                        "steps in a row?); lower train.learning_rate or check the data for NaN/Inf"
-                    )
-            for line in lines:
                 log.record(line)
-            # What the "best" checkpoint reads: validation only. Without validation rows no checkpoint
-            # is scored, so none is "best" (selection never reads the test split).
-            chosen = next((line for line in lines if line["split"] == "validation"), None)
-            bar.set_postfix(
-                train_neg_elbo=f"{train['neg_elbo']:.1f}",
-                **{f"{line['split']}_neg_elbo": f"{line['neg_elbo']:.1f}" for line in lines},
-            )
-            done = epoch == epochs or _early_stop_due(log.history, config.train.early_stopping_patience)
+            bar.set_postfix(_shown(task.selection_metric, train, lines))
+            done = epoch == epochs or _early_stop_due(log.history, patience, task.selection_metric)
             stop, every = signals.requested(), config.checkpoint.every_epochs
             if ckpts is not None and (stop or done or (every and epoch % every == 0)):
-                save(
-                    epoch + 1,
-                    0,
-                    metrics=None if chosen is None else {k: chosen[k] for k in ("neg_elbo", "recon", "kl")},
-                )
+                save(epoch + 1, 0, metrics=_scores(lines))
             if stop and not done:
                 raise interrupted(signals.signum)
             epoch += 1
