@@ -13,7 +13,6 @@ import numpy as np
 
 from cvae_jax import provenance
 from cvae_jax.apps import classifier
-from cvae_jax.training import checkpoint
 from cvae_jax.training.images import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
 
 # Where results go: experiments/results, or $CVAE_JAX_RESULTS (the tests use a temporary folder).
@@ -41,11 +40,9 @@ def picture(name: str) -> Path:
 
 
 def trained(config, workdir: str, dataset=None):
-    """The run in `workdir`, trained first (or finished, if it was interrupted) when needed."""
-    if checkpoint.has_checkpoint(workdir):
-        run = load_run(workdir)
-        if run.meta["position"]["epoch"] > run.config.train.epochs:  # finished
-            return run
+    """The run in `workdir` for `config`: trained, resumed or found finished by the trainer, which
+    refuses a saved run of another config (so an earlier 10-epoch run is trained on to `config`'s
+    epochs, never reported as the longer one)."""
     train_and_evaluate(config, workdir, dataset=dataset, progress=False)
     return load_run(workdir)
 

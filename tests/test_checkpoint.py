@@ -163,9 +163,16 @@ def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_p
 
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(cli_straight, tmp_path):
+    """A second `cvae-jax train` on the run directory in use is refused at once, naming the first
+    process; after the first is killed with SIGKILL its lock holds nothing back and a new run resumes."""
     workdir = tmp_path / "run"
     proc = _start(_cli(workdir))
     _wait_for_checkpoint(workdir, proc, count=2)
+    start = time.perf_counter()
+    second = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and f"is in use by process {proc.pid}" in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr and time.perf_counter() - start < 60  # before any compiling
+    assert proc.poll() is None  # the first one trains on, undisturbed
     proc.kill()
     proc.communicate()
     again = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
@@ -313,3 +320,22 @@ def test_a_non_finite_state_is_never_saved(straight, tmp_path):
         with pytest.raises(CheckpointError, match="non-finite"):
             ckpts.save(bad, np.zeros(2, np.uint32), {})
         assert ckpts.steps() == []
+
+
+def test_a_run_directory_in_use_is_refused_and_a_killed_holder_leaves_no_lock(small_digits, tmp_path):
+    from cvae_jax.training.lock import WorkdirInUse
+
+    workdir = tmp_path / "run"
+    hold = "import sys, time; from cvae_jax.training.lock import WorkdirLock; held = WorkdirLock(sys.argv[1]).__enter__(); "
+    hold += "print('held', flush=True); time.sleep(600)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkdirInUse, match=rf"in use by process {holder.pid} on .*another --workdir"):
+            train_and_evaluate(_cfg("train.epochs=1"), workdir, dataset=small_digits, progress=False)
+        assert not checkpoint.has_checkpoint(workdir)  # refused before anything was written
+    finally:
+        holder.kill()
+        holder.wait()
+    run = train_and_evaluate(_cfg("train.epochs=1"), workdir, dataset=small_digits, progress=False)
+    assert int(run.state.step) == 10 and checkpoint.has_checkpoint(workdir)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax.config import ConfigError
-from cvae_jax.training import checkpoint, parallel, resume
+from cvae_jax.training import checkpoint, lock, parallel, resume
 from cvae_jax.training import tensorboard as tb
 from cvae_jax.training.program import make_program
 from cvae_jax.training.step import (
@@ -182,14 +182,24 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
     """Trains `task` on all its devices, with a test line per epoch; with a `workdir`, writes
     metrics and Orbax checkpoints there and resumes the run it already holds, bit-identical to a
     run that never stopped (same device count). SIGTERM/SIGINT save and raise `resume.Interrupted`.
-    With several processes every process calls this; only process 0 writes logs."""
+    With several processes every process calls this; only process 0 writes logs. A second process
+    training in the same `workdir` is refused at once (`lock.WorkdirInUse`, naming the first)."""
+    workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
+    if workdir is None or not parallel.is_primary():
+        return _fit(task, workdir, progress)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with lock.WorkdirLock(workdir):
+        return _fit(task, workdir, progress)
+
+
+def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
+    """fit, once the run directory is this process's."""
     config, primary = task.config, parallel.is_primary()
     layout = parallel.make_layout(config.parallel)
     global_batch = parallel.global_batch_size(config.train.batch_size, config.parallel, layout.num_shards)
     _check_batch(task, global_batch, layout.num_shards)
 
     # Setup: the data on the devices, the compiled program, the fresh state and the run's identity.
-    workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
     if workdir is not None and primary:
         workdir.mkdir(parents=True, exist_ok=True)
     metric = task.selection_metric
