@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cvae_jax.data.images import DataError
+from cvae_jax.data.errors import DataError
 
 _SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

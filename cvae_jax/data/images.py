@@ -20,10 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cvae_jax.config import ConfigError, DataConfig
-
-
-class DataError(ValueError):
-    """The data cannot be used; the message says what is wrong and how to fix it."""
+from cvae_jax.data.errors import DataError  # noqa: F401 (raised here, and imported from here by users)
 
 
 @dataclasses.dataclass(frozen=True)

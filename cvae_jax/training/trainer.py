@@ -256,110 +256,120 @@ def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
 
 def _train(task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress, workdir):
     """The epoch loop, from `position` to the last epoch; returns the final state."""
-    config = task.config
-    epochs, steps_per_epoch = config.train.epochs, program.steps_per_epoch
-    samples_per_epoch = steps_per_epoch * program.batch_per_shard * layout.num_shards
-    eval_step = jax.jit(make_eval_step(parts.terms))
-    train_key, shuffle_key = _derive(key_data, TRAIN), _derive(key_data, SHUFFLE)
-    eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
-    patience = config.train.early_stopping_patience
+    loop = _Loop(task, parts, program, layout, state, key_data, log, ckpts, run_meta, workdir)
+    return loop.run(position, progress)
 
-    def eval_lines(epoch: int) -> list[dict[str, Any]]:
+
+class _Loop:
+    """The epoch loop's parts, each small and on its own: one epoch's compiled calls, its evaluation,
+    checkpointing, early stopping (`_early_stop_due`), signals and the non-finite policy
+    (`_check_finite`, `_check_terms`)."""
+
+    def __init__(self, task, parts, program, layout, state, key_data, log, ckpts, run_meta, workdir):
+        self.task, self.parts, self.program, self.layout = task, parts, program, layout
+        self.state, self.key_data, self.log, self.ckpts = state, key_data, log, ckpts
+        self.run_meta, self.workdir = run_meta, workdir
+        self.config = task.config
+        self.eval_step = jax.jit(make_eval_step(parts.terms))
+        self.train_key, self.shuffle_key = _derive(key_data, TRAIN), _derive(key_data, SHUFFLE)
+        self.eval_key = jax.random.wrap_key_data(_derive(key_data, EVAL))
+        self.patience = self.config.train.early_stopping_patience
+
+    def evaluate(self, epoch: int) -> list[dict[str, Any]]:
         """The epoch's "validation" (when the task has validation rows) and "test" lines."""
-        params = layout.local_value(evaluation_params(state))
-        lines = []
-        for split, rows in (("validation", task.validation_rows), ("test", task.test_rows)):
+        params = self.layout.local_value(evaluation_params(self.state))
+        lines, steps = [], self.program.steps_per_epoch
+        for split, rows in (("validation", self.task.validation_rows), ("test", self.task.test_rows)):
             if rows is not None:
-                metrics = evaluate_dataset(eval_step, params, rows, config.train.eval_batch_size, eval_key)
-                _check_terms(task, split, metrics, epoch)
-                lines.append({"epoch": epoch, "split": split, "step": epoch * steps_per_epoch, **metrics})
-        lines[-1].update(task.on_epoch_end(epoch, parts, params))
+                metrics = evaluate_dataset(
+                    self.eval_step, params, rows, self.config.train.eval_batch_size, self.eval_key
+                )
+                _check_terms(self.task, split, metrics, epoch)
+                lines.append({"epoch": epoch, "split": split, "step": epoch * steps, **metrics})
+        lines[-1].update(self.task.on_epoch_end(epoch, self.parts, params))
         return lines
 
-    def save(epoch: int, batch: int, sums=None, metrics=None) -> None:
+    def save(self, epoch: int, batch: int, sums=None, metrics=None) -> None:
+        """A checkpoint at (epoch, batch), and its line in the log."""
         start = time.perf_counter()
-        step = ckpts.save(
-            layout.global_value(state),
-            key_data,
-            {**run_meta, "position": {"epoch": epoch, "batch": batch}, "partial_sums": sums},
-            metrics,
-        )
-        log.record(
+        meta = {**self.run_meta, "position": {"epoch": epoch, "batch": batch}, "partial_sums": sums}
+        step = self.ckpts.save(self.layout.global_value(self.state), self.key_data, meta, metrics)
+        self.log.record(
             {
                 "epoch": epoch - 1 if batch == 0 else epoch,
                 "split": "checkpoint",
                 "step": step,
                 "save_s": time.perf_counter() - start,
-                "async": config.checkpoint.async_save,
+                "async": self.config.checkpoint.async_save,
             }
         )
 
-    def interrupted(signum: int) -> resume.Interrupted:
-        return resume.Interrupted(signum, int(layout.local_value(state.step)), str(workdir) if workdir else None)
+    def interrupted(self, signum: int) -> resume.Interrupted:
+        step = int(self.layout.local_value(self.state.step))
+        return resume.Interrupted(signum, step, str(self.workdir) if self.workdir else None)
 
-    def host_sums(sums) -> dict[str, float]:
-        return {k: float(v) for k, v in jax.device_get(layout.local_value(sums)).items()}
+    def host_sums(self, sums) -> dict[str, float]:
+        return {k: float(v) for k, v in jax.device_get(self.layout.local_value(sums)).items()}
 
-    from tqdm.auto import tqdm
+    def train_epoch(self, epoch: int, position: _Position, bar, signals) -> dict[str, float]:
+        """One epoch of compiled calls (each resumable at its end) from `position`; its summed metrics.
+        A stop signal between calls saves a mid-epoch checkpoint and raises Interrupted."""
+        program, steps = self.program, self.program.steps_per_epoch
+        perm = program.permute(self.shuffle_key, epoch)
+        sums = None if position.partial is None else {k: jnp.float32(v) for k, v in position.partial.items()}
+        for first, size in program.call_sizes(position.batch if epoch == position.epoch else 0):
+            self.state, metrics = program.calls[size](self.state, program.data, perm, first, self.train_key)
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            bar.update(size)
+            if first + size < steps and signals.requested():
+                partial = self.host_sums(sums)
+                _check_finite(self.task, partial, f"in epoch {epoch}", self.ckpts)
+                if self.ckpts is not None:
+                    self.save(epoch, first + size, partial)
+                raise self.interrupted(signals.signum)
+        position.partial = None
+        totals = self.host_sums(sums)
+        _check_finite(self.task, totals, f"in epoch {epoch}", self.ckpts)
+        return totals
 
-    if position.epoch == 1 and position.batch == 0:
-        for line in eval_lines(0):
-            log.record(line)
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=(position.epoch - 1) * steps_per_epoch + position.batch,
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-        leave=True,
-    )
-    epoch = position.epoch
-    with bar, resume.StopSignals() as signals:
-        while epoch <= epochs and not _early_stop_due(log.history, patience, task.selection_metric):
-            # One epoch: compiled calls of fused steps, each resumable at its end.
-            start = time.perf_counter()
-            perm = program.permute(shuffle_key, epoch)
-            sums = None if position.partial is None else {k: jnp.float32(v) for k, v in position.partial.items()}
-            for first, size in program.call_sizes(position.batch if epoch == position.epoch else 0):
-                state, metrics = program.calls[size](state, program.data, perm, first, train_key)
-                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-                bar.update(size)
-                if first + size < steps_per_epoch and signals.requested():
-                    partial = host_sums(sums)
-                    _check_finite(task, partial, f"in epoch {epoch}", ckpts)
-                    if ckpts is not None:
-                        save(epoch, first + size, partial)
-                    raise interrupted(signals.signum)
-            position.partial = None
-            # The end of an epoch: its train and test lines, and a checkpoint when due.
-            totals = host_sums(sums)
-            _check_finite(task, totals, f"in epoch {epoch}", ckpts)
-            seconds = time.perf_counter() - start
-            train = _epoch_means(totals, steps_per_epoch)
-            if train["skipped_steps"] == steps_per_epoch:
-                raise TrainingError(
-                    f"every step of epoch {epoch} was non-finite and skipped; "
-                    "lower train.learning_rate or check the data for NaN/Inf"
-                )
-            log.record(
-                {
-                    "epoch": epoch,
-                    "split": "train",
-                    "step": epoch * steps_per_epoch,
-                    **train,
-                    "seconds": seconds,
-                    "samples_per_s": samples_per_epoch / seconds,
-                }
+    def train_line(self, epoch: int, totals: dict[str, float], seconds: float) -> tuple[dict[str, Any], int]:
+        """The epoch's "train" line (refused when every step was skipped as non-finite) and its samples."""
+        steps = self.program.steps_per_epoch
+        train = _epoch_means(totals, steps)
+        if train["skipped_steps"] == steps:
+            raise TrainingError(
+                f"every step of epoch {epoch} was non-finite and skipped; "
+                "lower train.learning_rate or check the data for NaN/Inf"
             )
-            lines = eval_lines(epoch)
-            for line in lines:
-                log.record(line)
-            bar.set_postfix(_shown(task.selection_metric, train, lines))
-            done = epoch == epochs or _early_stop_due(log.history, patience, task.selection_metric)
-            stop, every = signals.requested(), config.checkpoint.every_epochs
-            if ckpts is not None and (stop or done or (every and epoch % every == 0)):
-                save(epoch + 1, 0, metrics=_scores(lines))
-            if stop and not done:
-                raise interrupted(signals.signum)
-            epoch += 1
-    return state
+        samples = steps * self.program.batch_per_shard * self.layout.num_shards
+        return {"epoch": epoch, "split": "train", "step": epoch * steps, **train, "seconds": seconds}, samples
+
+    def run(self, position: _Position, progress: bool) -> TrainState:
+        from tqdm.auto import tqdm
+
+        epochs, steps, metric = self.config.train.epochs, self.program.steps_per_epoch, self.task.selection_metric
+        if position.epoch == 1 and position.batch == 0:
+            for line in self.evaluate(0):
+                self.log.record(line)
+        initial = (position.epoch - 1) * steps + position.batch
+        bar = tqdm(total=epochs * steps, initial=initial, unit="step", disable=not progress, dynamic_ncols=True)
+        epoch = position.epoch
+        with bar, resume.StopSignals() as signals:
+            while epoch <= epochs and not _early_stop_due(self.log.history, self.patience, metric):
+                start = time.perf_counter()
+                totals = self.train_epoch(epoch, position, bar, signals)
+                seconds = time.perf_counter() - start
+                train, samples = self.train_line(epoch, totals, seconds)
+                self.log.record({**train, "samples_per_s": samples / seconds})
+                lines = self.evaluate(epoch)
+                for line in lines:
+                    self.log.record(line)
+                bar.set_postfix(_shown(metric, train, lines))
+                done = epoch == epochs or _early_stop_due(self.log.history, self.patience, metric)
+                stop, every = signals.requested(), self.config.checkpoint.every_epochs
+                if self.ckpts is not None and (stop or done or (every and epoch % every == 0)):
+                    self.save(epoch + 1, 0, metrics=_scores(lines))
+                if stop and not done:
+                    raise self.interrupted(signals.signum)
+                epoch += 1
+        return self.state
