@@ -326,8 +326,8 @@ def test_a_run_directory_in_use_is_refused_and_a_killed_holder_leaves_no_lock(sm
     from cvae_jax.training.lock import WorkdirInUse
 
     workdir = tmp_path / "run"
-    hold = "import sys, time; from cvae_jax.training.lock import WorkdirLock; held = WorkdirLock(sys.argv[1]).__enter__(); "
-    hold += "print('held', flush=True); time.sleep(600)"
+    hold = "import sys, time; from cvae_jax.training.lock import WorkdirLock; "
+    hold += "held = WorkdirLock(sys.argv[1]).__enter__(); print('held', flush=True); time.sleep(600)"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(workdir)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -632,6 +632,15 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples-out", help="also write the drawn molecules here, one per line")
     ev.add_argument("--out", required=True, help="output .json of the metrics")
     ev.set_defaults(func=_evaluate_molecules)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="FILE.py|MODULE",
+            help="import this file or module first: the priors, objectives and posteriors it registers can then "
+            "be named in --set (repeatable)",
+        )
     return parser
 
 
@@ -640,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # a process-wide allocator setting: made by the entry point, never on import
     args = make_parser().parse_args(argv)
+    from cvae_jax import plugins
     from cvae_jax.config import ConfigError
     from cvae_jax.data.images import DataError
     from cvae_jax.training.checkpoint import CheckpointError
@@ -647,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvae_jax.training.trainer import TrainingError
 
     try:
+        plugins.load(args.plugin)
         return args.func(args)
     except Interrupted as e:  # a checkpoint was saved; 128 + signal, as shells report a signalled job
         print(f"cvae-jax {args.command}: {e}", file=sys.stderr)

@@ -21,9 +21,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from cvae_jax.config import TrainConfig
+from cvae_jax.config import ConfigError, TrainConfig
 from cvae_jax.core import distributions, likelihoods, priors
 from cvae_jax.core.models import VAE
+from cvae_jax.core.registry import Registry
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
 BINARIZE, LATENT, PRIOR_LATENT = 0, 1, 2
@@ -221,15 +222,46 @@ def make_hierarchical_terms(model, *, num_classes: int, binarize: bool = False):
     return terms
 
 
+# ---------------------------------------------------------------- registry: train.objective -> factory
+# factory(model, cfg: TrainConfig, *, num_classes, binarize, total_steps) -> (terms, loss): `terms`
+# (params, batch, key) -> per-example terms {name: [B]} (what evaluation reports: the ELBO terms for
+# every objective here), `loss` (params, batch, key, step) -> (scalar, metrics) (what is trained).
+REGISTRY: Registry[Callable] = Registry("objective", "train.objective", "cvae_jax.core.objectives")
+register = REGISTRY.register
+names = REGISTRY.names
+
+
+@register("elbo")
+def _elbo(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """The beta-ELBO with cfg's KL schedule and free bits."""
+    terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
+    return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)
+
+
+@register("iwae")
+def _iwae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """The importance-weighted bound with cfg.iwae_samples samples (Burda et al. 2015)."""
+    del total_steps
+    iwae = make_iwae_terms(model, num_classes=num_classes, num_samples=cfg.iwae_samples, binarize=binarize)
+    return make_elbo_terms(model, num_classes=num_classes, binarize=binarize), make_iwae_loss(iwae)
+
+
+@register("hybrid")
+def _hybrid(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """alpha (-ELBO) + (1 - alpha) GSNN (Sohn et al. 2015), alpha = cfg.hybrid_alpha; CVAE only."""
+    del total_steps
+    terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
+    return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha, binarize=binarize)
+
+
 def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
-    """(eval terms, training loss) for cfg.objective. Evaluation always reports the ELBO terms."""
+    """(eval terms, training loss) of the objective registered as cfg.objective. A hierarchical VAE
+    trains on its own ELBO terms."""
     if getattr(model, "hierarchical", False):
         terms = make_hierarchical_terms(model, num_classes=num_classes, binarize=binarize)
         return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)
-    terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
-    if cfg.objective == "iwae":
-        iwae = make_iwae_terms(model, num_classes=num_classes, num_samples=cfg.iwae_samples, binarize=binarize)
-        return terms, make_iwae_loss(iwae)
-    if cfg.objective == "hybrid":
-        return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha, binarize=binarize)
-    return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)
+    try:
+        factory = REGISTRY.get(cfg.objective)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return factory(model, cfg, num_classes=num_classes, binarize=binarize, total_steps=total_steps)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.core import distributions as D
+from cvae_jax.core.registry import Registry
 
 
 class Prior(nn.Module):
@@ -241,30 +242,13 @@ class RealNVPPrior(Prior):
 
 # ---------------------------------------------------------------- registry: name -> factory(cfg, shape, classes)
 Factory = Callable[..., Prior]
-_REGISTRY: dict[str, Factory] = {}
-
-
-def register(name: str):
-    """Decorator: registers `factory(model_cfg, data_shape, num_classes) -> Prior` under `name`."""
-
-    def wrap(factory: Factory) -> Factory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+REGISTRY: Registry[Factory] = Registry("prior", "model.prior", "cvae_jax.core.priors")
+register = REGISTRY.register  # decorator: registers `factory(model_cfg, data_shape, num_classes) -> Prior`
+names = REGISTRY.names
 
 
 def make(name: str, cfg, data_shape, num_classes: int) -> Prior:
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown prior {name!r}; registered priors: {names()}. A custom prior must be "
-            "registered (cvae_jax.core.priors.register) in a module imported before training"
-        )
-    return _REGISTRY[name](cfg, tuple(data_shape), num_classes)
+    return REGISTRY.get(name)(cfg, tuple(data_shape), num_classes)
 
 
 register("standard_normal")(lambda cfg, shape, k: StandardNormal(cfg.latent_dim))

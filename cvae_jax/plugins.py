@@ -1,0 +1,31 @@
+"""User extensions loaded by name: `--plugin FILE.py` or `--plugin package.module` on any cvae-jax
+command imports that file or module first, so that the priors, objectives and posteriors it registers
+can be picked by name (`--set train.objective=NAME`)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def load(specs: list[str] | None) -> None:
+    """Imports each plugin: a path to a .py file, or an importable module name."""
+    for spec in specs or []:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise FileNotFoundError(f"--plugin {spec}: no such file; give a .py file or an importable module")
+            name = f"cvae_jax_plugin_{path.stem}"
+            if name in sys.modules:
+                continue
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(spec)
+            except ModuleNotFoundError as e:
+                raise ImportError(f"--plugin {spec}: {e}; give a .py file or an importable module") from None
