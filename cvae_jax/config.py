@@ -62,6 +62,8 @@ class ModelConfig:
     # The prior p(z) (or p(z | c)): a name registered in cvae_jax.core.priors (standard_normal,
     # learned_gaussian, mixture, vamp, conditional, flow, or your own).
     prior: str = "standard_normal"
+    # q(z | x): a name in the posterior registry (cvae_jax.core.posteriors): "diagonal_gaussian", or yours.
+    posterior: str = "diagonal_gaussian"
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     flow_layers: int = 4  # RealNVP coupling layers of the flow prior
     # Mixed precision: "bfloat16" runs encoder and decoder matmuls/convs in bfloat16 (fast on GPU

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax.apps import inference
-from cvae_jax.core import distributions, objectives
+from cvae_jax.core import distributions, objectives, posteriors
 
 
 def conditional_samples(model, params, key, num_classes: int, per_class: int):
@@ -45,15 +45,21 @@ def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int
     it never exceeds log p(x) in expectation and tightens as K grows."""
     if num_samples % chunk:
         raise ValueError(f"num_samples={num_samples} must be a multiple of chunk={chunk}")
+    gaussian = posteriors.is_gaussian(getattr(model, "posterior", None))
 
     def log_px(params, batch, key):
         x, condition = objectives.inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
 
         def body(acc, i):
-            eps = distributions.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
-            z = mean + jnp.exp(0.5 * log_var) * eps
-            log_lik, log_prior, log_q = objectives.log_weight_parts(model, params, x, condition, mean, log_var, z)
+            if gaussian:
+                eps = distributions.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
+                z, log_q = mean + jnp.exp(0.5 * log_var) * eps, None
+            else:  # any other posterior weighs each of its samples by its own log-density
+                z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, i + 1), mean, log_var, chunk)
+            log_lik, log_prior, log_q = objectives.log_weight_parts(
+                model, params, x, condition, mean, log_var, z, log_q
+            )
             return jnp.logaddexp(acc, jax.nn.logsumexp(log_lik + log_prior - log_q, axis=0)), None
 
         acc, _ = jax.lax.scan(body, jnp.full(mean.shape[:1], -jnp.inf), jnp.arange(num_samples // chunk))
@@ -118,6 +124,7 @@ def evaluate_model(
     chunk = min(chunk, num_importance_samples)
     key = jax.random.key(seed)
     elbo_terms = objectives.make_elbo_terms(model, num_classes=dataset.num_classes, binarize=config.data.binarize)
+    gaussian = posteriors.is_gaussian(getattr(model, "posterior", None))
 
     @jax.jit
     def terms_fn(params, batch, batch_key):
@@ -167,7 +174,8 @@ def evaluate_model(
         "bits_per_dim": nll / (dims * math.log(2)),
         "active_units": num_au,
         "latent_dim": int(mean.shape[1]),
-        "mutual_information": mutual_information(mean, log_var, z),
+        # the closed form of the Gaussian posterior's densities (None for another posterior)
+        "mutual_information": mutual_information(mean, log_var, z) if gaussian else None,
         "nll_seconds": is_seconds,
         "conditional": bool(model.conditional),
     }

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from cvae_jax.config import ConfigError, ModelConfig
 from cvae_jax.core import distributions as D
 from cvae_jax.core import likelihoods
+from cvae_jax.core import posteriors as posteriors_lib
 from cvae_jax.core import priors as priors_lib
 from cvae_jax.nn import layers
 
@@ -107,6 +108,8 @@ class VAE(nn.Module):
     decoder: Decoder
     prior: priors_lib.Prior
     condition_dim: int = 0  # width of the condition vector (CVAE); 0 = not checked
+    # q(z | x) on the encoder's (mean, log_var); None is the diagonal Gaussian (cvae_jax.core.posteriors)
+    posterior: posteriors_lib.Posterior | None = None
 
     conditional = False
 
@@ -156,6 +159,12 @@ class VAE(nn.Module):
     def prior_sample(self, key: jax.Array, num: int, condition: jax.Array | None = None) -> jax.Array:
         return self.prior.sample(key, num, **self._prior_args(condition))
 
+    def posterior_sample(self, key: jax.Array, mean, log_var, num_samples: int = 1):
+        """(z [K, B, D], log q(z | x) [K, B]) from the posterior on the encoder's outputs."""
+        if self.posterior is None:
+            return posteriors_lib.DiagonalGaussian(mean.shape[-1]).sample(key, mean, log_var, num_samples)
+        return self.posterior.sample(key, mean, log_var, num_samples)
+
     def kl_to_prior(self, mean, log_var, z, condition=None) -> jax.Array:
         """KL(q(z | x) || p(z)): analytic when the prior defines `kl`, else log q(z|x) - log p(z) at z."""
         if priors_lib.has_analytic_kl(self.prior):
@@ -164,8 +173,10 @@ class VAE(nn.Module):
 
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
         """Encodes, scores under the prior and decodes the posterior mean; used to initialize parameters."""
-        mean, _ = self.encode(x, condition)
+        mean, log_var = self.encode(x, condition)
         self.prior_log_prob(mean, condition)
+        if not posteriors_lib.is_gaussian(self.posterior):  # creates its parameters
+            self.posterior_sample(jax.random.key(0), mean, log_var, 1)
         return self.decode(mean, condition)
 
 
@@ -187,12 +198,18 @@ def build_model(
     cls = CVAE if cfg.kind == "cvae" else VAE
     if prior is None:
         prior = priors_lib.make(cfg.prior, cfg, data_shape, num_classes)
+    try:
+        posterior = posteriors_lib.make(cfg.posterior, cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if type(posterior) is posteriors_lib.DiagonalGaussian:
+        posterior = None  # the model's own default: the same computation, no submodule
     condition_dim = num_classes if cfg.kind == "cvae" else 0
     if cfg.architecture == "hvae":
         return _hierarchical(cfg, tuple(data_shape), condition_dim)
     if cfg.architecture == "resnet":
         encoder, decoder = _resnet(cfg, tuple(data_shape))
-        return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
+        return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim, posterior=posterior)
     scale = 2 ** len(cfg.decoder_conv)
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
         raise ConfigError(
@@ -220,7 +237,7 @@ def build_model(
         dtype=dtype,
         kernels=kernels,
     )
-    return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim)
+    return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim, posterior=posterior)
 
 
 def _check_stages(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> None:

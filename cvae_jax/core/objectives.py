@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.config import ConfigError, TrainConfig
-from cvae_jax.core import distributions, likelihoods, priors
+from cvae_jax.core import distributions, likelihoods, posteriors, priors
 from cvae_jax.core.models import VAE
 from cvae_jax.core.registry import Registry
 
@@ -58,11 +58,18 @@ def make_elbo_terms(
 ) -> Callable[..., Terms]:
     """Returns terms(params, batch, key) -> {"recon", "kl", "neg_elbo"} of shape [B] (+ "kl_per_dim" [B, D]
     for a standard-normal prior). `analytic_kl=None` uses the prior's closed form when it has one."""
-    use_analytic = priors.has_analytic_kl(model.prior) if analytic_kl is None else analytic_kl
+    gaussian = posteriors.is_gaussian(getattr(model, "posterior", None))
+    use_analytic = gaussian and (priors.has_analytic_kl(model.prior) if analytic_kl is None else analytic_kl)
 
     def terms(params, batch, key) -> Terms:
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
+        if not gaussian:  # any other posterior: its own sample and log-density, a Monte Carlo KL
+            z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, 1)
+            z, log_q = z[0], log_q[0]
+            recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
+            kl = log_q - model.apply(params, z, condition, method=model.prior_log_prob)
+            return elbo_terms(model, recon, kl, mean, log_var)
         z = _latents(key, mean, log_var, 1)[0]
         recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
         if use_analytic:
@@ -83,13 +90,14 @@ def elbo_terms(model: VAE, recon: jax.Array, kl: jax.Array, mean: jax.Array, log
     decoder = getattr(model, "decoder", None)
     if getattr(decoder, "likelihood", None) == "discretized_logistic":
         out["bits_per_dim"] = (recon + kl) / (math.prod(decoder.data_shape) * math.log(2.0))
-    if isinstance(model.prior, priors.StandardNormal):
+    if isinstance(model.prior, priors.StandardNormal) and posteriors.is_gaussian(getattr(model, "posterior", None)):
         out["kl_per_dim"] = 0.5 * (jnp.exp(log_var) + mean * mean - 1.0 - log_var)
     return out
 
 
-def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z):
-    """(log p(x | z_k), log p(z_k), log q(z_k | x)), each [K, B], for latents z [K, B, D] of a batch x [B, ...]."""
+def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z, log_q=None):
+    """(log p(x | z_k), log p(z_k), log q(z_k | x)), each [K, B], for latents z [K, B, D] of a batch x
+    [B, ...]; `log_q`, when the posterior gave it with z, else the diagonal Gaussian's."""
     k, b, d = z.shape
     flat_z = z.reshape(k * b, d)
     flat_c = None if condition is None else jnp.tile(condition, (k, 1))
@@ -99,7 +107,8 @@ def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z):
     decoded = {name: value.reshape(k, b, *value.shape[1:]) for name, value in decoded.items()}
     log_lik = likelihoods.log_likelihood(x, decoded)
     log_prior = model.apply(params, flat_z, flat_c, method=model.prior_log_prob)
-    log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
+    if log_q is None:
+        log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
     return log_lik, log_prior.reshape(k, b), log_q
 
 
@@ -112,8 +121,11 @@ def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize:
     def terms(params, batch, key) -> Terms:
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
-        z = _latents(key, mean, log_var, num_samples)  # [K, B, D]
-        log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z)
+        if posteriors.is_gaussian(getattr(model, "posterior", None)):
+            z, log_q = _latents(key, mean, log_var, num_samples), None  # [K, B, D]
+        else:
+            z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, num_samples)
+        log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z, log_q)
         log_w = log_lik + log_prior - log_q
         neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples))
         return {
