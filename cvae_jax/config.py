@@ -15,19 +15,32 @@ import math
 import typing
 from typing import Any
 
-MODELS = ("vae", "cvae")
+# The allowed values of a field are its Literal type, defined once here; validation, `--set` parsing
+# and the CLI's choices read them from the type (choices()).
+Kind = typing.Literal["vae", "cvae"]
+Architecture = typing.Literal["mlp", "resnet", "hvae"]
+Likelihood = typing.Literal["bernoulli", "gaussian", "discretized_logistic"]
+Source = typing.Literal["embedded", "npz", "idx", "tfds"]
+Optimizer = typing.Literal["adam", "adamw", "sgd", "rmsprop"]
+KLSchedule = typing.Literal["constant", "linear", "cyclical"]
+ParallelMode = typing.Literal["sharded", "pmap", "single"]
+Distributed = typing.Literal["auto", "on", "off"]
+NonFinite = typing.Literal["stop", "skip"]
+ComputeDtype = typing.Literal["float32", "bfloat16", "float16"]
+Kernels = typing.Literal["auto", "flax", "tuned"]
+
+MODELS = typing.get_args(Kind)
 PRESETS = ("default", "article", "resnet", "hvae")
-ARCHITECTURES = ("mlp", "resnet", "hvae")
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
-SOURCES = ("embedded", "npz", "idx", "tfds")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-KL_SCHEDULES = ("constant", "linear", "cyclical")
-PARALLEL_MODES = ("sharded", "pmap", "single")
-DISTRIBUTED = ("auto", "on", "off")
-NONFINITE = ("stop", "skip")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-KERNELS = ("auto", "flax", "tuned")
-BEST_METRICS = ("neg_elbo", "recon", "kl", "")
+ARCHITECTURES = typing.get_args(Architecture)
+LIKELIHOODS = typing.get_args(Likelihood)
+SOURCES = typing.get_args(Source)
+OPTIMIZERS = typing.get_args(Optimizer)
+KL_SCHEDULES = typing.get_args(KLSchedule)
+PARALLEL_MODES = typing.get_args(ParallelMode)
+DISTRIBUTED = typing.get_args(Distributed)
+NONFINITE = typing.get_args(NonFinite)
+COMPUTE_DTYPES = typing.get_args(ComputeDtype)
+KERNELS = typing.get_args(Kernels)
 
 
 class ConfigError(ValueError):
@@ -36,12 +49,12 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class ModelConfig:
-    kind: str = "cvae"  # "vae" or "cvae"
+    kind: Kind = "cvae"
     # "mlp": the dense (and optional conv) encoder and decoder below; "resnet": residual conv stages
     # (cvae_jax.core.resnet) of resnet_widths channels, resnet_blocks blocks each, for any [H, W, C];
     # "hvae": a hierarchical top-down VAE (cvae_jax.core.hierarchical) on the same stages, with
     # hvae_groups groups of hvae_latent_channels-channel latents per resolution.
-    architecture: str = "mlp"
+    architecture: Architecture = "mlp"
     latent_dim: int = 16
     # Encoder: optional conv stack, then dense layers. Decoder: dense layers, then optional
     # transposed-conv stack (needs H and W divisible by 4).
@@ -55,7 +68,7 @@ class ModelConfig:
     condition_site: str = "input"
     # "bernoulli", "gaussian" or "discretized_logistic" (a mixture of logistic_mixtures discretized
     # logistics per data dimension, for 8-bit images: a proper likelihood, reported in bits/dim)
-    likelihood: str = "bernoulli"
+    likelihood: Likelihood = "bernoulli"
     logistic_mixtures: int = 10
     gaussian_scale: float = 0.1  # fixed std of the Gaussian likelihood (initial value if learned)
     learn_scale: bool = False  # learn one std per data dimension (Gaussian likelihood only)
@@ -68,10 +81,10 @@ class ModelConfig:
     flow_layers: int = 4  # RealNVP coupling layers of the flow prior
     # Mixed precision: "bfloat16" runs encoder and decoder matmuls/convs in bfloat16 (fast on GPU
     # and TPU; slow on most CPUs); parameters, the likelihood, the KL and the loss stay float32.
-    compute_dtype: str = "float32"
+    compute_dtype: ComputeDtype = "float32"
     # Layer backend (cvae_jax.nn.layers): "flax" (stock flax.linen), "tuned" (the same parameters with
     # custom gradients written for XLA:CPU) or "auto" (tuned on CPU, flax elsewhere).
-    kernels: str = "auto"
+    kernels: Kernels = "auto"
     resnet_widths: tuple[int, ...] = (64, 128, 256)  # one stage per width, each after the first at half size
     resnet_blocks: int = 2
     # Recompute each residual block's activations in the backward pass (jax.checkpoint) instead of
@@ -83,7 +96,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "embedded"  # "embedded", "npz", "idx" or "tfds"
+    source: Source = "embedded"
     path: str = ""  # .npz file (npz) or folder of MNIST-format IDX files (idx)
     name: str = ""  # TFDS dataset name (tfds)
     data_dir: str = ""  # TFDS data_dir (tfds and idx); empty: the TFDS default / a temp folder
@@ -102,7 +115,7 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     eval_batch_size: int = 1000
-    optimizer: str = "adam"
+    optimizer: Optimizer = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0  # adamw only
     beta: float = 1.0  # weight of the KL term; the reported ELBO always uses beta = 1
@@ -113,7 +126,7 @@ class TrainConfig:
     hybrid_alpha: float = 0.5
     # KL annealing: "constant" (beta), "linear" (0 -> beta over warmup_steps), "cyclical"
     # (Fu et al. 2019: num_cycles cycles over the run, each ramping 0 -> beta over its first half).
-    kl_schedule: str = "constant"
+    kl_schedule: KLSchedule = "constant"
     warmup_steps: int = 1000
     num_cycles: int = 4
     # Cyclical: the length of one cycle in steps; 0 = the run's steps / num_cycles. A fixed length
@@ -135,7 +148,7 @@ class TrainConfig:
     # A non-finite loss or gradient: "stop" (raise, keep the last checkpoint) or "skip" (leave the
     # state unchanged for that step, with optax.apply_if_finite, and count it in the metrics);
     # skip stops after max_consecutive_skips non-finite steps in a row.
-    on_nonfinite: str = "stop"
+    on_nonfinite: NonFinite = "stop"
     max_consecutive_skips: int = 20
     # Gradient spikes (VDVAE's practice for deep hierarchical VAEs): clip the gradients' global norm to
     # grad_clip, and skip the update of a step whose gradient norm exceeds skip_threshold. 0 = off.
@@ -167,14 +180,14 @@ class ParallelConfig:
     # "sharded": jax.jit over a device mesh (batch split over devices, state replicated);
     # "pmap": jax.pmap of the same step; "single": one device. Results depend on the device
     # count (each device draws its own noise), not on the mode.
-    mode: str = "sharded"
+    mode: ParallelMode = "sharded"
     num_devices: int = 0  # devices per process; 0 = all local devices
     # train.batch_size is the global batch; per_device_batch_size > 0 sets it to this x devices.
     per_device_batch_size: int = 0
     # Several processes (hosts): "auto" starts jax.distributed when a coordinator address is
     # given here or in JAX_COORDINATOR_ADDRESS; "on" always (cluster auto-detection: TPU pods,
     # SLURM, Open MPI); "off" never.
-    distributed: str = "auto"
+    distributed: Distributed = "auto"
     coordinator_address: str = ""  # host:port of process 0
     num_processes: int = 0  # 0 = from JAX_NUM_PROCESSES or the cluster
     process_id: int = -1  # -1 = from JAX_PROCESS_ID or the cluster
@@ -237,10 +250,25 @@ def get_config(model: str = "cvae", preset: str = "default") -> Config:
     return Config(model=model_cfg, preset=preset)
 
 
-def _convert(value: str, annotation: Any, field: str) -> Any:
+def field_types(cls) -> dict[str, Any]:
+    """A dataclass's fields and their resolved types (Literal choices, nested sections, tuples)."""
+    return typing.get_type_hints(cls)
+
+
+def choices(cls, name: str) -> tuple | None:
+    """The allowed values of field `name` of the dataclass `cls` (its Literal type), or None."""
+    hint = field_types(cls)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
+def _convert(value: str, hint: Any, field: str) -> Any:
     """Parses a command-line string into the type of a config field."""
-    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing))  # noqa: S307
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{field} must be one of {allowed}, got {value!r}")
+        return value
     try:
         if hint is bool:
             lowered = value.strip().lower()
@@ -257,9 +285,10 @@ def _convert(value: str, annotation: Any, field: str) -> Any:
         raise ConfigError(f"cannot parse {field}={value!r} as {getattr(hint, '__name__', hint)}") from None
 
 
-def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Returns a copy of `config` with `dotted.field=value` overrides applied and validated."""
-    config = from_dict(config.to_dict())
+def apply_overrides(config, overrides: list[str]):
+    """Returns a copy of `config` (a dataclass of sections, e.g. Config or a task's config) with
+    `dotted.field=value` overrides applied and validated (by its `validate()`, where it has one)."""
+    config = from_dict(to_dict(config), type(config))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.epochs=5")
@@ -273,36 +302,54 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
                 ]
                 raise ConfigError(f"unknown config section {name!r} in override {item!r}; sections: {sections}")
             node = getattr(node, name)
-        fields = {f.name: f for f in dataclasses.fields(node)}
-        if leaf not in fields or dataclasses.is_dataclass(getattr(node, leaf)):
-            raise ConfigError(f"unknown config field {path!r}; fields here: {sorted(fields)}")
-        setattr(node, leaf, _convert(value, fields[leaf].type, path))
-    validate(config)
+        types = field_types(type(node))
+        if leaf not in types or dataclasses.is_dataclass(getattr(node, leaf)):
+            raise ConfigError(f"unknown config field {path!r}; fields here: {sorted(types)}")
+        setattr(node, leaf, _convert(value, types[leaf], path))
+    if isinstance(config, Config):
+        validate(config)
+    elif hasattr(config, "validate"):
+        config.validate()
     return config
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuilds a Config from `to_dict()` output (e.g. a saved config.json); unknown keys are errors.
-    A config saved before data.validation existed held nothing out: it is read with validation 0."""
-    if isinstance(data.get("data"), dict) and "validation" not in data["data"]:
+def to_dict(config) -> dict[str, Any]:
+    """A config as JSON-able data (nested dicts)."""
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any], cls=None):
+    """Rebuilds a config of dataclass `cls` (default Config) from `to_dict()` output (e.g. a saved
+    config.json), nested sections and tuples from the fields' types; unknown keys are errors. A
+    Config saved before data.validation existed held nothing out: it is read with validation 0."""
+    cls = Config if cls is None else cls
+    if cls is Config and isinstance(data.get("data"), dict) and "validation" not in data["data"]:
         data = {**data, "data": {**data["data"], "validation": 0.0}}
+    return _build(cls, data)
 
-    def build(cls, values):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(fields)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}")
-        kwargs = {}
-        for name, value in values.items():
-            default = getattr(cls(), name)
-            if dataclasses.is_dataclass(default):
-                value = build(type(default), value)
-            elif isinstance(default, tuple):
-                value = tuple(value)
-            kwargs[name] = value
-        return cls(**kwargs)
 
-    return build(Config, data)
+def _build(cls, values: dict[str, Any]):
+    types = field_types(cls)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = types[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _build(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_choices(name: str, section) -> None:
+    """Every Literal field of the dataclass `section` (named `name` in messages) holds an allowed value."""
+    for field, hint in field_types(type(section)).items():
+        if typing.get_origin(hint) is typing.Literal:
+            value, allowed = getattr(section, field), typing.get_args(hint)
+            _require(value in allowed, f"{name}.{field} must be one of {allowed}, got {value!r}")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -320,10 +367,10 @@ def _require_finite(name: str, section) -> None:
 def validate_train(t: TrainConfig) -> None:
     """Checks the train section (also of molecule runs); raises ConfigError naming the field."""
     _require_finite("train", t)
+    _check_choices("train", t)
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
-    _require(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
     _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
@@ -335,14 +382,12 @@ def validate_train(t: TrainConfig) -> None:
     _require(bool(t.objective), "train.objective must name a registered objective (elbo, iwae, hybrid or yours)")
     _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
     _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
-    _require(t.kl_schedule in KL_SCHEDULES, f"train.kl_schedule must be one of {KL_SCHEDULES}, got {t.kl_schedule!r}")
     _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
     _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
     _require(t.cycle_steps >= 0, f"train.cycle_steps must be >= 0 (0 = steps / num_cycles), got {t.cycle_steps}")
     _require(t.free_bits >= 0, f"train.free_bits must be >= 0, got {t.free_bits}")
     _require(t.steps_per_call >= 0, f"train.steps_per_call must be >= 0 (0 = auto), got {t.steps_per_call}")
     _require(t.microbatches >= 1, f"train.microbatches must be >= 1, got {t.microbatches}")
-    _require(t.on_nonfinite in NONFINITE, f"train.on_nonfinite must be one of {NONFINITE}, got {t.on_nonfinite!r}")
     _require(t.max_consecutive_skips >= 1, f"train.max_consecutive_skips must be >= 1, got {t.max_consecutive_skips}")
     _require(
         t.early_stopping_patience >= 0,
@@ -352,7 +397,7 @@ def validate_train(t: TrainConfig) -> None:
 
 def validate_parallel(p: ParallelConfig) -> None:
     """Checks the parallel section (also of molecule runs); raises ConfigError naming the field."""
-    _require(p.mode in PARALLEL_MODES, f"parallel.mode must be one of {PARALLEL_MODES}, got {p.mode!r}")
+    _check_choices("parallel", p)
     _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
     _require(
         not (p.mode == "single" and p.num_devices > 1),
@@ -362,7 +407,6 @@ def validate_parallel(p: ParallelConfig) -> None:
         p.per_device_batch_size >= 0,
         f"parallel.per_device_batch_size must be >= 0 (0 = use train.batch_size), got {p.per_device_batch_size}",
     )
-    _require(p.distributed in DISTRIBUTED, f"parallel.distributed must be one of {DISTRIBUTED}, got {p.distributed!r}")
     _require(p.num_processes >= 0, f"parallel.num_processes must be >= 0, got {p.num_processes}")
     _require(p.process_id >= -1, f"parallel.process_id must be >= 0 (or -1 = from the environment), got {p.process_id}")
 
@@ -374,12 +418,9 @@ def validate(config: Config) -> Config:
         value = getattr(config, section.name)
         if dataclasses.is_dataclass(value) and section.name != "train":  # validate_train checks train
             _require_finite(section.name, value)
-    _require(m.kind in MODELS, f"model.kind must be one of {MODELS}, got {m.kind!r}")
+            _check_choices(section.name, value)
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")
-    _require(
-        m.architecture in ARCHITECTURES, f"model.architecture must be one of {ARCHITECTURES}, got {m.architecture!r}"
-    )
     _require(
         bool(m.resnet_widths) and all(w >= 1 for w in m.resnet_widths),
         f"model.resnet_widths must be one or more positive widths, got {m.resnet_widths}",
@@ -409,13 +450,11 @@ def validate(config: Config) -> Config:
         m.condition_site in ("input", "head"),
         f"model.condition_site must be 'input' or 'head', got {m.condition_site!r}",
     )
-    _require(m.likelihood in LIKELIHOODS, f"model.likelihood must be one of {LIKELIHOODS}, got {m.likelihood!r}")
     _require(m.gaussian_scale > 0, f"model.gaussian_scale must be > 0, got {m.gaussian_scale}")
     _require(m.logistic_mixtures >= 1, f"model.logistic_mixtures must be >= 1, got {m.logistic_mixtures}")
     _require(
         not (m.learn_scale and m.likelihood != "gaussian"), "model.learn_scale=true needs model.likelihood=gaussian"
     )
-    _require(d.source in SOURCES, f"data.source must be one of {SOURCES}, got {d.source!r}")
     _require(
         d.source not in ("npz", "idx") or bool(d.path),
         f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)",
@@ -433,11 +472,6 @@ def validate(config: Config) -> Config:
         "train.early_stopping_patience reads validation data: set data.validation (e.g. 0.1) or data.validation_split",
     )
     _require(not (d.binarize and m.likelihood != "bernoulli"), "data.binarize=true needs model.likelihood=bernoulli")
-    _require(
-        m.compute_dtype in COMPUTE_DTYPES,
-        f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {m.compute_dtype!r}",
-    )
-    _require(m.kernels in KERNELS, f"model.kernels must be one of {KERNELS}, got {m.kernels!r}")
     _require(m.prior_components >= 1, f"model.prior_components must be >= 1, got {m.prior_components}")
     _require(m.flow_layers >= 1, f"model.flow_layers must be >= 1, got {m.flow_layers}")
     _require(
@@ -450,10 +484,6 @@ def validate(config: Config) -> Config:
     c = config.checkpoint
     _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
     _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
-    _require(
-        c.best_metric in BEST_METRICS,
-        f"checkpoint.best_metric must be one of {BEST_METRICS} ('' = none), got {c.best_metric!r}",
-    )
     validate_train(t)
     validate_parallel(config.parallel)
     return config

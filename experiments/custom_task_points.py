@@ -75,10 +75,6 @@ class RingTask(Task):
         self.train_rows = {"x": ring(config.num_points, config.seed)}
         self.test_rows = {"x": ring(1024, config.seed + 100)}
 
-    def config_from_dict(self, saved):
-        sections = {"train": TrainConfig, "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
-        return RingConfig(**{k: sections[k](**v) if k in sections else v for k, v in saved.items()})
-
     def build(self, total_steps: int) -> Parts:
         cfg = self.config
         model = PointsVAE(

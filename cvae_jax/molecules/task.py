@@ -110,15 +110,9 @@ class MoleculeConfig:
     def from_dict(cls, c: dict[str, Any]) -> MoleculeConfig:
         """The config of `to_dict()` output (a checkpoint's, possibly without the newer sections). A config
         saved before num_validation existed held nothing out: it is read with num_validation 0."""
-        sections = {"train": TrainConfig, "parallel": ParallelConfig, "checkpoint": CheckpointConfig}
-        return cls(
-            **{
-                "num_validation": 0,
-                **c,
-                "properties": tuple(c["properties"]),
-                **{name: kind(**c[name]) for name, kind in sections.items() if name in c},
-            }
-        )
+        from cvae_jax.config import from_dict
+
+        return from_dict({"num_validation": 0, **c}, cls)
 
 
 def recipe(
@@ -431,10 +425,10 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
     (its train and test sets are empty). which: "best" (by validation -ELBO; refused for a run without
     validation molecules), "latest" or a step."""
     with Checkpoints(workdir, read_only=True) as ckpts:
+        if ckpts.read_meta(ckpts.resolve("latest")).get("molecules") is None:
+            raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
         step = ckpts.resolve(which)
         saved = ckpts.read_meta(step).get("molecules")
-        if saved is None:
-            raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
         cfg = MoleculeConfig.from_dict(saved["config"])
         empty = {
             "tokens": np.zeros((0, saved["length"]), np.int32),

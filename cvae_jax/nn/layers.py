@@ -11,13 +11,16 @@ benchmarks/RESULTS.md ("Kernels") measures, on the current jax, whether tuned st
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvae_jax.config import Kernels
 from cvae_jax.nn import tuned
 
-KERNELS = ("auto", "flax", "tuned")
+KERNELS = typing.get_args(Kernels)  # config.Kernels: the one list of the allowed values
 
 
 def resolve(kernels: str) -> str:

@@ -87,8 +87,8 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         "sgd": lambda: optax.sgd(lr, momentum=0.9),
         "rmsprop": lambda: optax.rmsprop(lr),
     }
-    if cfg.optimizer not in makers:
-        raise ValueError(f"train.optimizer must be adam, adamw, sgd or rmsprop, got {cfg.optimizer!r}")
+    if cfg.optimizer not in makers:  # the allowed names are config.Optimizer's
+        raise ValueError(f"train.optimizer must be one of {tuple(makers)}, got {cfg.optimizer!r}")
     tx = makers[cfg.optimizer]()
     if cfg.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)

@@ -114,8 +114,11 @@ class Task:
         return f"{len(next(iter(self.train_rows.values())))} training rows"
 
     def config_from_dict(self, saved: dict[str, Any]) -> Any:
-        """The config a checkpoint saved (its `to_dict()`), rebuilt, to compare with this one."""
-        return type(self.config)(**saved)
+        """The config a checkpoint saved (its `to_dict()`), rebuilt with its nested sections (from the
+        fields' types), to compare with this one. Override it only to read older saved layouts."""
+        from cvae_jax.config import from_dict
+
+        return from_dict(saved, type(self.config))
 
     def on_epoch_end(self, epoch: int, parts: Parts, params) -> dict[str, Any]:
         """Extra test metrics for the epoch's "test" line (computed in every process)."""

@@ -187,9 +187,16 @@ def fit(task: Task, workdir: str | Path | None = None, *, progress: bool = True)
     workdir = checkpoint.check_workdir(workdir) if workdir is not None else None
     if workdir is None or not parallel.is_primary():
         return _fit(task, workdir, progress)
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    with lock.WorkdirLock(workdir):
-        return _fit(task, workdir, progress)
+    try:
+        with lock.WorkdirLock(workdir):
+            return _fit(task, workdir, progress)
+    except BaseException:
+        if created and [p.name for p in workdir.iterdir()] == [".lock"]:  # a failed start leaves nothing
+            (workdir / ".lock").unlink()
+            workdir.rmdir()
+        raise
 
 
 def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
