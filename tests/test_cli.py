@@ -197,6 +197,7 @@ def test_train_on_a_finished_run_resumes_it_and_never_overwrites(article_cvae_ru
     assert (article_cvae_run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_unconditional_vae_samples(tmp_path):
     workdir = tmp_path / "vae"
     assert (

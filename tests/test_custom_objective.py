@@ -51,6 +51,7 @@ def test_the_capacity_loss_is_burgess_et_al_definition(small_digits):
     assert set(terms) >= {"recon", "kl", "neg_elbo"}  # evaluation reports the ELBO terms
 
 
+@pytest.mark.slow
 def test_a_registered_objective_trains_from_python_and_the_cli_and_resumes(small_digits, tmp_path, capsys):
     straight = train_and_evaluate(_cfg("train.epochs=2"), tmp_path / "py", dataset=small_digits, progress=False)
     tests = [e for e in straight.history if e["split"] == "test"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cvae_jax import cli, plugins
 from cvae_jax.config import apply_overrides, get_config
@@ -34,6 +35,7 @@ def _cfg(*extra):
     return apply_overrides(get_config("vae"), SMALL + list(extra))
 
 
+@pytest.mark.slow
 def test_planar_log_density_is_the_change_of_variables_by_autodiff():
     plugins.load([EXAMPLE])
     flows = posteriors.make("planar", get_config("vae").model.__class__(latent_dim=3))
@@ -57,6 +59,7 @@ def test_planar_log_density_is_the_change_of_variables_by_autodiff():
         np.testing.assert_allclose(z[k, 0], forward(z0[k, 0]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_registered_posterior_trains_evaluates_and_resumes(small_digits, tmp_path, capsys):
     straight = train_and_evaluate(_cfg("train.epochs=2"), tmp_path / "py", dataset=small_digits, progress=False)
     assert set(straight.state.params["params"]["posterior"]) == {"u", "w", "b"}  # trained with the model

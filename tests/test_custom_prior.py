@@ -6,6 +6,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
@@ -14,6 +15,7 @@ from cvae_jax.training.images import train_and_evaluate
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "custom_prior_laplace.py"
 
 
+@pytest.mark.slow
 def test_laplace_prior_from_user_file_trains_and_evaluates(small_digits):
     spec = importlib.util.spec_from_file_location("custom_prior_laplace", EXAMPLE)
     module = importlib.util.module_from_spec(spec)

@@ -38,6 +38,7 @@ def _probe(opt_out: bool) -> tuple[str, int]:
     return applied, int(on_import), int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
 def test_freed_blocks_are_reused_without_page_faults():
     applied, on_import, faults = _probe(opt_out=False)

@@ -50,6 +50,7 @@ def test_the_256_values_probabilities_sum_to_one(log_scale):
     assert float(jnp.sum(jnp.exp(log_p))) == pytest.approx(1.0, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_a_colour_model_returns_mixture_parameters_and_its_mean_in_range():
     cfg = apply_overrides(
         get_config("vae"), ["model.likelihood=discretized_logistic", "model.logistic_mixtures=3", "model.latent_dim=4"]

@@ -28,6 +28,7 @@ def test_article_vae_has_the_articles_layers():
     assert count(params) == expected
 
 
+@pytest.mark.slow
 def test_article_cvae_has_the_articles_layers():
     model = build_model(get_config("cvae", "article").model, (28, 28, 1))
     params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
@@ -100,6 +101,7 @@ def test_decoder_conv_needs_divisible_image():
         build_model(cfg.model, (28, 28, 1))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_loss_and_stays_close():
     from cvae_jax.core import objectives
 
@@ -254,6 +256,7 @@ def test_inference_compiles_per_model_and_runs_an_unhashable_model_op_by_op():
         ),
     ],
 )
+@pytest.mark.slow
 def test_tuned_kernels_match_flax_kernels_in_the_whole_model(name, overrides):
     """model.kernels=tuned and =flax build the same parameters and the same loss, with gradients
     equal to float rounding; auto takes tuned on the CPU backend."""

@@ -96,6 +96,7 @@ DATA = Path(__file__).resolve().parent / "data"
 TRAIN, TEST = DATA / "moses_train_1200.csv.gz", DATA / "moses_test_400.csv.gz"
 
 
+@pytest.mark.slow
 def test_evaluate_molecules_scores_any_smi_file_against_given_sets(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))  # the derived reference data go here
     known = smiles.load_csv(TRAIN, 2)
@@ -140,6 +141,7 @@ def _fixture_sets() -> tuple[dict, dict]:
     return fixture, {"generated": generated, "train": train[200:], "Test": test[:200], "TestSF": test[200:]}
 
 
+@pytest.mark.slow
 def test_metrics_match_the_values_of_moses_own_code():
     """Every metric of the suite against molsets 0.3.1's get_all_metrics on the same molecules: to
     float rounding for the counts, Tanimoto and cosine metrics, and for FCD (both run fcd_torch's ChemNet;
@@ -167,6 +169,7 @@ def test_metrics_match_the_values_of_moses_own_code():
     assert checked >= 13 + (2 if fcd else 0)
 
 
+@pytest.mark.slow
 def test_fcd_reads_moses_precomputed_statistics_beside_a_reference_file(tmp_path, monkeypatch):
     """A reference CSV with MOSES's `<name>_stats.npz` beside it: FCD uses those statistics, and ChemNet
     runs over the samples only, giving what ChemNet over the whole reference file gives."""

@@ -144,6 +144,7 @@ def test_a_stacked_decoder_generates_what_its_teacher_forcing_scores_highest(mos
     assert jnp.all(jnp.where(live, jnp.argmax(logits, -1) == generated, generated == smiles.PAD))
 
 
+@pytest.mark.slow
 def test_a_grammar_reading_decoder_generates_what_its_teacher_forcing_scores_highest(moses):
     """Generation tracks the grammar's state step by step, teacher forcing replays it over the whole
     row: two computations of the features the decoder reads, so greedy draws must be the argmax."""
@@ -171,6 +172,7 @@ def test_a_grammar_reading_decoder_generates_what_its_teacher_forcing_scores_hig
             assert jnp.all(jnp.where(live, jnp.argmax(masked, -1) == generated, generated == smiles.PAD))
 
 
+@pytest.mark.slow
 def test_guided_greedy_draws_are_the_argmax_of_the_guided_teacher_forced_logits(moses):
     """Guidance w: generation runs the decoder twice per step (under c and under 0) inside one scan;
     teacher forcing the drawn rows under c and under 0 separately must give logits whose
@@ -283,6 +285,7 @@ def _grammatical(tokens: list[str]) -> bool:
     return depth == 0 and not open_rings and prev in ("atom", "digit", ")")
 
 
+@pytest.mark.slow
 def test_constrained_sampling_writes_grammatical_smiles_that_end_in_time(moses):
     """An untrained decoder with random weights draws near-uniform token soup. Under the syntax
     constraint every row must end within the length and be grammatical (checked by a second
@@ -316,6 +319,7 @@ def test_atom_capacities_are_rdkit_valences_with_hydrogens_and_charges():
     assert grammar.capacity("c") == grammar.capacity("[nH]") == grammar.UNCHECKED  # aromatic: not alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("representation", ["smiles", "kekule"])
 def test_the_constraint_refuses_no_token_of_a_real_molecule(moses, representation):
     """Completeness: walking MOSES molecules token by token, each next token is among those allowed."""
@@ -333,6 +337,7 @@ def test_the_constraint_refuses_no_token_of_a_real_molecule(moses, representatio
         state = grammar.advance(state, table, rows[:, t])
 
 
+@pytest.mark.slow
 def test_valence_constraint_on_kekule_soup_leaves_no_valence_errors(moses):
     """Token soup from a random decoder over Kekulé SMILES. RDKit, the independent judge, finds no atom
     over its valence in any row that the valences never cornered (replayed: every token was allowed
@@ -552,6 +557,7 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
         molecules.load(tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_sequence_model_takes_library_priors_and_refuses_image_ones(tiny):
     model, _, tokens, condition = tiny
     mixture = sequence.build(
@@ -736,6 +742,7 @@ def test_selfies_round_trip_and_every_token_string_decodes_to_a_valid_molecule(m
         smiles.tokenize("CCO", "inchi")
 
 
+@pytest.mark.slow
 def test_selfies_model_trains_and_draws_only_valid_molecules(tmp_path):
     cfg = molecules.MoleculeConfig(
         TRAIN,
@@ -764,6 +771,7 @@ def test_selfies_model_trains_and_draws_only_valid_molecules(tmp_path):
         dataclasses.replace(cfg, grammar_features=True)
 
 
+@pytest.mark.slow
 def test_kekule_representation_writes_the_same_molecules_without_aromatic_atoms(moses, tmp_path):
     assert chem.kekule("c1ccccc1O") == "OC1=CC=CC=C1" and chem.kekule("C1=CC=C1N(") is None
     cfg = molecules.MoleculeConfig(
@@ -795,6 +803,7 @@ def test_kekule_representation_writes_the_same_molecules_without_aromatic_atoms(
     assert len(drawn) == 64 and all(_grammatical(smiles.tokenize(s)) for s in drawn)
 
 
+@pytest.mark.slow
 def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_training_alone(tmp_path, capsys):
     """Validation: the training file's molecules after the first num_train (where the file ends there,
     its last 10%, which training then leaves out). The trainer scores them every epoch, "best" is the
@@ -844,6 +853,7 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
         dataclasses.replace(cfg, num_validation=-1)
 
 
+@pytest.mark.slow
 def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))
     cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=200, num_test=50, train=TrainConfig(batch_size=64))

@@ -70,6 +70,7 @@ def test_free_bits_floor_per_dimension(trained):
     assert np.maximum(per_dim, floor).sum() > per_dim.sum()
 
 
+@pytest.mark.slow
 def test_hybrid_objective_trains_a_conditional_prior_cvae(small_digits):
     cfg = apply_overrides(
         get_config("cvae"),

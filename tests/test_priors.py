@@ -53,6 +53,7 @@ def grid(extent=9.0, n=361):
     return np.stack([zx.ravel(), zy.ravel()], -1).astype(np.float32), (axis[1] - axis[0]) ** 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, name", PRIORS)
 def test_prior_normalizes_and_samples_match_density(kind, name):
     model, params, c = small_model(kind, name)

@@ -83,6 +83,7 @@ def _read_events(folder):
     return {tag: [v for _, v in sorted(steps.items())] for tag, steps in scalars.items()}, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["resnet", "hvae"])
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
 def test_remat_gives_the_same_loss_and_gradients(kind, preset):
@@ -118,6 +119,7 @@ def test_resnet_bad_shapes_and_settings_are_clear_errors():
         validate(apply_overrides(get_config("vae"), ["model.architecture=transformer"]))
 
 
+@pytest.mark.slow
 def test_hvae_kl_is_a_sum_of_nonnegative_group_kls_and_samples_are_images():
     cfg = validate(apply_overrides(get_config("vae", "hvae"), SMALL + ["model.hvae_latent_channels=4"]))
     model = build_model(cfg.model, (16, 16, 3))

@@ -31,6 +31,7 @@ def _config(epochs: int, **fields):
     )
 
 
+@pytest.mark.slow
 def test_a_custom_task_trains_logs_and_resumes_exactly(tmp_path):
     straight = fit(points.RingTask(_config(4)), tmp_path / "straight", progress=False)
     lines = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
@@ -87,6 +88,7 @@ def _two_loss_config(epochs, patience=0, learning_rate=3e-3):
     return points.RingConfig(num_points=1024, train=train, checkpoint=points.CheckpointConfig(every_epochs=1, keep=1))
 
 
+@pytest.mark.slow
 def test_a_task_with_its_own_term_names_selects_stops_and_resumes_on_its_metric(tmp_path):
     from cvae_jax.training.checkpoint import Checkpoints
 

@@ -68,6 +68,7 @@ def test_dynamic_binarization_feeds_binary_pixels(small_digits):
     assert not np.allclose(a, c)  # redrawn with the key
 
 
+@pytest.mark.slow
 def test_jitted_and_unjitted_step_agree(small_digits):
     _, parts, state = setup()
     step = make_train_step(parts.loss, parts.tx)
@@ -120,6 +121,7 @@ def _params_after(ds, seed):
     return jax.tree.leaves(run.state.params), run.history
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_other_seed_different(small_digits):
     p1, h1 = _params_after(small_digits, 0)
     p2, h2 = _params_after(small_digits, 0)
@@ -131,6 +133,7 @@ def test_same_seed_same_results_other_seed_different(small_digits):
     assert h1[-1]["neg_elbo"] != h3[-1]["neg_elbo"]
 
 
+@pytest.mark.slow
 def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
     """steps_per_call only changes how steps are dispatched, never which steps run."""
     runs = []
@@ -151,6 +154,7 @@ def test_fused_and_stepped_epochs_give_the_same_training(small_digits):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, monkeypatch):
     """train.unroll_microbatches goes from the config to the compiled step, and a run with unrolled
     chunks ends with the parameters of the same run with scanned chunks."""
