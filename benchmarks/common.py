@@ -35,6 +35,16 @@ def run_in_fresh_process(args: list[str], env: dict[str, str] | None = None, **k
     return json.loads(lines[-1])
 
 
+def run_cell(module: str, args: list[str], env: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
+    """The one runner of measured cells (dense, image and evaluation benchmarks alike): `python -m
+    module ARGS` in a fresh process, its JSON record, or an error record naming the module and the end
+    of its stderr. The runner that writes records stamps them (append_record)."""
+    try:
+        return run_in_fresh_process(["-m", module, *args], env, timeout=timeout)
+    except CellError as e:
+        return {"kind": "error", "module": module, "arg": " ".join(args), "error": str(e).splitlines()[-3:]}
+
+
 def _arch(
     conditional=False,
     latent=2,

@@ -162,10 +162,9 @@ def torch_cell(spec: dict) -> dict:
 
 
 def run_cell(spec: dict) -> dict:
-    try:
-        result = common.run_in_fresh_process(["-m", "benchmarks.image_models", "--cell", json.dumps(spec)])
-    except common.CellError as e:
-        return {"kind": "error", **spec, "error": str(e)[-2000:]}
+    result = common.run_cell("benchmarks.image_models", ["--cell", json.dumps(spec)])
+    if result.get("kind") == "error":
+        return {**result, **spec, "kind": "error"}
     samples_per_s = spec["steps"] * spec["batch"] / statistics.median(result["block_s"])
     return {"kind": "image_train", **spec, **result, "samples_per_s": samples_per_s}
 
@@ -232,11 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.cell)
         print(json.dumps(jax_cell(spec) if spec["impl"] == "cvae_jax" else torch_cell(spec)))
         return 0
-    from benchmarks.throughput import _run_cell
 
     peaks = {}
     for dtype in args.dtype.split(","):
-        peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
+        peak = common.run_cell("benchmarks.jax_cell", [f"matmul:{dtype}"])
         peaks[dtype] = peak.get("flops_per_s", 0.0)
         if args.out and peak.get("kind") == "matmul_peak":
             common.append_record(args.out, peak)

@@ -190,7 +190,8 @@ def profile(spec: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.throughput import _csv, _run_cell, check_choices
+    from benchmarks import common
+    from benchmarks.throughput import _csv, check_choices
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=_csv(str), default=["mlp-vae"])
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 "set": args.set,
                 "ops": args.ops,
             }
-            r = _run_cell("benchmarks.step_profile", json.dumps(spec))  # a fresh process per cell
+            r = common.run_cell("benchmarks.step_profile", [json.dumps(spec)])  # a fresh process per cell
             if r.get("kind") == "error":
                 failed += 1
                 print(f"cell failed: {r}", file=sys.stderr)

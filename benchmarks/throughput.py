@@ -29,13 +29,6 @@ MODES = ("step", "device", "fused")
 REFERENCES = ("keras", "keras_xla", "torch", "torch_compile")
 
 
-def _run_cell(module: str, arg: str, env_extra: dict[str, str] | None = None, timeout: int = 1800) -> dict[str, Any]:
-    try:
-        return common.run_in_fresh_process(["-m", module, arg], env_extra, timeout=timeout)
-    except common.CellError as e:
-        return {"kind": "error", "module": module, "arg": arg, "error": str(e).splitlines()[-3:]}
-
-
 def _device_env(devices: int) -> dict[str, str]:
     flags = os.environ.get("XLA_FLAGS", "")
     if devices > 1 and os.environ.get("JAX_PLATFORMS", "cpu") in ("cpu", ""):
@@ -94,9 +87,9 @@ def plan(args) -> list[dict[str, Any]]:
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     arg = json.dumps(cell)
     if cell["impl"] == "cvae_jax":
-        return _run_cell("benchmarks.jax_cell", arg, _device_env(cell["devices"]))
+        return common.run_cell("benchmarks.jax_cell", [arg], _device_env(cell["devices"]))
     module = "benchmarks.reference_keras" if cell["impl"].startswith("keras") else "benchmarks.reference_torch"
-    return _run_cell(module, arg)
+    return common.run_cell(module, [arg])
 
 
 def _key(r: dict[str, Any]) -> tuple:
@@ -277,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     peaks, machine = {}, {}
     for dtype in compute_dtypes(args.set):
-        peak = _run_cell("benchmarks.jax_cell", f"matmul:{dtype}")
+        peak = common.run_cell("benchmarks.jax_cell", [f"matmul:{dtype}"])
         emit(peak)
         if peak.get("flops_per_s"):
             peaks[dtype] = peak["flops_per_s"]

@@ -46,9 +46,12 @@ def portable(text: str) -> str:
 
 def command(argv: list[str] | None = None) -> str:
     """The command line that is running, as a user would type it from the project root."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None) if argv is None else None
     argv = list(sys.argv if argv is None else argv)
     program = argv[0] if argv else ""
-    if program.endswith(".py"):
+    if spec is not None and spec.name:  # python -m package.module
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    elif program.endswith(".py"):
         head = ["python", program]
     else:  # python -m package.module, or an entry point such as cvae-jax
         head = [Path(program).name or "python"]

@@ -83,3 +83,19 @@ def test_any_changed_digit_in_a_generated_table_fails_the_check():
         found = report.differences({**documents, document: mutated}, wanted)
         line = text[:i].count("\n") + 1
         assert any(f":{line}:" in f for f in found), (document, line)
+
+
+def test_provenance_names_the_commit_command_and_host_without_this_machines_paths():
+    import os
+    import re
+    import sys
+
+    from cvae_jax import provenance
+
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", provenance.commit())
+    here, prefix = os.getcwd(), sys.prefix
+    assert provenance.portable(f"{here}/runs/x {prefix}/lib/a.py") == "./runs/x <prefix>/lib/a.py"
+    command = provenance.command(["experiments/likelihood.py", "--data", f"{here}/data"])
+    assert command == "python experiments/likelihood.py --data ./data"
+    stamp = provenance.stamp()
+    assert set(stamp) == {"commit", "command", "host"} and f"{os.cpu_count()} cores" in stamp["host"]
