@@ -108,3 +108,18 @@ def over_seeds(name: str, seeds: list[int], measure: Callable[[int], dict], **se
     result = {**settings, "seeds": seeds, "spread": spread(list(by_seed.values())), "by_seed": by_seed}
     save_json(name, result)
     return result
+
+
+def merge_seeds(name: str, seeds: list[int]) -> dict:
+    """Writes experiments/results/<name>.json from the one-seed results <name>_seed<S>.json that runs
+    of the same command with `--seed S --name <name>_seed<S>` wrote (seeds run in parallel processes):
+    their settings must agree; each seed's numbers, their spread, and every part's provenance."""
+    parts = [json.loads((RESULTS / f"{name}_seed{seed}.json").read_text()) for seed in seeds]
+    fixed = [{k: v for k, v in p.items() if k not in ("seeds", "spread", "by_seed", "provenance")} for p in parts]
+    if any(f != fixed[0] for f in fixed[1:]):
+        raise SystemExit(f"the one-seed results of {name} were made with other settings: not merged")
+    by_seed = {str(seed): part["by_seed"][str(seed)] for seed, part in zip(seeds, parts)}
+    result = {**fixed[0], "seeds": seeds, "spread": spread(list(by_seed.values())), "by_seed": by_seed}
+    result["parts"] = {str(seed): part.get("provenance") for seed, part in zip(seeds, parts)}
+    save_json(name, result)
+    return result

@@ -24,6 +24,8 @@ weights, each seed takes the smallest whose draws reach r >= --guidance-target f
 --train of the training CSV, never trained on), never of test molecules.
 Training selects nothing on the test split: the run's last epoch is scored. The test split's first
 --test molecules give the reported -ELBO; the metrics use MOSES's whole test and scaffold-test sets.
+Seeds may run in parallel processes (`--seed S --name NAME_seed<S>` each), then `--merge-seeds 0 1 2
+--name NAME` writes NAME.json from their files.
 Writes experiments/results/NAME.json (each seed's numbers and their spread) and, for the first seed,
 NAME_samples.smi: its first 10,000 samples, one per line, for anyone to re-score
 (`cvae-jax evaluate-molecules --input ...`), and NAME_constrained_samples.smi, those of constrained
@@ -141,8 +143,18 @@ def main() -> None:
     )
     parser.add_argument("--no-moses", action="store_true", help="use only the CSV files given, not MOSES's")
     parser.add_argument("--no-fcd", action="store_true", help="skip FCD (ChemNet on the references is slow on CPU)")
+    parser.add_argument(
+        "--merge-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="measure nothing: merge NAME_seed<S>.json (runs of --seed S --name NAME_seed<S>) into NAME.json",
+    )
     _shared.add_seed_arguments(parser)
     args = parser.parse_args()
+    if args.merge_seeds:
+        _shared.merge_seeds(args.name or "molecules", args.merge_seeds)
+        return
     protocol = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in PROTOCOLS[args.protocol].items()}
     found = {} if args.no_moses else benchmark.moses_files()
     files = {
