@@ -113,7 +113,8 @@ def over_seeds(name: str, seeds: list[int], measure: Callable[[int], dict], **se
 def merge_seeds(name: str, seeds: list[int]) -> dict:
     """Writes experiments/results/<name>.json from the one-seed results <name>_seed<S>.json that runs
     of the same command with `--seed S --name <name>_seed<S>` wrote (seeds run in parallel processes):
-    their settings must agree; each seed's numbers, their spread, and every part's provenance."""
+    their settings must agree; each seed's numbers, their spread, and every part's provenance. The
+    first seed's sample files (<name>_seed<S>_*.smi) are copied to the names one run gives them."""
     parts = [json.loads((RESULTS / f"{name}_seed{seed}.json").read_text()) for seed in seeds]
     fixed = [{k: v for k, v in p.items() if k not in ("seeds", "spread", "by_seed", "provenance")} for p in parts]
     if any(f != fixed[0] for f in fixed[1:]):
@@ -121,5 +122,7 @@ def merge_seeds(name: str, seeds: list[int]) -> dict:
     by_seed = {str(seed): part["by_seed"][str(seed)] for seed, part in zip(seeds, parts)}
     result = {**fixed[0], "seeds": seeds, "spread": spread(list(by_seed.values())), "by_seed": by_seed}
     result["parts"] = {str(seed): part.get("provenance") for seed, part in zip(seeds, parts)}
+    for kept in RESULTS.glob(f"{name}_seed{seeds[0]}_*.smi"):  # the first seed's files, as one run names them
+        (RESULTS / kept.name.replace(f"_seed{seeds[0]}_", "_", 1)).write_bytes(kept.read_bytes())
     save_json(name, result)
     return result

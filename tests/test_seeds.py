@@ -47,3 +47,28 @@ def test_seed_arguments_default_to_three_seeds_and_seed_picks_one():
     assert _shared.seeds_of(parser.parse_args([])) == [0, 1, 2]
     assert _shared.seeds_of(parser.parse_args(["--seed", "4"])) == [4]
     assert _shared.seeds_of(parser.parse_args(["--seeds", "3", "3", "5"])) == [3, 5]
+
+
+def test_one_seed_results_merge_into_the_file_one_run_would_write(tmp_path, monkeypatch):
+    """Seeds run in parallel processes (--seed S --name NAME_seed<S>) merge into NAME.json: each seed's
+    numbers, their spread as one run computes it, the first seed's sample file; other settings refuse."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import _shared
+
+    monkeypatch.setattr(_shared, "RESULTS", tmp_path)
+    for seed, value in ((0, 1.0), (1, 3.0), (2, 8.0)):
+        one = {"settings": {"epochs": 2}, "seeds": [seed], "by_seed": {str(seed): {"valid": value}}}
+        (tmp_path / f"m_seed{seed}.json").write_text(json.dumps({**one, "provenance": {"commit": str(seed)}}))
+    (tmp_path / "m_seed0_samples.smi").write_text("CCO\n")
+    merged = _shared.merge_seeds("m", [0, 1, 2])
+    assert merged["by_seed"] == {"0": {"valid": 1.0}, "1": {"valid": 3.0}, "2": {"valid": 8.0}}
+    assert merged["spread"] == _shared.spread([{"valid": 1.0}, {"valid": 3.0}, {"valid": 8.0}])
+    assert merged["spread"]["valid"]["mean"] == 4.0 and merged["parts"]["2"] == {"commit": "2"}
+    assert json.loads((tmp_path / "m.json").read_text())["seeds"] == [0, 1, 2]
+    assert (tmp_path / "m_samples.smi").read_text() == "CCO\n"
+    (tmp_path / "m_seed2.json").write_text(json.dumps({"settings": {"epochs": 3}, "seeds": [2], "by_seed": {"2": {}}}))
+    with pytest.raises(SystemExit, match="other settings"):
+        _shared.merge_seeds("m", [0, 1, 2])
