@@ -27,7 +27,7 @@ MODES = {
 
 def one(mode: str, workdir: str, epochs: int) -> dict:
     from cvae_jax.config import apply_overrides, get_config
-    from cvae_jax.training.images import load_run, train_and_evaluate
+    from cvae_jax.tasks.images import load_run, train_and_evaluate
 
     cfg = apply_overrides(get_config("cvae"), [f"train.epochs={epochs}", *MODES[mode]])
     start = time.perf_counter()

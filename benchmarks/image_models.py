@@ -56,7 +56,7 @@ def jax_cell(spec: dict) -> dict:
 
     from benchmarks.jax_cell import _device_info
     from benchmarks.models import training_flops_per_sample
-    from cvae_jax.training.images import build, init_for
+    from cvae_jax.tasks.images import build, init_for
     from cvae_jax.training.step import make_train_step
 
     shape, batch = (spec["size"], spec["size"], 3), spec["batch"]

@@ -26,9 +26,9 @@ import numpy as np
 from benchmarks.common import host_cpu, training_data
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
 from cvae_jax.config import ParallelConfig
+from cvae_jax.tasks.images import build, init_for
 from cvae_jax.training import parallel
 from cvae_jax.training import program as loop
-from cvae_jax.training.images import build, init_for
 from cvae_jax.training.step import make_train_step
 
 

@@ -33,7 +33,7 @@ def export(workdir: str, num_examples: int, out: Path) -> None:
     import jax
 
     from cvae_jax.data import images as data
-    from cvae_jax.training.images import load_run
+    from cvae_jax.tasks.images import load_run
 
     run = load_run(workdir, "latest")
     m = run.config.model
@@ -66,7 +66,7 @@ def run_jax(workdir: str, data_file: str, k: int, chunk: int, batch: int) -> dic
     import jax
 
     from cvae_jax.apps.evaluate import make_log_likelihood
-    from cvae_jax.training.images import load_run
+    from cvae_jax.tasks.images import load_run
 
     run = load_run(workdir, "latest")
     bits = np.load(data_file)["bits"]

@@ -108,7 +108,7 @@ def profile(spec: dict) -> dict:
     from benchmarks.common import training_data
     from benchmarks.jax_cell import _device_info
     from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-    from cvae_jax.training.images import build, init_for
+    from cvae_jax.tasks.images import build, init_for
     from cvae_jax.training.step import gather_batch, make_multi_step, make_train_step
 
     batch, steps, repeats = int(spec["batch"]), int(spec.get("steps", 50)), int(spec.get("repeats", 7))

@@ -1,9 +1,9 @@
 """cvae_jax: Variational Autoencoders and Conditional VAEs in JAX/Flax, at accelerator speed.
 
-The package is layered: `core` (distributions, likelihoods, priors, models, objectives), `nn`
-(layers), `training` (step, program, trainer, checkpoints), `data`, `apps` (sampling, evaluation,
-translation, anomaly scores), `molecules` and `cli`. The public API is importable from here;
-modules such as `cvae_jax.priors` or `cvae_jax.inference` resolve to their place in the layers.
+The package is layered: `core` (distributions, likelihoods, priors, posteriors, models, objectives),
+`nn` (layers), `training` (step, program, trainer, checkpoints), `tasks` (images, molecules), `data`,
+`apps` (sampling, evaluation, translation, anomaly scores), `molecules` and `cli`. The public API is
+importable from here; modules such as `cvae_jax.priors` or `cvae_jax.inference` resolve to their place in the layers.
 Importing cvae_jax changes no process-wide setting (the CLI's entry point makes its own).
 """
 
@@ -11,7 +11,7 @@ import importlib
 
 from cvae_jax.config import Config, ConfigError, apply_overrides, get_config
 from cvae_jax.core.models import CVAE, VAE, Decoder, Encoder, build_model
-from cvae_jax.training.images import load, train_and_evaluate
+from cvae_jax.tasks.images import load, train_and_evaluate
 
 __version__ = "0.1.0"
 
@@ -25,7 +25,7 @@ _MODULES = {
     "layers": "cvae_jax.nn.layers",
     "tasks": "cvae_jax.training.tasks",
     "trainer": "cvae_jax.training.trainer",
-    "images": "cvae_jax.training.images",
+    "images": "cvae_jax.tasks.images",
     "checkpoint": "cvae_jax.training.checkpoint",
     "parallel": "cvae_jax.training.parallel",
     "inference": "cvae_jax.apps.inference",

@@ -13,7 +13,7 @@ import numpy as np
 
 from cvae_jax import provenance
 from cvae_jax.apps import classifier
-from cvae_jax.training.images import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
+from cvae_jax.tasks.images import load_run, train_and_evaluate  # noqa: F401 (re-exported for the scripts)
 
 # Where results go: experiments/results, or $CVAE_JAX_RESULTS (the tests use a temporary folder).
 RESULTS = Path(os.environ.get("CVAE_JAX_RESULTS", Path(__file__).parent / "results"))

@@ -48,7 +48,7 @@ def capacity_objective(model, cfg, *, num_classes, binarize, total_steps):
 def main() -> None:
     from cvae_jax.apps import evaluate
     from cvae_jax.data import images as data
-    from cvae_jax.training.images import train_and_evaluate
+    from cvae_jax.tasks.images import train_and_evaluate
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30)

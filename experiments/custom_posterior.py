@@ -62,7 +62,7 @@ def make_planar(model_cfg):
 def main() -> None:
     from cvae_jax.apps import evaluate
     from cvae_jax.data import images as data
-    from cvae_jax.training.images import train_and_evaluate
+    from cvae_jax.tasks.images import train_and_evaluate
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30)

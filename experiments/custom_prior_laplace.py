@@ -15,7 +15,7 @@ from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.core import priors
 from cvae_jax.data import images as data
-from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.tasks.images import train_and_evaluate
 
 
 class LaplacePrior(priors.Prior):

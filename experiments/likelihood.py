@@ -98,7 +98,7 @@ def jax_cell(spec: dict) -> dict:
     from cvae_jax.apps.evaluate import make_log_likelihood
     from cvae_jax.config import apply_overrides, get_config
     from cvae_jax.core import objectives
-    from cvae_jax.training.images import load_run, train_and_evaluate
+    from cvae_jax.tasks.images import load_run, train_and_evaluate
 
     overrides = [*BASE, f"data.path={spec['data']}", f"seed={spec['seed']}", f"train.epochs={spec['epochs']}"]
     if spec["patience"]:  # early stopping on validation, and a checkpoint every epoch for "best" to choose from

@@ -22,8 +22,8 @@ from jax.sharding import PartitionSpec as P
 
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.data import images as data
+from cvae_jax.tasks.images import build, init_for, train_and_evaluate
 from cvae_jax.training import parallel
-from cvae_jax.training.images import build, init_for, train_and_evaluate
 from cvae_jax.training.step import make_train_step
 
 SMALL = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.learning_rate=3e-3"]

@@ -42,7 +42,7 @@ if num > 1:
     jax.config.update("jax_num_cpu_devices", 2)
     assert parallel.initialize(config.parallel)
 
-from cvae_jax.training.images import train_and_evaluate  # noqa: E402
+from cvae_jax.tasks.images import train_and_evaluate  # noqa: E402
 
 run = train_and_evaluate(config, workdir if workdir != "-" else None, progress=False)
 leaves = {

@@ -14,7 +14,7 @@ from cvae_jax.cli import main
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.data import series
 from cvae_jax.data.images import DataError
-from cvae_jax.training.images import load_run, train_and_evaluate
+from cvae_jax.tasks.images import load_run, train_and_evaluate
 
 pytestmark = pytest.mark.slow  # trained models for the applications
 

@@ -10,8 +10,8 @@ from cvae_jax.apps import evaluate, inference
 from cvae_jax.config import ConfigError, apply_overrides, get_config
 from cvae_jax.data import images as data
 from cvae_jax.data.images import DataError
+from cvae_jax.tasks.images import build, init_for, load, train_and_evaluate
 from cvae_jax.training.checkpoint import CheckpointError
-from cvae_jax.training.images import build, init_for, load, train_and_evaluate
 
 
 @pytest.fixture(scope="module")

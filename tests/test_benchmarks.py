@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.models import IMAGE_SHAPE, NUM_CLASSES, config_for, training_flops_per_sample
-from cvae_jax.training.images import build, init_for
+from cvae_jax.tasks.images import build, init_for
 
 pytestmark = pytest.mark.slow  # benchmark subprocesses
 

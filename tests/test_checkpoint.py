@@ -17,9 +17,9 @@ import pytest
 
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.data import images as data
+from cvae_jax.tasks.images import load, load_run, train_and_evaluate
 from cvae_jax.training import checkpoint
 from cvae_jax.training.checkpoint import CheckpointError
-from cvae_jax.training.images import load, load_run, train_and_evaluate
 from cvae_jax.training.trainer import TrainingError
 
 HERE = Path(__file__).parent
@@ -311,7 +311,7 @@ def test_nan_loss_skip_mode_skips_exactly_the_poisoned_steps(small_digits, tmp_p
 
 def test_a_non_finite_state_is_never_saved(straight, tmp_path):
     run = load_run(straight)
-    from cvae_jax.training.images import build, init_for
+    from cvae_jax.tasks.images import build, init_for
 
     parts = build(run.config, (28, 28, 1), 10)
     state = init_for(parts, run.config, (28, 28, 1), 10)

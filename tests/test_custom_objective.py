@@ -15,7 +15,7 @@ import pytest
 from cvae_jax import cli, plugins
 from cvae_jax.config import ConfigError, apply_overrides, get_config
 from cvae_jax.core import objectives
-from cvae_jax.training.images import build, init_for, train_and_evaluate
+from cvae_jax.tasks.images import build, init_for, train_and_evaluate
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "experiments" / "custom_objective.py")
 SMALL = [

@@ -16,7 +16,7 @@ import pytest
 from cvae_jax import cli, plugins
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.core import distributions, posteriors
-from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.tasks.images import train_and_evaluate
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "experiments" / "custom_posterior.py")
 SMALL = [

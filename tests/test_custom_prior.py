@@ -10,7 +10,7 @@ import pytest
 
 from cvae_jax.apps import evaluate
 from cvae_jax.config import apply_overrides, get_config
-from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.tasks.images import train_and_evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "custom_prior_laplace.py"
 

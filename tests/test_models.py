@@ -261,7 +261,7 @@ def test_tuned_kernels_match_flax_kernels_in_the_whole_model(name, overrides):
     """model.kernels=tuned and =flax build the same parameters and the same loss, with gradients
     equal to float rounding; auto takes tuned on the CPU backend."""
     from cvae_jax.nn import layers
-    from cvae_jax.training.images import build, init_for
+    from cvae_jax.tasks.images import build, init_for
 
     kind, preset = ("cvae", "article") if name == "article-cvae" else ("vae", "default")
     images = jax.random.uniform(jax.random.key(0), (70, 28, 28, 1))

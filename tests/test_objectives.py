@@ -7,7 +7,7 @@ import pytest
 
 from cvae_jax.config import TrainConfig, apply_overrides, get_config
 from cvae_jax.core import objectives
-from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.tasks.images import train_and_evaluate
 
 
 @pytest.fixture(scope="module")

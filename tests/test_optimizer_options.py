@@ -64,7 +64,7 @@ def test_bad_values_are_config_errors(field, value):
 @pytest.mark.slow
 def test_an_ema_run_evaluates_and_saves_the_average(tmp_path):
     from cvae_jax.config import apply_overrides, get_config
-    from cvae_jax.training.images import load_run, train_and_evaluate
+    from cvae_jax.tasks.images import load_run, train_and_evaluate
 
     cfg = apply_overrides(
         get_config("vae", "article"),

@@ -8,7 +8,7 @@ import pytest
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.core import distributions, priors
 from cvae_jax.core.models import build_model
-from cvae_jax.training.images import train_and_evaluate
+from cvae_jax.tasks.images import train_and_evaluate
 from cvae_jax.training.step import INIT, purpose_key
 
 PRIORS = [

@@ -7,7 +7,7 @@ import pytest
 
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.core import objectives
-from cvae_jax.training.images import build, init_for, train_and_evaluate
+from cvae_jax.tasks.images import build, init_for, train_and_evaluate
 from cvae_jax.training.step import all_finite, make_train_step
 
 

@@ -9,7 +9,7 @@ import jax
 import pytest
 
 from cvae_jax.apps import classifier, evaluate
-from cvae_jax.training.images import load_run
+from cvae_jax.tasks.images import load_run
 
 pytestmark = pytest.mark.slow  # a 60-epoch training
 

@@ -10,8 +10,8 @@ import pytest
 
 from cvae_jax.config import ConfigError, apply_overrides, from_dict, get_config
 from cvae_jax.data import images as data
+from cvae_jax.tasks.images import train_and_evaluate
 from cvae_jax.training import checkpoint
-from cvae_jax.training.images import train_and_evaluate
 from cvae_jax.training.trainer import _early_stop_due
 
 SMALL = [

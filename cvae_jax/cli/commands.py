@@ -27,7 +27,7 @@ def _train(args) -> int:
 
     import jax
 
-    from cvae_jax.training.images import train_and_evaluate
+    from cvae_jax.tasks.images import train_and_evaluate
 
     primary = parallel.is_primary()
     devices = parallel.make_layout(config.parallel).num_shards  # refuses a device count this machine lacks
@@ -77,7 +77,7 @@ def _sample(args) -> int:
     import jax
 
     from cvae_jax.apps import inference
-    from cvae_jax.training.images import load_run
+    from cvae_jax.tasks.images import load_run
     from cvae_jax.training.step import SAMPLE, purpose_key
 
     if args.num < 1:
@@ -100,7 +100,7 @@ def _evaluate(args) -> int:
 
     from cvae_jax.apps import evaluate
     from cvae_jax.data import images as data
-    from cvae_jax.training.images import load
+    from cvae_jax.tasks.images import load
 
     for flag, value in (
         ("--num-importance-samples", args.num_importance_samples),
@@ -201,7 +201,7 @@ def _save(out: Path, images) -> np.ndarray:
 
 def _translate(args) -> int:
     from cvae_jax.apps import translate
-    from cvae_jax.training.images import load_run
+    from cvae_jax.tasks.images import load_run
 
     out_file = _output_file(args.out)
     run = load_run(args.workdir, args.checkpoint)
@@ -220,7 +220,7 @@ def _score(args) -> int:
 
     from cvae_jax.apps import anomaly
     from cvae_jax.data import images as data
-    from cvae_jax.training.images import load_run
+    from cvae_jax.tasks.images import load_run
 
     out = _output_file(args.out)
     summary_file = out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".json")
@@ -588,7 +588,7 @@ def make_parser() -> argparse.ArgumentParser:
     tm.set_defaults(func=_train_molecules)
 
     mol = commands.add_parser(
-        "sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.molecules.task"
+        "sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.tasks.molecules"
     )
     mol.add_argument("--workdir", required=True)
     mol.add_argument(

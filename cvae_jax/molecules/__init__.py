@@ -7,7 +7,7 @@ library's one trainer as a `MoleculeTask`.
     smi = molecules.generate(model, state.params, key, data.condition_for({"logp": 3.0}, 100), data.vocab)
 """
 
-from cvae_jax.molecules.task import (  # noqa: F401
+from cvae_jax.tasks.molecules import (  # noqa: F401
     MoleculeConfig,
     MoleculeData,
     MoleculeTask,
