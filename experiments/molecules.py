@@ -99,7 +99,7 @@ def choose_guidance(draw, data, validation: list[str], weights, target: float, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
-    parser.add_argument("--representation", choices=("smiles", "kekule", "selfies"), default="smiles")
+    parser.add_argument("--representation", choices=smiles.REPRESENTATIONS, default="smiles")
     parser.add_argument("--train", type=int, help="training molecules: the first N of the training CSV")
     parser.add_argument("--test", type=int, default=2_000, help="test molecules for the reported -ELBO")
     parser.add_argument("--epochs", type=int)

@@ -430,13 +430,14 @@ def _sampling_arguments(parser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cvae_jax.config import PARALLEL_MODES, PRESETS
+    from cvae_jax.config import MODELS, PARALLEL_MODES, PRESETS
+    from cvae_jax.data.smiles import REPRESENTATIONS
 
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and write metrics, pictures and a checkpoint")
-    train.add_argument("--model", choices=("vae", "cvae"), help="default: cvae (or, resuming, the saved run's)")
+    train.add_argument("--model", choices=MODELS, help="default: cvae (or, resuming, the saved run's)")
     train.add_argument(
         "--preset",
         choices=PRESETS,
@@ -561,7 +562,7 @@ def make_parser() -> argparse.ArgumentParser:
     tm.add_argument("--epochs", type=int, default=10)
     tm.add_argument(
         "--representation",
-        choices=("smiles", "kekule", "selfies"),
+        choices=REPRESENTATIONS,
         default="smiles",
         help="the strings the model reads and writes: SMILES, Kekulé SMILES (no aromatic atoms, bond "
         "orders explicit) or SELFIES (every string decodes to a valid molecule)",
