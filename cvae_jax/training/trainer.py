@@ -158,7 +158,7 @@ def _scores(lines: list[dict[str, Any]]) -> dict[str, float] | None:
 
 def _shown(metric: str, train: dict[str, float], lines: list[dict[str, Any]]) -> dict[str, str]:
     """The progress bar's numbers: the selection metric (else the first term) of each split."""
-    name = metric if metric in train else next(iter(train))
+    name = metric if metric in train else next(k for k in train if k not in ("epoch", "split", "step"))
     shown = {f"train_{name}": f"{train[name]:.1f}"}
     shown.update({f"{line['split']}_{name}": f"{line[name]:.1f}" for line in lines if name in line})
     return shown
@@ -206,9 +206,8 @@ def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
     global_batch = parallel.global_batch_size(config.train.batch_size, config.parallel, layout.num_shards)
     _check_batch(task, global_batch, layout.num_shards)
 
-    # Setup: the data on the devices, the compiled program, the fresh state and the run's identity.
-    if workdir is not None and primary:
-        workdir.mkdir(parents=True, exist_ok=True)
+    # Setup: the data on the devices, the compiled program, the fresh state and the run's identity
+    # (fit made the run directory).
     metric = task.selection_metric
     ckpts = checkpoint.Checkpoints(workdir, config.checkpoint, metric=metric) if workdir is not None else None
     rows = parallel.shard_rows(task.train_rows, layout.num_shards, layout.local_shards, config.seed)
@@ -339,8 +338,8 @@ class _Loop:
         _check_finite(self.task, totals, f"in epoch {epoch}", self.ckpts)
         return totals
 
-    def train_line(self, epoch: int, totals: dict[str, float], seconds: float) -> tuple[dict[str, Any], int]:
-        """The epoch's "train" line (refused when every step was skipped as non-finite) and its samples."""
+    def train_line(self, epoch: int, totals: dict[str, float], seconds: float) -> dict[str, Any]:
+        """The epoch's "train" line (refused when every step was skipped as non-finite)."""
         steps = self.program.steps_per_epoch
         train = _epoch_means(totals, steps)
         if train["skipped_steps"] == steps:
@@ -349,7 +348,8 @@ class _Loop:
                 "lower train.learning_rate or check the data for NaN/Inf"
             )
         samples = steps * self.program.batch_per_shard * self.layout.num_shards
-        return {"epoch": epoch, "split": "train", "step": epoch * steps, **train, "seconds": seconds}, samples
+        line = {"epoch": epoch, "split": "train", "step": epoch * steps, **train}
+        return {**line, "seconds": seconds, "samples_per_s": samples / seconds}
 
     def run(self, position: _Position, progress: bool) -> TrainState:
         from tqdm.auto import tqdm
@@ -366,8 +366,8 @@ class _Loop:
                 start = time.perf_counter()
                 totals = self.train_epoch(epoch, position, bar, signals)
                 seconds = time.perf_counter() - start
-                train, samples = self.train_line(epoch, totals, seconds)
-                self.log.record({**train, "samples_per_s": samples / seconds})
+                train = self.train_line(epoch, totals, seconds)
+                self.log.record(train)
                 lines = self.evaluate(epoch)
                 for line in lines:
                     self.log.record(line)
