@@ -344,7 +344,7 @@ def _build(cls, values: dict[str, Any]):
     return cls(**kwargs)
 
 
-def _check_choices(name: str, section) -> None:
+def check_choices(name: str, section) -> None:
     """Every Literal field of the dataclass `section` (named `name` in messages) holds an allowed value."""
     for field, hint in field_types(type(section)).items():
         if typing.get_origin(hint) is typing.Literal:
@@ -367,7 +367,7 @@ def _require_finite(name: str, section) -> None:
 def validate_train(t: TrainConfig) -> None:
     """Checks the train section (also of molecule runs); raises ConfigError naming the field."""
     _require_finite("train", t)
-    _check_choices("train", t)
+    check_choices("train", t)
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
@@ -397,7 +397,7 @@ def validate_train(t: TrainConfig) -> None:
 
 def validate_parallel(p: ParallelConfig) -> None:
     """Checks the parallel section (also of molecule runs); raises ConfigError naming the field."""
-    _check_choices("parallel", p)
+    check_choices("parallel", p)
     _require(p.num_devices >= 0, f"parallel.num_devices must be >= 0 (0 = all local devices), got {p.num_devices}")
     _require(
         not (p.mode == "single" and p.num_devices > 1),
@@ -418,7 +418,7 @@ def validate(config: Config) -> Config:
         value = getattr(config, section.name)
         if dataclasses.is_dataclass(value) and section.name != "train":  # validate_train checks train
             _require_finite(section.name, value)
-            _check_choices(section.name, value)
+            check_choices(section.name, value)
     _require(config.preset in PRESETS, f"preset must be one of {PRESETS}, got {config.preset!r}")
     _require(m.latent_dim >= 1, f"model.latent_dim must be >= 1, got {m.latent_dim}")
     _require(

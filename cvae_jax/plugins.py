@@ -13,19 +13,23 @@ from pathlib import Path
 def load(specs: list[str] | None) -> None:
     """Imports each plugin: a path to a .py file, or an importable module name."""
     for spec in specs or []:
-        if spec.endswith(".py"):
-            path = Path(spec)
-            if not path.is_file():
-                raise FileNotFoundError(f"--plugin {spec}: no such file; give a .py file or an importable module")
-            name = f"cvae_jax_plugin_{path.stem}"
-            if name in sys.modules:
-                continue
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(spec)
-            except ModuleNotFoundError as e:
-                raise ImportError(f"--plugin {spec}: {e}; give a .py file or an importable module") from None
+        load_one(spec)
+
+
+def load_one(spec: str, flag: str = "--plugin"):
+    """The module of `spec`, a path to a .py file or an importable module name, imported once."""
+    if not spec.endswith(".py"):
+        try:
+            return importlib.import_module(spec)
+        except ModuleNotFoundError as e:
+            raise ImportError(f"{flag} {spec}: {e}; give a .py file or an importable module") from None
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {spec}: no such file; give a .py file or an importable module")
+    name = f"cvae_jax_plugin_{path.stem}"
+    if name not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -2,6 +2,7 @@
 (checkpoints, exact resume, signals, devices, metrics.jsonl) without touching library code.
 
     python experiments/custom_task_points.py [--epochs 20] [--workdir runs/ring]
+    cvae-jax train --task experiments/custom_task_points.py:RingTask --set train.epochs=20 --workdir runs/ring
 
 docs/tasks.md walks through this file.
 """
@@ -69,6 +70,9 @@ def ring(num: int, seed: int) -> np.ndarray:
 
 class RingTask(Task):
     name = "ring"
+    # Named here, the config makes the task trainable from the command line, its fields set by --set:
+    #   cvae-jax train --task experiments/custom_task_points.py:RingTask --set hidden=32 --set train.epochs=5
+    config_class = RingConfig
 
     def __init__(self, config: RingConfig):
         self.config = config

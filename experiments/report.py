@@ -386,7 +386,8 @@ def molecule_beta(results: Path) -> str:
             [
                 num(settings["beta"], 2),
                 f"{settings['train']:,} × {settings['epochs']}",
-                num(s["config"]["decoder_hidden"]["mean"], 0),
+                # (results of earlier versions keep the model fields at the top level of the config)
+                num(s["config"].get("model", s["config"])["decoder_hidden"]["mean"], 0),
             ]
             + [pm(s["test"]["kl"], 2), pm(s["moses"]["valid"], 3)]
         )

@@ -155,7 +155,7 @@ def molecule_checks(workdir: str) -> dict:
     from cvae_jax.config import ParallelConfig, TrainConfig
 
     fixtures = Path(__file__).resolve().parent / "data"
-    base = molecules.MoleculeConfig(
+    base = molecules.recipe(
         str(fixtures / "moses_train_1200.csv.gz"),
         str(fixtures / "moses_test_400.csv.gz"),
         num_train=512,

@@ -124,7 +124,7 @@ def test_molecule_experiment_scores_moses_metrics_and_control(tmp_path):
     result = json.loads((tmp_path / "results" / "molecules_kekule_grammar.json").read_text())
     run = result["by_seed"]["0"]
     assert run["data"]["train_molecules"] == 512 and run["config"]["train"]["beta"] == 1.0
-    assert run["config"]["representation"] == "kekule" and run["config"]["grammar_features"]
+    assert run["config"]["data"]["representation"] == "kekule" and run["config"]["model"]["grammar_features"]
     assert (tmp_path / "runs" / "mol_kekule_grammar" / "config.json").exists()
     for scored, temperature in ((run, 1.0), (run["constrained"], 0.7)):  # free and syntax-constrained samples
         moses = scored["moses"]

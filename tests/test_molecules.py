@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cvae_jax import cli, molecules
-from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
+from cvae_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig, apply_overrides
 from cvae_jax.core import priors
 from cvae_jax.data import smiles
 from cvae_jax.molecules import chem, grammar
@@ -68,14 +68,14 @@ def test_bad_smiles_input_gets_clear_errors(moses, tmp_path):
     with pytest.raises(ValueError, match="could not be read"):
         smiles.load_csv(tmp_path / "bad.csv.gz")
     with pytest.raises(ConfigError, match="properties"):
-        molecules.MoleculeConfig(TRAIN, TEST, properties=("colour",))
+        molecules.recipe(TRAIN, TEST, properties=("colour",))
     with pytest.raises(ConfigError, match="batch_size"):
-        molecules.MoleculeConfig(TRAIN, TEST, num_train=10)
+        molecules.recipe(TRAIN, TEST, num_train=10)
     # the image runs' checks of the train and parallel sections apply to molecule runs too
     with pytest.raises(ConfigError, match="parallel.num_devices must be >= 0"):
-        molecules.MoleculeConfig(TRAIN, TEST, parallel=ParallelConfig(num_devices=-1))
+        molecules.recipe(TRAIN, TEST, parallel=ParallelConfig(num_devices=-1))
     with pytest.raises(ConfigError, match="train.learning_rate must be a finite number"):
-        molecules.MoleculeConfig(TRAIN, TEST, train=TrainConfig(learning_rate=float("nan")))
+        molecules.recipe(TRAIN, TEST, train=TrainConfig(learning_rate=float("nan")))
 
 
 def test_gru_equals_flax_gru_cell_and_stops_at_each_rows_length():
@@ -430,7 +430,7 @@ def test_chem_metrics_and_properties_against_hand_counts():
 
 @pytest.fixture(scope="module")
 def trained():
-    cfg = molecules.MoleculeConfig(
+    cfg = molecules.recipe(
         TRAIN,
         TEST,
         num_train=1024,
@@ -474,7 +474,7 @@ def test_molecule_cvae_learns_real_molecules_reproducibly(trained):
 
 @pytest.mark.slow
 def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
-    cfg = molecules.MoleculeConfig(
+    cfg = molecules.recipe(
         TRAIN,
         TEST,
         num_train=256,
@@ -548,7 +548,7 @@ def test_molecule_run_checkpoints_resumes_bit_identically_and_loads(tmp_path):
     assert all(_grammatical(smiles.tokenize(s)) for s in constrained.read_text().splitlines())
     bad = ["sample-molecules", "--workdir", str(tmp_path / "run"), "--guidance", "-1", "--out", str(constrained)]
     assert cli.main(bad) == 2 and len(constrained.read_text().splitlines()) == 20
-    other = dataclasses.replace(cfg, latent_dim=5)
+    other = apply_overrides(cfg, ["model.latent_dim=5"])
     with pytest.raises(CheckpointError, match="another config"):
         molecules.train(other, data, workdir=tmp_path / "run")
     with Checkpoints(tmp_path / "other", CheckpointConfig(async_save=False)) as other_run:  # a run of another kind
@@ -744,7 +744,7 @@ def test_selfies_round_trip_and_every_token_string_decodes_to_a_valid_molecule(m
 
 @pytest.mark.slow
 def test_selfies_model_trains_and_draws_only_valid_molecules(tmp_path):
-    cfg = molecules.MoleculeConfig(
+    cfg = molecules.recipe(
         TRAIN,
         TEST,
         num_train=256,
@@ -766,15 +766,15 @@ def test_selfies_model_trains_and_draws_only_valid_molecules(tmp_path):
     # that have no atom before them: a sample of only those is empty, and MOSES counts "" invalid)
     assert len(drawn) == 64 and any(drawn) and all(chem.canonical(s) is not None for s in drawn if s)
     with pytest.raises(ConfigError, match="representation"):
-        dataclasses.replace(cfg, representation="inchi")
+        apply_overrides(cfg, ["data.representation=inchi"])
     with pytest.raises(ConfigError, match="grammar_features"):
-        dataclasses.replace(cfg, grammar_features=True)
+        apply_overrides(cfg, ["model.grammar_features=true"])
 
 
 @pytest.mark.slow
 def test_kekule_representation_writes_the_same_molecules_without_aromatic_atoms(moses, tmp_path):
     assert chem.kekule("c1ccccc1O") == "OC1=CC=CC=C1" and chem.kekule("C1=CC=C1N(") is None
-    cfg = molecules.MoleculeConfig(
+    cfg = molecules.recipe(
         TRAIN,
         TEST,
         num_train=256,
@@ -812,7 +812,7 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     rows = smiles.load_csv(TRAIN)
     kwargs = dict(num_test=64, latent_dim=4, embed_dim=8, encoder_hidden=16, decoder_hidden=16)
     train = TrainConfig(epochs=3, batch_size=64, eval_batch_size=64)
-    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=256, num_validation=100, train=train, **kwargs)
+    cfg = molecules.recipe(TRAIN, TEST, num_train=256, num_validation=100, train=train, **kwargs)
     data = molecules.prepare(cfg, cached=False)
     assert data.train_smiles == rows[:256]
     assert len(data.validation_smiles) > 80 and set(data.validation_smiles) <= set(rows[256:356])
@@ -820,7 +820,7 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     np.testing.assert_allclose(  # in the training set's units
         data.validation["condition"], (data.validation["properties"] - data.mean) / data.std, rtol=1e-4, atol=1e-5
     )
-    whole = molecules.prepare(dataclasses.replace(cfg, num_train=len(rows), num_validation=500), cached=False)
+    whole = molecules.prepare(apply_overrides(cfg, [f"data.num_train={len(rows)}", "data.num_validation=500"]), cached=False)
     assert whole.train_smiles == rows[: len(rows) - len(rows) // 10]  # the last 10% held out
     assert set(whole.validation_smiles) <= set(rows[len(rows) - len(rows) // 10 :])
 
@@ -829,7 +829,7 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     assert [e["epoch"] for e in held] == [0, 1, 2, 3]
     with Checkpoints(tmp_path / "run", read_only=True) as ckpts:
         assert ckpts.best_step() == min(held[1:], key=lambda e: e["neg_elbo"])["step"]
-    bare = dataclasses.replace(cfg, num_validation=0)
+    bare = apply_overrides(cfg, ["data.num_validation=0"])
     _, plain, plain_history = molecules.train(bare, molecules.prepare(bare, cached=False), workdir=tmp_path / "bare")
     out = tmp_path / "drawn.smi"
     capsys.readouterr()
@@ -846,17 +846,21 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     assert _tests(plain_history) == _tests(history)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain.params)):
         np.testing.assert_array_equal(a, b)
-    saved = cfg.to_dict()
-    del saved["num_validation"]  # a run saved before validation existed held nothing out
-    assert molecules.MoleculeConfig.from_dict(saved).num_validation == 0
+    # A run saved by an earlier version: data and model fields at the top level, and (before validation
+    # existed) no num_validation, which means nothing was held out.
+    now = cfg.to_dict()
+    legacy = {**{k: v for k, v in now.items() if k not in ("data", "model")}, **now["data"], **now["model"]}
+    del legacy["num_validation"]
+    restored = molecules.MoleculeConfig.from_dict(json.loads(json.dumps(legacy)))
+    assert restored == apply_overrides(cfg, ["data.num_validation=0"])
     with pytest.raises(ConfigError, match="num_validation"):
-        dataclasses.replace(cfg, num_validation=-1)
+        apply_overrides(cfg, ["data.num_validation=-1"])
 
 
 @pytest.mark.slow
 def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_JAX_CACHE", str(tmp_path / "cache"))
-    cfg = molecules.MoleculeConfig(TRAIN, TEST, num_train=200, num_test=50, train=TrainConfig(batch_size=64))
+    cfg = molecules.recipe(TRAIN, TEST, num_train=200, num_test=50, train=TrainConfig(batch_size=64))
     fresh = molecules.prepare(cfg, cached=False)
     first, second = molecules.prepare(cfg), molecules.prepare(cfg)  # computed and written, then read back
     assert len(list((tmp_path / "cache" / "molecules").iterdir())) == 1
@@ -868,6 +872,41 @@ def test_prepared_data_are_cached_and_read_back_identically(tmp_path, monkeypatc
             for k, v in getattr(fresh, split).items():
                 np.testing.assert_array_equal(getattr(data, split)[k], v)
         np.testing.assert_array_equal(data.mean, fresh.mean)
-    other = dataclasses.replace(cfg, num_train=150)  # other settings: another entry
+    other = apply_overrides(cfg, ["data.num_train=150"])  # other settings: another entry
     assert len(molecules.prepare(other).train_smiles) == 150
     assert len(list((tmp_path / "cache" / "molecules").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_train_task_molecules_and_train_molecules_write_the_same_config(tmp_path, capsys):
+    """One config for both commands: train-molecules' flags are names for the fields `--set` reaches."""
+    sizes = ["data.num_train=256", "data.num_test=64", "model.latent_dim=4", "model.embed_dim=8"]
+    sizes += ["model.encoder_hidden=16", "model.decoder_hidden=16", "train.batch_size=64", "train.epochs=1"]
+    by_task = tmp_path / "task"
+    common = ["--set", f"data.train_path={TRAIN}", "--set", f"data.test_path={TEST}", "--no-progress"]
+    assert (
+        cli.main(
+            ["train", "--task", "molecules", "--workdir", str(by_task), "--set", "model.decoder_layers=2", *common]
+            + [arg for item in sizes for arg in ("--set", item)]
+        )
+        == 0
+    )
+    by_flags = tmp_path / "flags"
+    flags = ["train-molecules", "--train-csv", TRAIN, "--test-csv", TEST, "--workdir", str(by_flags)]
+    flags += ["--decoder-layers", "2", "--num-train", "256", "--num-test", "64", "--latent-dim", "4", "--epochs", "1"]
+    flags += ["--decoder-hidden", "16", "--no-progress", "--set", "model.embed_dim=8"]
+    flags += ["--set", "model.encoder_hidden=16", "--set", "train.batch_size=64"]
+    assert cli.main(flags) == 0
+    written = json.loads((by_task / "config.json").read_text())
+    assert written == json.loads((by_flags / "config.json").read_text())
+    assert written["model"]["decoder_layers"] == 2
+    # the KL warm-up follows the data: 2 epochs of 256 molecules in batches of 64
+    assert written["train"]["warmup_steps"] == 8
+    assert _lines(by_task) == _lines(by_flags)
+    # resuming by task with no settings reads the saved config (nothing retrained)
+    assert cli.main(["train", "--task", "molecules", "--workdir", str(by_task), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--task", "molecules", "--model", "vae", "--workdir", str(tmp_path / "x")]) == 2
+    assert "--model is for --task images" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "molecules", "--preset", "nope", "--workdir", str(tmp_path / "x")]) == 2
+    assert "presets" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -113,3 +113,27 @@ def test_a_task_with_its_own_term_names_selects_stops_and_resumes_on_its_metric(
             selection_metric = "neg_elbo"
 
         fit(Unnamed(_two_loss_config(1)), tmp_path / "unnamed", progress=False)
+
+
+@pytest.mark.slow
+def test_cvae_jax_train_trains_a_task_named_by_its_file_and_class(tmp_path, capsys):
+    from cvae_jax import cli
+
+    task = f"{Path(points.__file__)}:RingTask"
+    settings = ["num_points=1024", "train.epochs=2", "train.batch_size=64", "train.learning_rate=0.003"]
+    argv = ["train", "--task", task, "--workdir", str(tmp_path / "cli"), "--no-progress"]
+    assert cli.main(argv + [a for s in settings for a in ("--set", s)]) == 0
+    direct = fit(points.RingTask(_config(2)), tmp_path / "direct", progress=False)
+    drop = ("seconds", "samples_per_s", "save_s")
+
+    def lines(workdir):
+        entries = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in e.items() if k not in drop} for e in entries if e["split"] != "checkpoint"]
+
+    assert lines(tmp_path / "cli") == lines(tmp_path / "direct") and direct.history
+    assert json.loads((tmp_path / "cli" / "config.json").read_text()) == _config(2).to_dict()
+    capsys.readouterr()
+    assert cli.main(["train", "--task", f"{Path(points.__file__)}:Nope", "--workdir", str(tmp_path / "x")]) == 2
+    assert "no Task subclass named 'Nope'" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "spectra", "--workdir", str(tmp_path / "x")]) == 2
+    assert "is not a task" in capsys.readouterr().err

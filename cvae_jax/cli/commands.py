@@ -11,6 +11,8 @@ import numpy as np
 
 
 def _train(args) -> int:
+    if args.task not in (None, "images"):
+        return _train_task(args)
     from cvae_jax.config import apply_overrides, get_config
     from cvae_jax.training import parallel
 
@@ -18,11 +20,7 @@ def _train(args) -> int:
     resuming = config is not None
     if config is None:
         config = get_config(args.model or "cvae", args.preset or "default")
-    overrides = [f"seed={args.seed}"] if args.seed is not None else []
-    for flag, field in _TRAIN_FLAGS:
-        if getattr(args, flag) is not None:
-            overrides.append(f"{field}={getattr(args, flag)}")
-    config = apply_overrides(config, overrides + list(args.set))
+    config = apply_overrides(config, _overrides(args, _TRAIN_FLAGS))
     parallel.initialize(config.parallel)  # before anything touches the devices
 
     import jax
@@ -49,6 +47,44 @@ def _train(args) -> int:
     return 0
 
 
+def _overrides(args, flags) -> list[str]:
+    """`field=value` for every (flag, field) pair whose flag was given, then the --set overrides."""
+    given = [(field, getattr(args, flag)) for flag, field in flags if getattr(args, flag, None) is not None]
+    return [f"{field}={value}" for field, value in given] + list(args.set)
+
+
+def _train_task(args) -> int:
+    """`cvae-jax train --task NAME`: any task but images, configured by its presets and --set."""
+    from cvae_jax import tasks
+    from cvae_jax.config import ConfigError
+    from cvae_jax.training import parallel
+    from cvae_jax.training.trainer import fit
+
+    task_class = tasks.resolve(args.task)
+    if args.model is not None:
+        raise ConfigError(f"--model is for --task images; {args.task} is configured with --preset and --set")
+    saved = _saved_meta(args.workdir) if args.preset is None else None
+    overrides = _overrides(args, _TRAIN_FLAGS)
+    if saved is not None:
+        from cvae_jax.config import apply_overrides
+
+        config = apply_overrides(task_class.read_config(saved["config"]), overrides)
+    else:
+        config = task_class.make_config(args.preset or "default", overrides)
+    parallel.initialize(config.parallel)  # before anything touches the devices
+    parallel.make_layout(config.parallel)  # refuses a device count this machine lacks before the data load
+    primary = parallel.is_primary()
+    task = task_class.from_config(config)
+    if primary:
+        print(f"{'resuming' if saved else 'training'} task {task.name} -> {args.workdir}", file=sys.stderr)
+    fitted = fit(task, args.workdir, progress=primary and not args.no_progress)
+    if primary:
+        final = [e for e in fitted.history if e["split"] == "test"][-1]
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k not in ("epoch", "split", "step"))
+        print(f"done: test {terms}; checkpoints and metrics.jsonl in {args.workdir}")
+    return 0
+
+
 # (command-line flag, config field) pairs of `cvae-jax train`.
 _TRAIN_FLAGS = (
     ("epochs", "train.epochs"),
@@ -62,15 +98,22 @@ _TRAIN_FLAGS = (
 )
 
 
-def _saved_config(workdir: str):
-    """The config of the run already in `workdir` (to resume it), or None if there is none."""
-    from cvae_jax.config import from_dict
+def _saved_meta(workdir: str) -> dict | None:
+    """The latest checkpoint's meta (config, task) of the run already in `workdir`, or None."""
     from cvae_jax.training import checkpoint
 
     if not checkpoint.has_checkpoint(workdir):
         return None
     with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
-        return from_dict(ckpts.read_meta(ckpts.latest_step())["config"])
+        return ckpts.read_meta(ckpts.latest_step())
+
+
+def _saved_config(workdir: str):
+    """The image config of the run already in `workdir` (to resume it), or None if there is none."""
+    from cvae_jax.config import from_dict
+
+    meta = _saved_meta(workdir)
+    return None if meta is None else from_dict(meta["config"])
 
 
 def _sample(args) -> int:
@@ -259,39 +302,44 @@ def _score(args) -> int:
     return 0
 
 
+# (command-line flag, config field) pairs of `cvae-jax train-molecules`: its flags are names for
+# fields of the molecule config (cvae_jax.molecules.config), the same that `--set` reaches.
+_MOLECULE_FLAGS = (
+    ("train_csv", "data.train_path"),
+    ("test_csv", "data.test_path"),
+    ("num_train", "data.num_train"),
+    ("num_test", "data.num_test"),
+    ("num_validation", "data.num_validation"),
+    ("properties", "data.properties"),
+    ("representation", "data.representation"),
+    ("latent_dim", "model.latent_dim"),
+    ("decoder_hidden", "model.decoder_hidden"),
+    ("decoder_layers", "model.decoder_layers"),
+    ("grammar_features", "model.grammar_features"),
+    ("word_dropout", "model.word_dropout"),
+    ("epochs", "train.epochs"),
+    ("beta", "train.beta"),
+    ("free_bits", "train.free_bits"),
+    ("seed", "seed"),
+    ("devices", "parallel.num_devices"),
+    ("parallel", "parallel.mode"),
+)
+
+
 def _train_molecules(args) -> int:
     from cvae_jax import molecules
-    from cvae_jax.config import ParallelConfig
     from cvae_jax.training import parallel
 
-    names = tuple(n.strip() for n in args.properties.split(",") if n.strip())
-    devices = ParallelConfig(mode=args.parallel, num_devices=args.devices or 0)
-    cfg = molecules.recipe(
-        args.train_csv,
-        args.test_csv,
-        num_train=args.num_train,
-        num_test=args.num_test,
-        num_validation=args.num_validation,
-        epochs=args.epochs,
-        free_bits=args.free_bits,
-        word_dropout=args.word_dropout,
-        beta=args.beta,
-        seed=args.seed,
-        properties=names,
-        latent_dim=args.latent_dim,
-        representation=args.representation,
-        decoder_hidden=args.decoder_hidden,
-        decoder_layers=args.decoder_layers,
-        grammar_features=args.grammar_features,
-        parallel=devices,
-    )
+    cfg = molecules.make_config(args.preset, _overrides(args, _MOLECULE_FLAGS))
     parallel.initialize(cfg.parallel)  # before anything touches the devices
     parallel.make_layout(cfg.parallel)  # refuses a device count this machine lacks before the data are prepared
     primary = parallel.is_primary()
     data = molecules.prepare(cfg)
     if primary:
+        names = cfg.data.properties
         print(
-            f"training a {args.representation.upper()} {'CVAE on ' + ', '.join(names) if names else 'VAE'}: "
+            f"training a {cfg.data.representation.upper()} "
+            f"{'CVAE on ' + ', '.join(names) if names else 'VAE'}: "
             f"{len(data.train_smiles)} train / {len(data.validation_smiles)} validation / "
             f"{len(data.test_smiles)} test molecules, {data.vocab.size} tokens, length {data.length} -> "
             f"{args.workdir}",
@@ -432,17 +480,25 @@ def _sampling_arguments(parser) -> None:
 def make_parser() -> argparse.ArgumentParser:
     from cvae_jax.config import MODELS, PARALLEL_MODES, PRESETS
     from cvae_jax.data.smiles import REPRESENTATIONS
+    from cvae_jax.molecules.config import PRESETS as MOLECULE_PRESETS
+    from cvae_jax.molecules.config import MoleculeConfig
 
     parser = argparse.ArgumentParser(prog="cvae-jax", description="Train and use VAEs and CVAEs in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and write metrics, pictures and a checkpoint")
-    train.add_argument("--model", choices=MODELS, help="default: cvae (or, resuming, the saved run's)")
+    train.add_argument(
+        "--task",
+        metavar="NAME",
+        help="what to train: images (the default), molecules, or your own Task subclass as "
+        "package.module:Class or FILE.py:Class; every task is configured by --preset and --set",
+    )
+    train.add_argument("--model", choices=MODELS, help="images: vae or cvae (default: cvae, or the saved run's)")
     train.add_argument(
         "--preset",
-        choices=PRESETS,
-        help="'default' (the default): a 512-512 MLP, latent 16; 'article': the article's architecture; "
-        "'resnet': a ResNet VAE with a discretized logistic mixture likelihood for 8-bit (colour) images",
+        help=f"a named starting config of the task (images: {', '.join(PRESETS)}; 'default', the default, is a "
+        "512-512 MLP, latent 16; 'article': the article's architecture; 'resnet': a ResNet VAE with a discretized "
+        f"logistic mixture likelihood for 8-bit (colour) images; molecules: {', '.join(MOLECULE_PRESETS)})",
     )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch, split over the devices")
@@ -532,59 +588,73 @@ def make_parser() -> argparse.ArgumentParser:
         help="train a SMILES CVAE conditioned on molecular properties "
         '(RDKit: pip install -e ".[chem]"); resumes a run in --workdir',
     )
+    default = MoleculeConfig()  # the defaults the help names: the "default" preset's
     tm.add_argument(
         "--train-csv",
-        required=True,
-        help="training SMILES: a CSV (optionally .gz) with a SMILES column, e.g. MOSES's train split",
+        help="training SMILES: a CSV (optionally .gz) with a SMILES column (default: MOSES's train split, "
+        "from the molsets wheel)",
     )
-    tm.add_argument("--test-csv", required=True, help="held-out SMILES, the same format")
+    tm.add_argument("--test-csv", help="held-out SMILES, the same format (default: MOSES's test split)")
     tm.add_argument(
         "--workdir",
         required=True,
         help="Orbax checkpoints after every epoch; a workdir holding a run "
         "of the same settings resumes it (a larger --epochs trains it on), one of other settings is refused",
     )
-    tm.add_argument("--num-train", type=int, default=30_000, help="the first N training molecules")
-    tm.add_argument("--num-test", type=int, default=2_000)
+    tm.add_argument(
+        "--preset",
+        choices=sorted(MOLECULE_PRESETS),
+        default="default",
+        help="the starting config that the flags and --set change (default: %(default)s)",
+    )
+    tm.add_argument("--num-train", type=int, help=f"the first N training molecules ({default.data.num_train})")
+    tm.add_argument("--num-test", type=int, help=f"({default.data.num_test})")
     tm.add_argument(
         "--num-validation",
         type=int,
-        default=1_000,
         help="validation molecules (for the best checkpoint): those after the first --num-train of the "
-        "training CSV; 0 = none",
+        f"training CSV; 0 = none ({default.data.num_validation})",
     )
     tm.add_argument(
         "--properties",
-        default="logp,tpsa,mw",
-        help="the condition, comma-separated from logp, tpsa, "
-        "mw, qed; '' trains an unconditional VAE (no RDKit needed)",
+        help="the condition, comma-separated from logp, tpsa, mw, qed; '' trains an unconditional VAE (no "
+        f"RDKit needed) ({','.join(default.data.properties)})",
     )
-    tm.add_argument("--epochs", type=int, default=10)
+    tm.add_argument("--epochs", type=int, help=f"({default.train.epochs})")
     tm.add_argument(
         "--representation",
         choices=REPRESENTATIONS,
-        default="smiles",
         help="the strings the model reads and writes: SMILES, Kekulé SMILES (no aromatic atoms, bond "
-        "orders explicit) or SELFIES (every string decodes to a valid molecule)",
+        f"orders explicit) or SELFIES (every string decodes to a valid molecule) ({default.data.representation})",
     )
-    tm.add_argument("--latent-dim", type=int, default=32)
-    tm.add_argument("--decoder-hidden", type=int, default=256, help="units of each decoder GRU")
-    tm.add_argument("--decoder-layers", type=int, default=1, help="stacked decoder GRUs")
+    tm.add_argument("--latent-dim", type=int, help=f"({default.model.latent_dim})")
+    tm.add_argument("--decoder-hidden", type=int, help=f"units of each decoder GRU ({default.model.decoder_hidden})")
+    tm.add_argument("--decoder-layers", type=int, help=f"stacked decoder GRUs ({default.model.decoder_layers})")
     tm.add_argument(
         "--grammar-features",
         action="store_true",
+        default=None,
         help="the decoder also reads the SMILES grammar's state: open branches and rings, free valence",
     )
-    tm.add_argument("--beta", type=float, default=1.0, help="final KL weight (warmed up from 0 over 2 epochs)")
-    tm.add_argument("--free-bits", type=float, default=0.1, help="KL floor per latent dimension, nats")
+    tm.add_argument("--beta", type=float, help=f"final KL weight, warmed up over 2 epochs ({default.train.beta})")
+    tm.add_argument("--free-bits", type=float, help=f"KL floor per latent dimension, nats ({default.train.free_bits})")
     tm.add_argument(
-        "--word-dropout", type=float, default=0.0, help="share of previous tokens hidden from the decoder in training"
+        "--word-dropout",
+        type=float,
+        help=f"share of previous tokens hidden from the decoder in training ({default.model.word_dropout})",
     )
-    tm.add_argument("--seed", type=int, default=0)
+    tm.add_argument("--seed", type=int, help=f"({default.seed})")
     tm.add_argument(
         "--devices", type=int, help="local devices to use (default: all); the batch of 128 is split over them"
     )
-    tm.add_argument("--parallel", choices=PARALLEL_MODES, default="sharded")
+    tm.add_argument("--parallel", choices=PARALLEL_MODES, help="(sharded)")
+    tm.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any field of the molecule config, e.g. --set model.embed_dim=128 (after the flags)",
+    )
     tm.add_argument("--no-progress", action="store_true", help="no progress bar")
     tm.set_defaults(func=_train_molecules)
 

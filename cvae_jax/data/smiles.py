@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -32,7 +33,9 @@ _TOKEN = re.compile(
 )
 
 
-REPRESENTATIONS = ("smiles", "kekule", "selfies")
+# The strings a molecule model reads and writes; the config field's type (one list of choices).
+Representation = typing.Literal["smiles", "kekule", "selfies"]
+REPRESENTATIONS = typing.get_args(Representation)
 
 
 def _selfies():

@@ -80,6 +80,7 @@ class ImageTask(Task):
     """A VAE or CVAE on labelled images: the task of `cvae-jax train`."""
 
     name = "images"
+    config_class = Config
     resumable = (*Task.resumable, "model.kernels")
 
     def __init__(self, config: Config, dataset: data_lib.Dataset, prior=None):
@@ -114,9 +115,6 @@ class ImageTask(Task):
 
     def data_description(self) -> str:
         return f"data.source={self.config.data.source!r}, data.path={self.config.data.path!r}"
-
-    def config_from_dict(self, saved: dict[str, Any]) -> Config:
-        return from_dict(saved)
 
     def finish(self, workdir: Path, parts: Parts, params) -> None:
         from cvae_jax.apps.pictures import write_pictures

@@ -67,10 +67,42 @@ class Task:
         "parallel.",
         "checkpoint.",
     )
+    # For `cvae-jax train --task`: the config's dataclass and named presets (functions returning a
+    # config); `make_config` starts from one and applies `--set` overrides, `from_config` loads the data.
+    config_class: type | None = None
+    presets: dict[str, Callable[[], Any]] = {}
     config: Any
     train_rows: dict[str, np.ndarray]
     test_rows: dict[str, np.ndarray]
     validation_rows: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def make_config(cls, preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Any:
+        """The config of preset `preset` (the config class's defaults where there are no presets) with
+        `section.field=value` overrides applied and validated."""
+        from cvae_jax.config import ConfigError, apply_overrides
+
+        presets = cls.presets or ({"default": cls.config_class} if cls.config_class else {})
+        if preset not in presets:
+            raise ConfigError(
+                f"task {cls.name!r} has presets {sorted(presets)}, not {preset!r}"
+                if presets
+                else f"task {cls.name!r} sets no config_class, so it cannot be configured by name"
+            )
+        return apply_overrides(presets[preset](), list(overrides))
+
+    @classmethod
+    def from_config(cls, config: Any) -> Task:
+        """The task of `config`, its data loaded (default: `cls(config)`)."""
+        return cls(config)
+
+    @classmethod
+    def read_config(cls, saved: dict[str, Any], config_class: type | None = None) -> Any:
+        """A config from a checkpoint's `to_dict()` output, nested sections rebuilt from the fields' types
+        (of `config_class`, default the task's). Override it to read a task's older saved layouts."""
+        from cvae_jax.config import from_dict
+
+        return from_dict(saved, config_class or cls.config_class)
 
     @property
     def selection_metric(self) -> str:
@@ -115,10 +147,8 @@ class Task:
 
     def config_from_dict(self, saved: dict[str, Any]) -> Any:
         """The config a checkpoint saved (its `to_dict()`), rebuilt with its nested sections (from the
-        fields' types), to compare with this one. Override it only to read older saved layouts."""
-        from cvae_jax.config import from_dict
-
-        return from_dict(saved, type(self.config))
+        fields' types), to compare with this one (`read_config` with this config's class)."""
+        return self.read_config(saved, type(self.config))
 
     def on_epoch_end(self, epoch: int, parts: Parts, params) -> dict[str, Any]:
         """Extra test metrics for the epoch's "test" line (computed in every process)."""
