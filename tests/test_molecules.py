@@ -820,7 +820,9 @@ def test_validation_molecules_follow_the_training_ones_choose_best_and_leave_tra
     np.testing.assert_allclose(  # in the training set's units
         data.validation["condition"], (data.validation["properties"] - data.mean) / data.std, rtol=1e-4, atol=1e-5
     )
-    whole = molecules.prepare(apply_overrides(cfg, [f"data.num_train={len(rows)}", "data.num_validation=500"]), cached=False)
+    whole = molecules.prepare(
+        apply_overrides(cfg, [f"data.num_train={len(rows)}", "data.num_validation=500"]), cached=False
+    )
     assert whole.train_smiles == rows[: len(rows) - len(rows) // 10]  # the last 10% held out
     assert set(whole.validation_smiles) <= set(rows[len(rows) - len(rows) // 10 :])
 
