@@ -28,6 +28,9 @@ Distributed = typing.Literal["auto", "on", "off"]
 NonFinite = typing.Literal["stop", "skip"]
 ComputeDtype = typing.Literal["float32", "bfloat16", "float16"]
 Kernels = typing.Literal["auto", "flax", "tuned"]
+LRSchedule = typing.Literal["constant", "cosine", "linear"]
+TCEstimator = typing.Literal["mss", "mws"]
+MMDKernel = typing.Literal["imq", "rbf"]
 
 MODELS = typing.get_args(Kind)
 PRESETS = ("default", "article", "resnet", "hvae")
@@ -124,6 +127,31 @@ class TrainConfig:
     objective: str = "elbo"
     iwae_samples: int = 5
     hybrid_alpha: float = 0.5
+    # Options of the disentangling, MMD and multi-sample objectives (docs/objectives.md).
+    # beta_tcvae (Chen et al. 2018): train.beta weighs the total correlation, tc_alpha the index-code
+    # mutual information, tc_gamma the dimension-wise KL; log q(z) estimated by minibatch-stratified
+    # ("mss") or minibatch-weighted ("mws") sampling.
+    tc_alpha: float = 1.0
+    tc_gamma: float = 1.0
+    tc_estimator: TCEstimator = "mss"
+    # dip_vae_i / dip_vae_ii (Kumar et al. 2018): weights of the off-diagonal and diagonal penalties on
+    # Cov_q(z) - I.
+    dip_lambda_od: float = 10.0
+    dip_lambda_d: float = 100.0
+    # info_vae (Zhao et al. 2017): recon + (1 - info_alpha) KL + (info_alpha + mmd_weight - 1) MMD;
+    # wae (WAE-MMD, Tolstikhin et al. 2018): recon + mmd_weight MMD. The kernel's scale C = 2 D mmd_scale^2.
+    info_alpha: float = 0.0
+    mmd_weight: float = 10.0
+    mmd_kernel: MMDKernel = "imq"
+    mmd_scale: float = 1.0
+    # miwae (Rainforth et al. 2018): the mean of miwae_groups independent iwae_samples-sample bounds.
+    miwae_groups: int = 4
+    # The learning rate over the run: "constant", or a "cosine" or "linear" decay to
+    # lr_final_fraction x learning_rate at the last step; either after a linear warm-up from 0 over
+    # lr_warmup_steps steps (0 = none; a warm-up with "constant" holds the rate after it).
+    lr_schedule: LRSchedule = "constant"
+    lr_warmup_steps: int = 0
+    lr_final_fraction: float = 0.0
     # KL annealing: "constant" (beta), "linear" (0 -> beta over warmup_steps), "cyclical"
     # (Fu et al. 2019: num_cycles cycles over the run, each ramping 0 -> beta over its first half).
     kl_schedule: KLSchedule = "constant"
@@ -194,20 +222,41 @@ class ParallelConfig:
 
 
 @dataclasses.dataclass
-class Config:
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+class RunConfig:
+    """What every task's config holds (the trainer reads only these): how to train, on which devices,
+    how to checkpoint, and the seed. A task's config subclasses it and adds its own sections, e.g.
+    `model` and `data`; `validate()` checks these four, and a subclass extends it."""
+
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     seed: int = 0
-    preset: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def validate(self):
+        """Checks the shared sections (each section's finite floats and Literal choices, then its ranges);
+        raises ConfigError naming the field. Returns the config."""
+        validate_train(self.train)
+        validate_parallel(self.parallel)
+        validate_checkpoint(self.checkpoint)
+        return self
+
+
+@dataclasses.dataclass
+class Config(RunConfig):
+    """The image (and series-window) task's config: `model` and `data` on top of the shared sections."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    preset: str = "default"
+
+    def validate(self) -> Config:
+        return validate(self)
 
 
 def _article_model(kind: str) -> ModelConfig:
@@ -306,9 +355,7 @@ def apply_overrides(config, overrides: list[str]):
         if leaf not in types or dataclasses.is_dataclass(getattr(node, leaf)):
             raise ConfigError(f"unknown config field {path!r}; fields here: {sorted(types)}")
         setattr(node, leaf, _convert(value, types[leaf], path))
-    if isinstance(config, Config):
-        validate(config)
-    elif hasattr(config, "validate"):
+    if hasattr(config, "validate"):
         config.validate()
     return config
 
@@ -382,6 +429,16 @@ def validate_train(t: TrainConfig) -> None:
     _require(bool(t.objective), "train.objective must name a registered objective (elbo, iwae, hybrid or yours)")
     _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
     _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
+    _require(t.miwae_groups >= 1, f"train.miwae_groups must be >= 1, got {t.miwae_groups}")
+    _require(t.mmd_scale > 0, f"train.mmd_scale must be > 0, got {t.mmd_scale}")
+    _require(t.mmd_weight >= 0, f"train.mmd_weight must be >= 0, got {t.mmd_weight}")
+    _require(0.0 <= t.info_alpha <= 1.0, f"train.info_alpha must lie in [0, 1], got {t.info_alpha}")
+    for name in ("tc_alpha", "tc_gamma", "dip_lambda_od", "dip_lambda_d"):
+        _require(getattr(t, name) >= 0, f"train.{name} must be >= 0, got {getattr(t, name)}")
+    _require(t.lr_warmup_steps >= 0, f"train.lr_warmup_steps must be >= 0 (0 = none), got {t.lr_warmup_steps}")
+    _require(
+        0.0 <= t.lr_final_fraction <= 1.0, f"train.lr_final_fraction must lie in [0, 1], got {t.lr_final_fraction}"
+    )
     _require(t.warmup_steps >= 1, f"train.warmup_steps must be >= 1, got {t.warmup_steps}")
     _require(t.num_cycles >= 1, f"train.num_cycles must be >= 1, got {t.num_cycles}")
     _require(t.cycle_steps >= 0, f"train.cycle_steps must be >= 0 (0 = steps / num_cycles), got {t.cycle_steps}")
@@ -481,9 +538,12 @@ def validate(config: Config) -> Config:
     )
     _require(not (m.prior == "conditional" and m.kind != "cvae"), "model.prior=conditional needs model.kind=cvae")
     _require(not (t.objective == "hybrid" and m.kind != "cvae"), "train.objective=hybrid needs model.kind=cvae")
-    c = config.checkpoint
+    RunConfig.validate(config)
+    return config
+
+
+def validate_checkpoint(c: CheckpointConfig) -> None:
+    """Checks the checkpoint section; raises ConfigError naming the field."""
+    _require_finite("checkpoint", c)
     _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
     _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
-    validate_train(t)
-    validate_parallel(config.parallel)
-    return config

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvae_jax.config import CheckpointConfig, ParallelConfig, TrainConfig
+from cvae_jax.config import CheckpointConfig, RunConfig, TrainConfig
 from cvae_jax.core import distributions, objectives
 from cvae_jax.core.models import VAE
 from cvae_jax.core.priors import StandardNormal
@@ -25,19 +25,14 @@ from cvae_jax.training.trainer import fit
 
 
 @dataclasses.dataclass
-class RingConfig:
-    """A task's config: its own fields plus the train, parallel and checkpoint sections and a seed."""
+class RingConfig(RunConfig):
+    """A task's config: its own fields on top of the shared train, parallel, checkpoint and seed."""
 
     num_points: int = 4096
     latent_dim: int = 2
     hidden: int = 64
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=20, batch_size=128))
-    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=lambda: CheckpointConfig(every_epochs=5))
-    seed: int = 0
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 class MLP(nn.Module):
@@ -94,7 +89,7 @@ class RingTask(Task):
             return objectives.elbo_terms(model, recon, kl, mean, log_var)
 
         loss = objectives.make_elbo_loss(terms, cfg=cfg.train, total_steps=total_steps)
-        return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(cfg.train))
+        return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(cfg.train, total_steps))
 
     def on_epoch_end(self, epoch, parts, params):
         """An extra test metric: how far decoded prior samples lie from the unit circle."""

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.config import ConfigError, TrainConfig
-from cvae_jax.core import distributions, likelihoods, posteriors, priors
+from cvae_jax.core import aggregate, distributions, likelihoods, posteriors, priors
 from cvae_jax.core.models import VAE
 from cvae_jax.core.registry import Registry
 
@@ -112,6 +112,19 @@ def log_weight_parts(model: VAE, params, x, condition, mean, log_var, z, log_q=N
     return log_lik, log_prior.reshape(k, b), log_q
 
 
+def importance_log_weights(model: VAE, params, batch, key, *, num_classes: int, num_samples: int, binarize: bool):
+    """(log w, log p(x | z), log p(z), log q(z | x)), each [K, B], of K = num_samples posterior samples of
+    each example of a batch: log w = log p(x, z_k) - log q(z_k | x), with the model's own posterior."""
+    x, condition = inputs_of(model, batch, key, num_classes, binarize)
+    mean, log_var = model.apply(params, x, condition, method=model.encode)
+    if posteriors.is_gaussian(getattr(model, "posterior", None)):
+        z, log_q = _latents(key, mean, log_var, num_samples), None  # [K, B, D]
+    else:
+        z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, num_samples)
+    log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z, log_q)
+    return log_lik + log_prior - log_q, log_lik, log_prior, log_q
+
+
 def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize: bool = False):
     """Returns terms(params, batch, key) -> {"neg_iwae", "neg_elbo", "recon", "kl"} of shape [B].
 
@@ -119,14 +132,9 @@ def make_iwae_terms(model: VAE, *, num_classes: int, num_samples: int, binarize:
     kl here are the K-sample Monte Carlo averages. With K = 1 neg_iwae equals the one-sample ELBO."""
 
     def terms(params, batch, key) -> Terms:
-        x, condition = inputs_of(model, batch, key, num_classes, binarize)
-        mean, log_var = model.apply(params, x, condition, method=model.encode)
-        if posteriors.is_gaussian(getattr(model, "posterior", None)):
-            z, log_q = _latents(key, mean, log_var, num_samples), None  # [K, B, D]
-        else:
-            z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, num_samples)
-        log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z, log_q)
-        log_w = log_lik + log_prior - log_q
+        log_w, log_lik, log_prior, log_q = importance_log_weights(
+            model, params, batch, key, num_classes=num_classes, num_samples=num_samples, binarize=binarize
+        )
         neg_iwae = -(jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples))
         return {
             "neg_iwae": neg_iwae,
@@ -264,6 +272,189 @@ def _hybrid(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, t
     del total_steps
     terms = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
     return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha, binarize=binarize)
+
+
+def _only_elbo_weights(cfg: TrainConfig, objective: str) -> None:
+    """Objectives with their own weights read neither beta's schedules nor free bits: refuse them."""
+    if cfg.kl_schedule != "constant" or cfg.free_bits > 0:
+        raise ConfigError(
+            f"train.objective={objective} has its own weights; train.kl_schedule and train.free_bits are the "
+            "ELBO's: leave them constant and 0"
+        )
+
+
+def _gaussian_latents(model, params, x, condition, key):
+    """(z [B, D], mean, log_var) of the diagonal Gaussian posterior; a ConfigError for other posteriors."""
+    if not posteriors.is_gaussian(getattr(model, "posterior", None)):
+        raise ConfigError("this objective estimates q(z) from the encoder's diagonal Gaussians: use that posterior")
+    mean, log_var = model.apply(params, x, condition, method=model.encode)
+    return _latents(key, mean, log_var, 1)[0], mean, log_var
+
+
+def make_tc_terms(model: VAE, *, num_classes: int, dataset_size: int, estimator: str, binarize: bool = False):
+    """terms(params, batch, key) -> the ELBO's terms plus the decomposition of its KL (Chen et al. 2018,
+    eq. 2), each a one-sample estimate [B] with log q(z) from the batch: "mi" (index-code mutual
+    information, log q(z|x) - log q(z)), "tc" (total correlation, log q(z) - sum_d log q(z_d)) and
+    "dw_kl" (dimension-wise KL, sum_d log q(z_d) - log p(z))."""
+
+    def terms(params, batch, key) -> Terms:
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        z, mean, log_var = _gaussian_latents(model, params, x, condition, key)
+        recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
+        log_prior = model.apply(params, z, condition, method=model.prior_log_prob)
+        log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
+        log_qz, log_prod = aggregate.log_aggregate(z, mean, log_var, dataset_size, estimator)
+        if priors.has_analytic_kl(model.prior):
+            kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
+        else:
+            kl = log_q - log_prior
+        out = elbo_terms(model, recon, kl, mean, log_var)
+        out.update(mi=log_q - log_qz, tc=log_qz - log_prod, dw_kl=log_prod - log_prior)
+        return out
+
+    return terms
+
+
+@register("beta_tcvae")
+def _beta_tcvae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """recon + tc_alpha MI + beta TC + tc_gamma dimension-wise KL (Chen et al. 2018, eq. 4); log q(z) by
+    cfg.tc_estimator over a data set of (steps per epoch x batch size) examples."""
+    _only_elbo_weights(cfg, "beta_tcvae")
+    dataset_size = max(total_steps // cfg.epochs, 1) * cfg.batch_size
+    terms = make_tc_terms(
+        model, num_classes=num_classes, dataset_size=dataset_size, estimator=cfg.tc_estimator, binarize=binarize
+    )
+
+    def loss(params, batch, key, step=0):
+        del step
+        t = terms(params, batch, key)
+        value = jnp.mean(t["recon"] + cfg.tc_alpha * t["mi"] + cfg.beta * t["tc"] + cfg.tc_gamma * t["dw_kl"])
+        return value, {**_scalars(t), "loss": value}
+
+    return terms, loss
+
+
+def _with_batch_term(terms_fn: Callable[..., Terms], name: str, penalty: Callable) -> Callable[..., Terms]:
+    """terms_fn's terms plus `name`: the batch-level `penalty(params, batch, key)` repeated per example
+    (so that evaluation reports its mean over batches)."""
+
+    def terms(params, batch, key) -> Terms:
+        out = terms_fn(params, batch, key)
+        value = penalty(params, batch, key)
+        return {**out, name: jnp.broadcast_to(value, out["neg_elbo"].shape)}
+
+    return terms
+
+
+def _dip(kind: str):
+    def factory(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+        """The beta-ELBO (with cfg's KL schedule and free bits) + the DIP-VAE penalty on Cov_q(z)."""
+
+        def penalty(params, batch, key):
+            x, condition = inputs_of(model, batch, key, num_classes, binarize)
+            _, mean, log_var = _gaussian_latents(model, params, x, condition, key)
+            cov = aggregate.dip_covariance(mean, log_var, kind)
+            return aggregate.dip_penalty(cov, cfg.dip_lambda_od, cfg.dip_lambda_d)
+
+        elbo = make_elbo_terms(model, num_classes=num_classes, binarize=binarize)
+        terms = _with_batch_term(elbo, "dip_penalty", penalty)
+        elbo_loss = make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)
+
+        def loss(params, batch, key, step=0):
+            value, metrics = elbo_loss(params, batch, key, step)
+            value = value + metrics["dip_penalty"]
+            return value, {**metrics, "loss": value}
+
+        return terms, loss
+
+    return factory
+
+
+register("dip_vae_i")(_dip("i"))
+register("dip_vae_ii")(_dip("ii"))
+
+
+def _mmd_terms(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool) -> Callable[..., Terms]:
+    """The ELBO's terms plus "mmd": MMD^2 between the batch's posterior samples and as many prior draws."""
+
+    def penalty(params, batch, key):
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        z, _ = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, 1)
+        drawn = model.apply(
+            params, jax.random.fold_in(key, PRIOR_LATENT), x.shape[0], condition, method=model.prior_sample
+        )
+        return aggregate.mmd(z[0], drawn, cfg.mmd_kernel, cfg.mmd_scale)
+
+    return _with_batch_term(make_elbo_terms(model, num_classes=num_classes, binarize=binarize), "mmd", penalty)
+
+
+@register("info_vae")
+def _info_vae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """InfoVAE (Zhao et al. 2017, eq. 6 with the MMD divergence): recon + (1 - info_alpha) KL +
+    (info_alpha + mmd_weight - 1) MMD."""
+    del total_steps
+    _only_elbo_weights(cfg, "info_vae")
+    terms = _mmd_terms(model, cfg, num_classes=num_classes, binarize=binarize)
+    kl_weight_, mmd_weight = 1.0 - cfg.info_alpha, cfg.info_alpha + cfg.mmd_weight - 1.0
+
+    def loss(params, batch, key, step=0):
+        del step
+        t = terms(params, batch, key)
+        value = jnp.mean(t["recon"] + kl_weight_ * t["kl"] + mmd_weight * t["mmd"])
+        return value, {**_scalars(t), "loss": value}
+
+    return terms, loss
+
+
+@register("wae")
+def _wae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """WAE-MMD (Tolstikhin et al. 2018, algorithm 2, with the stochastic encoder's samples):
+    recon + mmd_weight MMD; no KL."""
+    del total_steps
+    _only_elbo_weights(cfg, "wae")
+    terms = _mmd_terms(model, cfg, num_classes=num_classes, binarize=binarize)
+
+    def loss(params, batch, key, step=0):
+        del step
+        t = terms(params, batch, key)
+        value = jnp.mean(t["recon"] + cfg.mmd_weight * t["mmd"])
+        return value, {**_scalars(t), "loss": value}
+
+    return terms, loss
+
+
+def make_miwae_terms(model: VAE, *, num_classes: int, groups: int, num_samples: int, binarize: bool = False):
+    """terms(params, batch, key) -> {"neg_miwae"} [B]: minus the mean over `groups` independent
+    `num_samples`-sample importance-weighted bounds (Rainforth et al. 2018, the MIWAE of section 4).
+    groups = 1 is the IWAE; num_samples = 1 the mean of `groups` one-sample ELBOs."""
+
+    def terms(params, batch, key) -> Terms:
+        log_w, *_ = importance_log_weights(
+            model, params, batch, key, num_classes=num_classes, num_samples=groups * num_samples, binarize=binarize
+        )
+        bounds = jax.nn.logsumexp(log_w.reshape(groups, num_samples, -1), axis=1) - math.log(num_samples)
+        return {"neg_miwae": -jnp.mean(bounds, 0)}
+
+    return terms
+
+
+@register("miwae")
+def _miwae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """MIWAE(miwae_groups, iwae_samples): the mean of miwae_groups importance-weighted bounds of
+    iwae_samples samples each (Rainforth et al. 2018)."""
+    del total_steps
+    _only_elbo_weights(cfg, "miwae")
+    miwae = make_miwae_terms(
+        model, num_classes=num_classes, groups=cfg.miwae_groups, num_samples=cfg.iwae_samples, binarize=binarize
+    )
+
+    def loss(params, batch, key, step=0):
+        del step
+        value = jnp.mean(miwae(params, batch, key)["neg_miwae"])
+        return value, {"neg_miwae": value, "loss": value}
+
+    return make_elbo_terms(model, num_classes=num_classes, binarize=binarize), loss
 
 
 def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):

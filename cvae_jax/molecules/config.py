@@ -16,13 +16,11 @@ from typing import Any
 from cvae_jax.config import (
     CheckpointConfig,
     ConfigError,
-    ParallelConfig,
+    RunConfig,
     TrainConfig,
     apply_overrides,
     check_choices,
     from_dict,
-    validate_parallel,
-    validate_train,
 )
 from cvae_jax.data.smiles import Representation
 from cvae_jax.molecules import chem
@@ -73,16 +71,17 @@ def _train() -> TrainConfig:
 
 
 @dataclasses.dataclass
-class MoleculeConfig:
+class MoleculeConfig(RunConfig):
+    """The molecule task's config: `data` and `model` on top of the shared sections, whose defaults
+    here are the measured setting."""
+
     data: MoleculeDataConfig = dataclasses.field(default_factory=MoleculeDataConfig)
     model: MoleculeModelConfig = dataclasses.field(default_factory=MoleculeModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=_train)
-    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # train.batch_size is global
     # A checkpoint after every epoch (the last two and the best by validation -ELBO are kept).
     checkpoint: CheckpointConfig = dataclasses.field(
         default_factory=lambda: CheckpointConfig(every_epochs=1, keep=2, async_save=False)
     )
-    seed: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -104,8 +103,7 @@ class MoleculeConfig:
         _require(0.0 <= m.word_dropout < 1.0, f"model.word_dropout must be in [0, 1), got {m.word_dropout}")
         unknown = [p for p in d.properties if p not in chem.PROPERTIES]
         _require(not unknown, f"data.properties {unknown} unknown; choose from {sorted(chem.PROPERTIES)}")
-        validate_train(self.train)
-        validate_parallel(self.parallel)
+        super().validate()
         _require(
             self.train.batch_size <= d.num_train,
             f"train.batch_size={self.train.batch_size} is larger than data.num_train={d.num_train}",
@@ -115,9 +113,6 @@ class MoleculeConfig:
             f"data.num_validation must be >= 0 (0 = no validation molecules), got {d.num_validation}",
         )
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> MoleculeConfig:

@@ -106,7 +106,7 @@ class MoleculeTask(Task):
     def build(self, total_steps: int) -> Parts:
         tc, model = self.config.train, build_model(self.config, self.data, self.prior)
         loss = objectives.make_elbo_loss(sequence.make_terms(model, training=True), cfg=tc, total_steps=total_steps)
-        return Parts(model=model, terms=sequence.make_terms(model), loss=loss, tx=make_optimizer(tc))
+        return Parts(model=model, terms=sequence.make_terms(model), loss=loss, tx=make_optimizer(tc, total_steps))
 
     def example(self) -> dict[str, np.ndarray]:
         # From the vocabulary's row length and the properties, not the rows (a loaded model has none).

@@ -68,6 +68,17 @@ def kl_cycle_change(saved, saved_total: int, wanted, wanted_total: int) -> str |
     )
 
 
+def lr_decay_change(saved, saved_total: int, wanted, wanted_total: int) -> str | None:
+    """Why resuming would change a run's learning-rate decay from here on (None if it would not): a
+    cosine or linear decay spans the run's steps, so training on with more epochs would stretch it."""
+    if saved.lr_schedule == "constant" or saved_total == wanted_total:
+        return None
+    return (
+        f"its learning rate decays ({saved.lr_schedule}) over {saved_total} steps and would decay over "
+        f"{wanted_total} from here on; train a new run (a new --workdir) of the length you want"
+    )
+
+
 def check_resumable(meta: dict[str, Any], task, run_meta: dict[str, Any], where: str) -> None:
     """Raises CheckpointError naming what differs between a checkpoint's `meta` and the run asking
     to resume it (`task`, whose `run_meta` holds its config, data fingerprint and total steps)."""
@@ -88,7 +99,9 @@ def check_resumable(meta: dict[str, Any], task, run_meta: dict[str, Any], where:
         )
     total_steps, wanted = run_meta["total_steps"], task.config
     saved_total = meta.get("total_steps") or total_steps * saved.train.epochs // wanted.train.epochs
-    change = kl_cycle_change(saved.train, saved_total, wanted.train, total_steps)
+    change = kl_cycle_change(saved.train, saved_total, wanted.train, total_steps) or lr_decay_change(
+        saved.train, saved_total, wanted.train, total_steps
+    )
     if change:
         raise CheckpointError(f"{where} cannot be resumed with these settings: {change} (nothing there was changed)")
     if meta.get("data_fingerprint") != run_meta["data_fingerprint"]:

@@ -74,13 +74,33 @@ def evaluation_params(state: TrainState):
     return found[0] if found else state.params
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The Optax optimizer that `cfg.optimizer` names, with, when configured: gradients clipped to a
+def learning_rate(cfg: TrainConfig, total_steps: int | None = None) -> float | optax.Schedule:
+    """cfg.learning_rate, or the Optax schedule of train.lr_schedule over a run of `total_steps` steps:
+    a linear warm-up from 0 over lr_warmup_steps, then constant, or a cosine or linear decay to
+    lr_final_fraction x learning_rate at the last step."""
+    peak, warm = cfg.learning_rate, cfg.lr_warmup_steps
+    if cfg.lr_schedule == "constant" and warm == 0:
+        return peak
+    if cfg.lr_schedule != "constant" and not total_steps:
+        raise ValueError(f"train.lr_schedule={cfg.lr_schedule} decays over the run: give its total_steps")
+    end = peak * cfg.lr_final_fraction
+    if cfg.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warm, max(total_steps, warm + 1), end)
+    if cfg.lr_schedule == "linear":
+        after = optax.linear_schedule(peak, end, max(total_steps - warm, 1))
+    else:
+        after = optax.constant_schedule(peak)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), after], [warm]) if warm else after
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
+    """The Optax optimizer that `cfg.optimizer` names, at `learning_rate(cfg, total_steps)` (a schedule
+    needs the run's `total_steps`), with, when configured: gradients clipped to a
     global norm (train.grad_clip), updates skipped when the gradient norm exceeds train.skip_threshold
     (optax.MultiSteps with optax.skip_large_updates, as VDVAE skips gradient spikes), a moving
     average of the parameters for evaluation (train.ema_decay), and train.on_nonfinite=skip's
     optax.apply_if_finite, which leaves the state unchanged on a step with NaN/Inf gradients."""
-    lr = cfg.learning_rate
+    lr = learning_rate(cfg, total_steps)
     makers = {
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
