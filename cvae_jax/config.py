@@ -80,6 +80,8 @@ class ModelConfig:
     prior: str = "standard_normal"
     # q(z | x): a name in the posterior registry (cvae_jax.core.posteriors): "diagonal_gaussian", or yours.
     posterior: str = "diagonal_gaussian"
+    iaf_steps: int = 2  # posterior=iaf: autoregressive steps (MADE layers, one hidden layer each)
+    iaf_hidden: int = 64  # ... units of each MADE's hidden layer
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     flow_layers: int = 4  # RealNVP coupling layers of the flow prior
     # Mixed precision: "bfloat16" runs encoder and decoder matmuls/convs in bfloat16 (fast on GPU
@@ -488,6 +490,8 @@ def validate(config: Config) -> Config:
         "model.learn_scale=true is for the mlp architecture; resnet and hvae take a fixed gaussian_scale",
     )
     _require(not (m.remat and m.architecture == "mlp"), "model.remat=true needs model.architecture=resnet or hvae")
+    _require(m.iaf_steps >= 1, f"model.iaf_steps must be >= 1, got {m.iaf_steps}")
+    _require(m.iaf_hidden >= m.latent_dim, f"model.iaf_hidden must be >= model.latent_dim, got {m.iaf_hidden}")
     _require(m.hvae_groups >= 1, f"model.hvae_groups must be >= 1, got {m.hvae_groups}")
     _require(m.hvae_latent_channels >= 1, f"model.hvae_latent_channels must be >= 1, got {m.hvae_latent_channels}")
     if m.architecture == "hvae":

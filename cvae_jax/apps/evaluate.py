@@ -49,14 +49,16 @@ def make_log_likelihood(model, *, num_classes: int, num_samples: int, chunk: int
 
     def log_px(params, batch, key):
         x, condition = objectives.inputs_of(model, batch, key, num_classes, binarize)
-        mean, log_var = model.apply(params, x, condition, method=model.encode)
+        mean, log_var, context = model.apply(params, x, condition, method=model.encode_full)
 
         def body(acc, i):
             if gaussian:
                 eps = distributions.normal(jax.random.fold_in(key, i + 1), (chunk, *mean.shape))
                 z, log_q = mean + jnp.exp(0.5 * log_var) * eps, None
             else:  # any other posterior weighs each of its samples by its own log-density
-                z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, i + 1), mean, log_var, chunk)
+                z, log_q = posteriors.sample(
+                    model, params, jax.random.fold_in(key, i + 1), mean, log_var, chunk, context
+                )
             log_lik, log_prior, log_q = objectives.log_weight_parts(
                 model, params, x, condition, mean, log_var, z, log_q
             )
@@ -95,6 +97,10 @@ def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray, blo
     return float(neg_entropy - np.mean(log_agg))
 
 
+# Draws per example that estimate E_q[z | x] (for the active units) under a non-Gaussian posterior.
+POSTERIOR_DRAWS = 64
+
+
 def evaluate_model(
     model,
     params,
@@ -108,7 +114,10 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict:
     """Test-set metrics of a trained model: ELBO terms, importance-sampled NLL, bits/dim, active units,
-    per-dimension KL (factorized priors), mutual information. All in nats per example unless named."""
+    per-dimension KL (factorized priors), mutual information. All in nats per example unless named.
+    Under any posterior the NLL weighs each sample by its own log q, and the active units read E_q[z | x]
+    (for a non-Gaussian one, the mean of POSTERIOR_DRAWS samples); the mutual information uses the
+    diagonal Gaussian's closed-form densities (None for another posterior)."""
     inference._single_latent(model, "importance-sampled NLL, active units and mutual information")
     for name, value in (
         ("num_importance_samples", num_importance_samples),
@@ -130,6 +139,11 @@ def evaluate_model(
     def terms_fn(params, batch, batch_key):
         """ELBO terms, and the posterior mean, log-variance and one sample z of every example."""
         x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
+        if not gaussian:  # E_q[z | x] of another posterior: the mean of POSTERIOR_DRAWS of its samples
+            zs, _, _, log_var = posteriors.encode_and_sample(
+                model, params, jax.random.fold_in(batch_key, 9), x, condition, POSTERIOR_DRAWS
+            )
+            return elbo_terms(params, batch, batch_key), jnp.mean(zs, 0), log_var, zs[0]
         mean, log_var = model.apply(params, x, condition, method=model.encode)
         z = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.fold_in(batch_key, 9), mean.shape)
         return elbo_terms(params, batch, batch_key), mean, log_var, z

@@ -41,6 +41,7 @@ class Encoder(_Layered):
     condition_site: str = "input"  # "input": before the dense layers; "head": after them
     dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
     kernels: str = "flax"  # layer backend (cvae_jax.nn.layers): "flax", "tuned" or "auto"
+    context_dim: int = 0  # > 0: also a context vector for the posterior (e.g. IAF's h)
 
     @nn.compact
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
@@ -54,9 +55,7 @@ class Encoder(_Layered):
             h = nn.relu(layers.dense(width, **self._layer)(h))
         if condition is not None and self.condition_site == "head":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
-        mean = layers.dense(self.latent_dim, name="mean", **self._layer)(h)
-        log_var = layers.dense(self.latent_dim, name="log_var", **self._layer)(h)
-        return mean.astype(jnp.float32), log_var.astype(jnp.float32)
+        return layers.posterior_head(h, self.latent_dim, self.context_dim, self._layer)
 
 
 class Decoder(_Layered):
@@ -132,13 +131,20 @@ class VAE(nn.Module):
             )
 
     def encode(self, x: jax.Array, condition: jax.Array | None = None):
+        mean, log_var, _ = self.encode_full(x, condition)
+        return mean, log_var
+
+    def encode_full(self, x: jax.Array, condition: jax.Array | None = None):
+        """(mean, log_var, context): the encoder's outputs with the posterior's context vector (None when
+        the posterior wants none)."""
         expected = tuple(self.decoder.data_shape)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"images must have shape [N, {', '.join(map(str, expected))}] for this model, got {tuple(x.shape)}"
             )
         self._check(condition, x.shape[0])
-        return self.encoder(x, condition)
+        mean, log_var, *context = self.encoder(x, condition)
+        return mean, log_var, (context[0] if context else None)
 
     def decode(self, z: jax.Array, condition: jax.Array | None = None):
         if z.ndim != 2:
@@ -159,10 +165,12 @@ class VAE(nn.Module):
     def prior_sample(self, key: jax.Array, num: int, condition: jax.Array | None = None) -> jax.Array:
         return self.prior.sample(key, num, **self._prior_args(condition))
 
-    def posterior_sample(self, key: jax.Array, mean, log_var, num_samples: int = 1):
+    def posterior_sample(self, key: jax.Array, mean, log_var, num_samples: int = 1, context=None):
         """(z [K, B, D], log q(z | x) [K, B]) from the posterior on the encoder's outputs."""
         if self.posterior is None:
             return posteriors_lib.DiagonalGaussian(mean.shape[-1]).sample(key, mean, log_var, num_samples)
+        if posteriors_lib.context_size(self.posterior):
+            return self.posterior.sample(key, mean, log_var, num_samples, context)
         return self.posterior.sample(key, mean, log_var, num_samples)
 
     def kl_to_prior(self, mean, log_var, z, condition=None) -> jax.Array:
@@ -173,10 +181,10 @@ class VAE(nn.Module):
 
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
         """Encodes, scores under the prior and decodes the posterior mean; used to initialize parameters."""
-        mean, log_var = self.encode(x, condition)
+        mean, log_var, context = self.encode_full(x, condition)
         self.prior_log_prob(mean, condition)
         if not posteriors_lib.is_gaussian(self.posterior):  # creates its parameters
-            self.posterior_sample(jax.random.key(0), mean, log_var, 1)
+            self.posterior_sample(jax.random.key(0), mean, log_var, 1, context)
         return self.decode(mean, condition)
 
 
@@ -205,10 +213,11 @@ def build_model(
     if type(posterior) is posteriors_lib.DiagonalGaussian:
         posterior = None  # the model's own default: the same computation, no submodule
     condition_dim = num_classes if cfg.kind == "cvae" else 0
+    context_dim = posteriors_lib.context_size(posterior)
     if cfg.architecture == "hvae":
         return _hierarchical(cfg, tuple(data_shape), condition_dim)
     if cfg.architecture == "resnet":
-        encoder, decoder = _resnet(cfg, tuple(data_shape))
+        encoder, decoder = _resnet(cfg, tuple(data_shape), context_dim)
         return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim, posterior=posterior)
     scale = 2 ** len(cfg.decoder_conv)
     if cfg.decoder_conv and (data_shape[0] % scale or data_shape[1] % scale):
@@ -225,6 +234,7 @@ def build_model(
         condition_site=cfg.condition_site,
         dtype=dtype,
         kernels=kernels,
+        context_dim=context_dim,
     )
     decoder = Decoder(
         data_shape=tuple(data_shape),
@@ -270,7 +280,7 @@ def _hierarchical(cfg: ModelConfig, data_shape: tuple[int, int, int], condition_
     )
 
 
-def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
+def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int], context_dim: int = 0):
     from cvae_jax.core import resnet
 
     _check_stages(cfg, data_shape)
@@ -281,7 +291,7 @@ def _resnet(cfg: ModelConfig, data_shape: tuple[int, int, int]):
         "dtype": jnp.dtype(cfg.compute_dtype),
         "kernels": layers.resolve(cfg.kernels),
     }
-    encoder = resnet.ResNetEncoder(latent_dim=cfg.latent_dim, **common)
+    encoder = resnet.ResNetEncoder(latent_dim=cfg.latent_dim, context_dim=context_dim, **common)
     decoder = resnet.ResNetDecoder(
         data_shape=data_shape,
         likelihood=cfg.likelihood,

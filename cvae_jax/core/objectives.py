@@ -63,13 +63,15 @@ def make_elbo_terms(
 
     def terms(params, batch, key) -> Terms:
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
-        mean, log_var = model.apply(params, x, condition, method=model.encode)
         if not gaussian:  # any other posterior: its own sample and log-density, a Monte Carlo KL
-            z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, 1)
+            z, log_q, mean, log_var = posteriors.encode_and_sample(
+                model, params, jax.random.fold_in(key, LATENT), x, condition, 1
+            )
             z, log_q = z[0], log_q[0]
             recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
             kl = log_q - model.apply(params, z, condition, method=model.prior_log_prob)
             return elbo_terms(model, recon, kl, mean, log_var)
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
         z = _latents(key, mean, log_var, 1)[0]
         recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
         if use_analytic:
@@ -116,11 +118,13 @@ def importance_log_weights(model: VAE, params, batch, key, *, num_classes: int, 
     """(log w, log p(x | z), log p(z), log q(z | x)), each [K, B], of K = num_samples posterior samples of
     each example of a batch: log w = log p(x, z_k) - log q(z_k | x), with the model's own posterior."""
     x, condition = inputs_of(model, batch, key, num_classes, binarize)
-    mean, log_var = model.apply(params, x, condition, method=model.encode)
     if posteriors.is_gaussian(getattr(model, "posterior", None)):
+        mean, log_var = model.apply(params, x, condition, method=model.encode)
         z, log_q = _latents(key, mean, log_var, num_samples), None  # [K, B, D]
     else:
-        z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, num_samples)
+        z, log_q, mean, log_var = posteriors.encode_and_sample(
+            model, params, jax.random.fold_in(key, LATENT), x, condition, num_samples
+        )
     log_lik, log_prior, log_q = log_weight_parts(model, params, x, condition, mean, log_var, z, log_q)
     return log_lik + log_prior - log_q, log_lik, log_prior, log_q
 
@@ -379,8 +383,7 @@ def _mmd_terms(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool
 
     def penalty(params, batch, key):
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
-        mean, log_var = model.apply(params, x, condition, method=model.encode)
-        z, _ = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, 1)
+        z, *_ = posteriors.encode_and_sample(model, params, jax.random.fold_in(key, LATENT), x, condition, 1)
         drawn = model.apply(
             params, jax.random.fold_in(key, PRIOR_LATENT), x.shape[0], condition, method=model.prior_sample
         )

@@ -3,9 +3,14 @@ and their log-density. An open registry, as priors are: `model.posterior=NAME` p
 registers their own in a file of theirs (docs/posteriors.md).
 
 Interface (a Flax module, its parameters under params["params"]["posterior"]):
-    sample(key, mean, log_var, num_samples) -> (z [K, B, D], log_q [K, B])
+    sample(key, mean, log_var, num_samples[, context]) -> (z [K, B, D], log_q [K, B])
     gaussian: True when q is N(mean, diag exp(log_var)) itself, so that the library may use its closed
         forms (an analytic KL to a prior that has one, the per-dimension KL, the mutual information).
+    context_dim: > 0 when q needs more of x than (mean, log_var): the encoder then also emits a context
+        vector [B, context_dim] (amortized, a function of x), passed to `sample` as `context`.
+
+Library entries: "diagonal_gaussian" (the default), "full_covariance" (a Gaussian with an amortized
+Cholesky factor) and "iaf" (inverse autoregressive flow, Kingma et al. 2016).
 
 The ELBO's KL is then log q(z | x) - log p(z) at the sample, and the importance-sampled likelihood
 weighs each sample by its own log q, for any posterior.
@@ -27,6 +32,7 @@ class Posterior(nn.Module):
     latent_dim: int
 
     gaussian = False
+    context_dim = 0
 
     def sample(self, key, mean, log_var, num_samples: int):
         raise NotImplementedError
@@ -41,6 +47,94 @@ class DiagonalGaussian(Posterior):
         eps = D.normal(key, (num_samples, *mean.shape), mean.dtype)
         z = mean + jnp.exp(0.5 * log_var) * eps
         return z, D.diag_gaussian_log_prob(z, mean, log_var)
+
+
+class FullCovariance(Posterior):
+    """q(z | x) = N(mean, L L^T), L lower-triangular with diagonal exp(log_var / 2) and its D (D - 1) / 2
+    entries below the diagonal from the encoder's context: any correlation between latents, amortized.
+    z = mean + L eps, eps ~ N(0, I); log q(z) = log N(eps | 0, I) - sum_d log L_dd."""
+
+    @property
+    def context_dim(self) -> int:
+        return self.latent_dim * (self.latent_dim - 1) // 2
+
+    def cholesky(self, log_var, context):
+        """[B, D, D] lower-triangular factors of the covariances."""
+        rows, cols = jnp.tril_indices(self.latent_dim, -1)
+        lower = jnp.zeros((*log_var.shape, self.latent_dim), log_var.dtype).at[:, rows, cols].set(context)
+        return lower + jax.vmap(jnp.diag)(jnp.exp(0.5 * log_var))
+
+    def sample(self, key, mean, log_var, num_samples: int, context=None):
+        eps = D.normal(key, (num_samples, *mean.shape), mean.dtype)
+        z = mean + jnp.einsum("bij,kbj->kbi", self.cholesky(log_var, context), eps)
+        return z, D.standard_normal_log_prob(eps) - 0.5 * jnp.sum(log_var, -1)
+
+
+class _MaskedDense(nn.Module):
+    """A dense layer whose weight is multiplied by a fixed 0/1 mask [in, out] (MADE, Germain et al. 2015)."""
+
+    mask: jax.Array
+    init_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        n_in, n_out = self.mask.shape
+        init = nn.initializers.variance_scaling(self.init_scale, "fan_in", "truncated_normal")
+        kernel = self.param("kernel", init, (n_in, n_out))
+        bias = self.param("bias", nn.initializers.zeros, (n_out,))
+        return x @ (kernel * self.mask) + bias
+
+
+def made_masks(dim: int, hidden: int) -> tuple[jax.Array, jax.Array]:
+    """MADE's masks for inputs of degrees 1..dim, one hidden layer (degrees cycling through 1..dim-1) and
+    outputs of degrees 1..dim: output d depends only on inputs of degree < d."""
+    inputs = jnp.arange(1, dim + 1)
+    hid = jnp.arange(hidden) % max(dim - 1, 1) + 1
+    return (hid[None, :] >= inputs[:, None]).astype(jnp.float32), (inputs[None, :] > hid[:, None]).astype(jnp.float32)
+
+
+class IAF(Posterior):
+    """Inverse autoregressive flow (Kingma et al. 2016, "Improved Variational Inference with Inverse
+    Autoregressive Flow", eqs. 10-14): z_0 = mean + sigma eps, then for t = 1..T
+    (m_t, s_t) = MADE_t(z_{t-1}, h), sigma_t = sigmoid(s_t), z_t = sigma_t z_{t-1} + (1 - sigma_t) m_t,
+    the order of the latents reversed between steps; h is the encoder's context vector.
+    log q(z_T) = log N(z_0 | mean, sigma^2) - sum_t sum_d log sigma_t,d."""
+
+    steps: int = 2
+    hidden: int = 64
+    context_features: int = 32
+
+    @property
+    def context_dim(self) -> int:
+        return self.context_features
+
+    @nn.compact
+    def __call__(self, z, context):
+        """(z_T, sum_t sum_d log sigma_t,d) of the flow from z_0 [..., B, D] with context [B, C]."""
+        mask_in, mask_out = made_masks(self.latent_dim, self.hidden)
+        log_det = jnp.zeros(z.shape[:-1], z.dtype)
+        for t in range(self.steps):
+            h = _MaskedDense(mask_in, name=f"made_{t}_in")(z) + nn.Dense(self.hidden, name=f"made_{t}_context")(context)
+            h = nn.elu(h)
+            m = _MaskedDense(mask_out, 0.01, name=f"made_{t}_m")(h)
+            # the gate's bias starts at +1.5 (sigma ~ 0.82): close to the identity, as the paper advises
+            s = _MaskedDense(mask_out, 0.01, name=f"made_{t}_s")(h) + 1.5
+            sigma = jax.nn.sigmoid(s)
+            z = sigma * z + (1.0 - sigma) * m
+            log_det = log_det + jnp.sum(jax.nn.log_sigmoid(s), -1)
+            z = z[..., ::-1]  # the next step's autoregressive order is the reverse
+        return (z[..., ::-1] if self.steps % 2 else z), log_det
+
+    def sample(self, key, mean, log_var, num_samples: int, context=None):
+        eps = D.normal(key, (num_samples, *mean.shape), mean.dtype)
+        z0 = mean + jnp.exp(0.5 * log_var) * eps
+        z, log_det = self(z0, context)
+        return z, D.diag_gaussian_log_prob(z0, mean, log_var) - log_det
+
+
+def context_size(posterior: Posterior | None) -> int:
+    """The context vector's width that `posterior` wants from the encoder (0: none)."""
+    return int(getattr(posterior, "context_dim", 0) or 0) if posterior is not None else 0
 
 
 # ---------------------------------------------------------------- registry: name -> factory(model_cfg)
@@ -60,13 +154,33 @@ def is_gaussian(posterior: Posterior | None) -> bool:
     return posterior is None or bool(getattr(posterior, "gaussian", False))
 
 
-def sample(model, params, key, mean, log_var, num_samples: int) -> tuple[jax.Array, jax.Array]:
-    """(z [K, B, D], log q [K, B]) from `model`'s posterior."""
+def sample(model, params, key, mean, log_var, num_samples: int, context=None) -> tuple[jax.Array, jax.Array]:
+    """(z [K, B, D], log q [K, B]) from `model`'s posterior (`context`: the encoder's, for one that wants it)."""
     if model.posterior is None:
         return DiagonalGaussian(mean.shape[-1]).sample(key, mean, log_var, num_samples)
-    return model.apply(params, key, mean, log_var, num_samples, method=model.posterior_sample)
+    return model.apply(params, key, mean, log_var, num_samples, context, method=model.posterior_sample)
+
+
+def encode_and_sample(model, params, key, x, condition, num_samples: int):
+    """(z [K, B, D], log q [K, B], mean, log_var): the encoder run once, then K draws from the posterior."""
+    mean, log_var, context = model.apply(params, x, condition, method=model.encode_full)
+    return (*sample(model, params, key, mean, log_var, num_samples, context), mean, log_var)
 
 
 register("diagonal_gaussian")(lambda cfg: DiagonalGaussian(cfg.latent_dim))
+register("full_covariance")(lambda cfg: FullCovariance(cfg.latent_dim))
+register("iaf")(lambda cfg: IAF(cfg.latent_dim, steps=cfg.iaf_steps, hidden=cfg.iaf_hidden))
 
-__all__ = ["DiagonalGaussian", "Posterior", "is_gaussian", "make", "names", "register", "sample"]
+__all__ = [
+    "IAF",
+    "DiagonalGaussian",
+    "FullCovariance",
+    "Posterior",
+    "context_size",
+    "encode_and_sample",
+    "is_gaussian",
+    "make",
+    "names",
+    "register",
+    "sample",
+]

@@ -56,6 +56,7 @@ class ResNetEncoder(nn.Module):
     remat: bool = False
     dtype: jnp.dtype = jnp.float32
     kernels: str = "flax"
+    context_dim: int = 0  # > 0: also a context vector for the posterior (e.g. IAF's h)
 
     @nn.compact
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
@@ -69,9 +70,7 @@ class ResNetEncoder(nn.Module):
         h = nn.silu(h).reshape(h.shape[0], -1)
         if condition is not None:
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
-        mean = layers.dense(self.latent_dim, name="mean", **layer)(h)
-        log_var = layers.dense(self.latent_dim, name="log_var", **layer)(h)
-        return mean.astype(jnp.float32), log_var.astype(jnp.float32)
+        return layers.posterior_head(h, self.latent_dim, self.context_dim, layer)
 
 
 class ResNetDecoder(nn.Module):

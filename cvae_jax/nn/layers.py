@@ -63,3 +63,14 @@ def upsample2(x: jax.Array) -> jax.Array:
     nearest mode gathers, and its gradient scatters."""
     b, h, w, c = x.shape
     return jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
+
+
+def posterior_head(h: jax.Array, latent_dim: int, context_dim: int, layer: dict) -> tuple:
+    """An encoder's last layers on features h: (mean, log_var) in float32, and, when context_dim > 0, the
+    posterior's context vector (e.g. IAF's h). Called inside the encoder, whose parameters they are."""
+    mean = dense(latent_dim, name="mean", **layer)(h)
+    log_var = dense(latent_dim, name="log_var", **layer)(h)
+    out = (mean.astype(jnp.float32), log_var.astype(jnp.float32))
+    if context_dim:
+        out += (dense(context_dim, name="context", **layer)(h).astype(jnp.float32),)
+    return out

@@ -1,0 +1,103 @@
+"""The library's richer posteriors against their definitions: the full-covariance Gaussian's density is
+the multivariate normal's (scipy), and IAF's log-density is the base density less the log-determinant
+of the flow's Jacobian (computed by autodiff); both train, evaluate (IS-NLL) and resume."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from cvae_jax.apps import evaluate
+from cvae_jax.config import ConfigError, apply_overrides, get_config
+from cvae_jax.core import distributions, posteriors
+from cvae_jax.core.models import build_model
+from cvae_jax.tasks.images import train_and_evaluate
+
+
+def _inputs(b=3, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    mean = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+    log_var = jnp.asarray(rng.normal(scale=0.3, size=(b, d)), jnp.float32)
+    return mean, log_var, rng
+
+
+def test_full_covariance_density_is_the_multivariate_normal_s():
+    mean, log_var, rng = _inputs()
+    q = posteriors.FullCovariance(4)
+    context = jnp.asarray(rng.normal(scale=0.5, size=(3, q.context_dim)), jnp.float32)
+    z, log_q = q.apply({}, jax.random.key(0), mean, log_var, 5, context, method=q.sample)
+    chol = np.asarray(q.apply({}, log_var, context, method=q.cholesky), np.float64)
+    for b in range(3):
+        cov = chol[b] @ chol[b].T
+        assert np.allclose(np.triu(chol[b], 1), 0) and np.allclose(np.diag(chol[b]), np.exp(0.5 * log_var[b]))
+        want = stats.multivariate_normal(np.asarray(mean[b], np.float64), cov).logpdf(np.asarray(z[:, b], np.float64))
+        np.testing.assert_allclose(log_q[:, b], want, rtol=1e-4, atol=1e-4)
+    # its samples have that covariance
+    many, _ = q.apply({}, jax.random.key(1), mean[:1], log_var[:1], 20000, context[:1], method=q.sample)
+    cov0 = chol[0] @ chol[0].T
+    np.testing.assert_allclose(np.cov(np.asarray(many[:, 0]).T), cov0, atol=0.05 * np.abs(cov0).max())
+
+
+def test_iaf_log_density_is_the_base_density_less_the_jacobian_log_determinant():
+    mean, log_var, rng = _inputs(b=2, d=5)
+    q = posteriors.IAF(5, steps=3, hidden=16, context_features=6)
+    context = jnp.asarray(rng.normal(size=(2, 6)), jnp.float32)
+    params = q.init(jax.random.key(0), jnp.zeros((1, 2, 5)), context)
+    # perturb every weight so that the flow is far from the identity
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape), params)
+    z, log_q = q.apply(params, jax.random.key(3), mean, log_var, 4, context, method=q.sample)
+    eps = distributions.normal(jax.random.key(3), (4, 2, 5))
+    for b in range(2):
+
+        def flow(z0, b=b):
+            out, _ = q.apply(params, z0[None, None, :], context[b : b + 1])
+            return out[0, 0]
+
+        z0 = mean[b] + jnp.exp(0.5 * log_var[b]) * eps[0, b]
+        jac = jax.jacfwd(flow)(z0)
+        _, log_det = np.linalg.slogdet(np.asarray(jac, np.float64))
+        base = float(distributions.diag_gaussian_log_prob(z0, mean[b], log_var[b]))
+        assert float(log_q[0, b]) == pytest.approx(base - log_det, rel=1e-4, abs=1e-4)
+        np.testing.assert_allclose(flow(z0), z[0, b], rtol=1e-5, atol=1e-6)
+
+
+def test_made_masks_make_output_d_depend_only_on_earlier_inputs():
+    mask_in, mask_out = posteriors.made_masks(4, 10)
+    connected = np.asarray(mask_in @ mask_out) > 0  # [input, output]: a path through the hidden layer
+    assert not np.any(np.tril(connected))  # input i reaches output d only when i < d
+    assert np.all(connected[np.triu_indices(4, 1)])  # and every such pair is reached
+
+
+def test_posteriors_with_a_context_widen_the_encoder_and_refuse_bad_sizes():
+    cfg = apply_overrides(get_config("vae"), ["model.posterior=full_covariance", "model.latent_dim=4"])
+    model = build_model(cfg.model, (28, 28, 1), 10)
+    params = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
+    assert params["params"]["encoder"]["context"]["kernel"].shape[-1] == 6  # 4 * 3 / 2 entries below the diagonal
+    with pytest.raises(ConfigError, match="iaf_hidden"):
+        apply_overrides(get_config("vae"), ["model.posterior=iaf", "model.latent_dim=8", "model.iaf_hidden=4"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("posterior", ["full_covariance", "iaf"])
+def test_richer_posteriors_train_evaluate_and_resume(small_digits, tmp_path, posterior):
+    settings = [f"model.posterior={posterior}", "model.latent_dim=4", "model.encoder_hidden=64"]
+    settings += ["model.decoder_hidden=64", "train.batch_size=32", "checkpoint.every_epochs=1"]
+    cfg = apply_overrides(get_config("vae"), [*settings, "train.epochs=3"])
+    straight = train_and_evaluate(cfg, tmp_path / "straight", dataset=small_digits, progress=False)
+    tests = [e for e in straight.history if e["split"] == "test"]
+    assert tests[-1]["neg_elbo"] < tests[0]["neg_elbo"] - 20
+    train_and_evaluate(
+        apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "resumed", dataset=small_digits, progress=False
+    )
+    resumed = train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)
+    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
+        np.testing.assert_array_equal(a, b)
+    result = evaluate.evaluate_model(
+        straight.model, straight.state.params, cfg, small_digits, num_importance_samples=100, num_examples=200
+    )
+    # the K-sample bound is at least as tight as the ELBO, on average over examples
+    assert math.isfinite(result["nll"]) and result["nll"] <= result["neg_elbo"] + 0.5
+    assert 0 <= result["active_units"] <= 4
