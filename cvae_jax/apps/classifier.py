@@ -1,7 +1,8 @@
 """An independent digit classifier, trained on real images only, to judge generated images.
 
 It shares no code or parameters with the VAE: a small CNN, its own loss and its own optimizer.
-Used to measure conditional accuracy (the share of class-k samples classified as k).
+Used to measure conditional accuracy (the share of class-k samples classified as k), and, through its
+penultimate layer's features, the Fréchet judge distance of generated images (`cvae_jax.apps.frechet`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ class SmallCNN(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features: bool = False):
+        """Class logits, or with `features` the penultimate layer's 128 activations."""
         x = nn.relu(nn.Conv(16, (3, 3), strides=2, padding="SAME")(x))
         x = nn.relu(nn.Conv(32, (3, 3), strides=2, padding="SAME")(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(128)(x))
-        return nn.Dense(self.num_classes)(x)
+        return x if features else nn.Dense(self.num_classes)(x)
 
 
 @dataclasses.dataclass
@@ -41,6 +43,17 @@ class Classifier:
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(preds)
+
+    def features(self, images, batch_size: int = 1000) -> np.ndarray:
+        """float64 [N, 128]: the penultimate layer's activations of images [N, H, W, C] in [0, 1]."""
+        apply = jax.jit(lambda p, x: self.module.apply(p, x, features=True))
+        images = np.asarray(images, np.float32)
+        return np.concatenate(
+            [
+                np.asarray(apply(self.params, images[i : i + batch_size]), np.float64)
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
     def accuracy(self, images, labels) -> float:
         return float(np.mean(self.predict(images) == np.asarray(labels)))

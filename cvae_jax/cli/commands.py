@@ -132,10 +132,36 @@ def _sample(args) -> int:
         raise ValueError(f"--label {args.label} is out of range: this model knows classes 0..{num_classes - 1}")
     seed = config.seed if args.seed is None else args.seed
     condition = inference.condition_for(model, args.label, num_classes, args.num)
-    images = inference.sample(model, params, jax.random.fold_in(purpose_key(seed, SAMPLE), 7919), args.num, condition)
+    if args.sampler == "gmm":
+        z = _gmm_latents(args, run, seed)
+        images = inference.decode_mean(model, params, z, condition)
+    else:
+        key = jax.random.fold_in(purpose_key(seed, SAMPLE), 7919)
+        images = inference.sample(model, params, key, args.num, condition)
     images = _save(out, images)
     print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {out}")
     return 0
+
+
+def _gmm_latents(args, run, seed: int):
+    """args.num latents from the Gaussian mixture fitted to the run's training codes (fitted once, saved
+    in the run directory)."""
+    from cvae_jax.apps import inference, samplers
+    from cvae_jax.data import images as data_lib
+
+    inference._single_latent(run.model, "--sampler gmm")
+    fit_path = samplers.gmm_path(args.workdir, args.components, run.step)
+    if fit_path.exists():
+        fit = samplers.gmm_for_run(args.workdir, run, None, components=args.components)
+    else:
+        dataset = data_lib.hold_out(data_lib.load(run.config.data), run.config.data.validation, run.config.seed)
+        labels = dataset.train.labels if run.model.conditional else None
+        condition = inference.condition_for(run.model, labels, dataset.num_classes, len(dataset.train.images))
+        fit = samplers.gmm_for_run(args.workdir, run, dataset.train.images, condition, components=args.components)
+        print(
+            f"fitted a {args.components}-component Gaussian mixture to the training codes: {fit_path}", file=sys.stderr
+        )
+    return samplers.sample_gmm(fit, seed, args.num)
 
 
 def _evaluate(args) -> int:
@@ -533,6 +559,14 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=16)
     sample.add_argument("--label", type=int, help="class to generate (CVAE only)")
     sample.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
+    sample.add_argument(
+        "--sampler",
+        choices=("prior", "gmm"),
+        default="prior",
+        help="where z comes from: the model's prior (default), or a Gaussian mixture fitted to the "
+        "aggregate posterior of the training codes (fitted once, saved in the run directory's samplers/)",
+    )
+    sample.add_argument("--components", type=int, default=10, help="--sampler gmm: mixture components")
     sample.add_argument("--out", required=True, help="output .npy file: float32 [N, H, W] (or [N, H, W, C]) in [0, 1]")
     sample.set_defaults(func=_sample)
 
