@@ -148,6 +148,12 @@ class TrainConfig:
     mmd_scale: float = 1.0
     # miwae (Rainforth et al. 2018): the mean of miwae_groups independent iwae_samples-sample bounds.
     miwae_groups: int = 4
+    # factor_vae (Kim & Mnih 2018): the ELBO + factor_gamma x the total correlation that a discriminator
+    # (hidden layers critic_hidden, leaky ReLU) estimates; it trains in the same step with its own Adam
+    # (critic_learning_rate, betas 0.5, 0.9) on the batch's latents against their dimension-wise permutation.
+    factor_gamma: float = 10.0
+    critic_hidden: tuple[int, ...] = (1000, 1000, 1000, 1000, 1000, 1000)
+    critic_learning_rate: float = 1e-4
     # The learning rate over the run: "constant", or a "cosine" or "linear" decay to
     # lr_final_fraction x learning_rate at the last step; either after a linear warm-up from 0 over
     # lr_warmup_steps steps (0 = none; a warm-up with "constant" holds the rate after it).
@@ -432,6 +438,12 @@ def validate_train(t: TrainConfig) -> None:
     _require(t.iwae_samples >= 1, f"train.iwae_samples must be >= 1, got {t.iwae_samples}")
     _require(0.0 <= t.hybrid_alpha <= 1.0, f"train.hybrid_alpha must lie in [0, 1], got {t.hybrid_alpha}")
     _require(t.miwae_groups >= 1, f"train.miwae_groups must be >= 1, got {t.miwae_groups}")
+    _require(t.factor_gamma >= 0, f"train.factor_gamma must be >= 0, got {t.factor_gamma}")
+    _require(t.critic_learning_rate > 0, f"train.critic_learning_rate must be > 0, got {t.critic_learning_rate}")
+    _require(
+        bool(t.critic_hidden) and all(w >= 1 for w in t.critic_hidden),
+        f"train.critic_hidden must be one or more positive widths, got {t.critic_hidden}",
+    )
     _require(t.mmd_scale > 0, f"train.mmd_scale must be > 0, got {t.mmd_scale}")
     _require(t.mmd_weight >= 0, f"train.mmd_weight must be >= 0, got {t.mmd_weight}")
     _require(0.0 <= t.info_alpha <= 1.0, f"train.info_alpha must lie in [0, 1], got {t.info_alpha}")

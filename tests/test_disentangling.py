@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from cvae_jax.config import ConfigError, TrainConfig, apply_overrides, get_config
-from cvae_jax.core import aggregate, objectives
+from cvae_jax.core import aggregate, critics, distributions, objectives
 from cvae_jax.tasks.images import train_and_evaluate
 from cvae_jax.training.step import learning_rate, make_optimizer
 
@@ -182,6 +182,7 @@ def test_learning_rate_schedules_follow_their_formulas():
 OBJECTIVES = [
     ("beta_tcvae", ["train.beta=4", "train.tc_estimator=mws"]),
     ("beta_tcvae", ["train.beta=4"]),
+    ("factor_vae", ["train.critic_hidden=64,64"]),
     ("dip_vae_i", []),
     ("dip_vae_ii", ["train.dip_lambda_od=5", "train.dip_lambda_d=5"]),
     ("info_vae", ["train.mmd_weight=100"]),
@@ -201,6 +202,7 @@ def test_each_objective_trains_by_name_and_reports_its_terms(small_digits, objec
     assert all(math.isfinite(e["neg_elbo"]) for e in tests)
     assert tests[-1]["neg_elbo"] < tests[0]["neg_elbo"] - 20  # it learned: the ELBO, whatever the loss
     extra = {"beta_tcvae": "tc", "dip_vae_i": "dip_penalty", "dip_vae_ii": "dip_penalty", "info_vae": "mmd"}
+    extra["factor_vae"] = "tc_critic"
     extra["wae"] = "mmd"
     if objective in extra:
         assert math.isfinite(tests[-1][extra[objective]])
@@ -212,3 +214,85 @@ def test_objectives_refuse_the_elbo_s_schedules_they_do_not_read(small_digits):
         train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
     with pytest.raises(ConfigError, match="train.info_alpha"):
         apply_overrides(get_config("vae"), ["train.info_alpha=2"])
+
+
+def test_permute_dims_shuffles_each_latent_on_its_own():
+    z = jnp.arange(40.0).reshape(10, 4) + 100 * jnp.arange(4.0)
+    out = np.asarray(critics.permute_dims(jax.random.key(0), z))
+    for d in range(4):
+        assert sorted(out[:, d]) == sorted(np.asarray(z[:, d]))  # each column a permutation of itself
+    rows = {tuple(r) for r in np.asarray(z)}
+    assert sum(tuple(r) not in rows for r in out) > 5  # and rows are mixed across examples
+
+
+def test_factor_vae_gradients_train_each_part_on_its_own_loss(small_digits):
+    """The one loss's gradient is, for the VAE's parameters, that of -ELBO + gamma TC with the
+    discriminator held fixed, and for the discriminator's, that of its cross-entropy on q(z) samples
+    against their permutation (Kim & Mnih 2018, algorithm 2)."""
+    from cvae_jax.tasks.images import build, init_for
+
+    cfg = apply_overrides(
+        get_config("vae"),
+        ["train.objective=factor_vae", "train.critic_hidden=8", "model.latent_dim=3", "model.encoder_hidden=16"]
+        + ["model.decoder_hidden=16", "train.factor_gamma=7"],
+    )
+    parts = build(cfg, small_digits.image_shape, small_digits.num_classes)
+    params = init_for(parts, cfg, small_digits.image_shape, small_digits.num_classes).params
+    batch = {"image": jnp.asarray(small_digits.train.images[:16]), "label": jnp.asarray(small_digits.train.labels[:16])}
+    key, model = jax.random.key(2), parts.model
+    grads = jax.grad(lambda p: parts.loss(p, batch, key)[0])(params)
+
+    def z_of(p):  # the step's posterior sample, as the objective draws it
+        x = batch["image"]
+        mean, log_var = model.apply(p, x, method=model.encode)
+        return (
+            mean
+            + jnp.exp(0.5 * log_var)
+            * distributions.normal(jax.random.fold_in(key, objectives.LATENT), (1, *mean.shape))[0]
+        )
+
+    def vae_loss(vae_params):
+        p = {"params": {**vae_params, "critic": params["params"]["critic"]}}
+        terms = objectives.make_elbo_terms(model, num_classes=10)(p, batch, key)
+        logits = model.apply(p, z_of(p), method=model.critic_logits)
+        return jnp.mean(terms["neg_elbo"] + 7.0 * (logits[:, 0] - logits[:, 1]))
+
+    def critic_loss(critic_params):
+        p = {"params": {**params["params"], "critic": critic_params}}
+        z = z_of(params)
+        shuffled = critics.permute_dims(jax.random.fold_in(key, objectives.PERMUTE), z)
+        real = jax.nn.log_softmax(model.apply(p, z, method=model.critic_logits))[:, 0]
+        fake = jax.nn.log_softmax(model.apply(p, shuffled, method=model.critic_logits))[:, 1]
+        return -0.5 * jnp.mean(real + fake)
+
+    vae_params = {k: v for k, v in params["params"].items() if k != "critic"}
+    want_vae = jax.grad(vae_loss)(vae_params)
+    want_critic = jax.grad(critic_loss)(params["params"]["critic"])
+    for got, want in (
+        (grads["params"]["critic"], want_critic),
+        ({k: grads["params"][k] for k in vae_params}, want_vae),
+    ):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_factor_vae_resumes_bit_identically_with_its_discriminator(small_digits, tmp_path):
+    settings = ["train.objective=factor_vae", "train.critic_hidden=32,32", "model.latent_dim=4"]
+    settings += [
+        "model.encoder_hidden=64",
+        "model.decoder_hidden=64",
+        "train.batch_size=32",
+        "checkpoint.every_epochs=1",
+    ]
+    cfg = apply_overrides(get_config("vae"), [*settings, "train.epochs=3"])
+    straight = train_and_evaluate(cfg, tmp_path / "straight", dataset=small_digits, progress=False)
+    train_and_evaluate(
+        apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "resumed", dataset=small_digits, progress=False
+    )
+    resumed = train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)
+    assert "critic" in straight.state.params["params"]
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    train = [e for e in straight.history if e["split"] == "train"]
+    assert all(0.0 <= e["critic_accuracy"] <= 1.0 and math.isfinite(e["critic_loss"]) for e in train)

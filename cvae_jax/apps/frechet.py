@@ -9,6 +9,8 @@ the same judge on the same data.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -17,7 +19,12 @@ def frechet_from_moments(mean_a, cov_a, mean_b, cov_b) -> float:
     """|m_a - m_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)), the squared 2-Wasserstein distance of two Gaussians."""
     mean_a, mean_b = np.asarray(mean_a, np.float64), np.asarray(mean_b, np.float64)
     cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
-    root = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # features that are 0 on every image make the product singular
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
+        if not np.all(np.isfinite(root)):  # then, as pytorch-fid does, a tiny offset on both diagonals
+            offset = 1e-6 * np.eye(len(cov_a))
+            root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     if np.iscomplexobj(root):  # round-off can leave tiny imaginary parts
         root = root.real
     diff = mean_a - mean_b

@@ -109,6 +109,9 @@ class VAE(nn.Module):
     condition_dim: int = 0  # width of the condition vector (CVAE); 0 = not checked
     # q(z | x) on the encoder's (mean, log_var); None is the diagonal Gaussian (cvae_jax.core.posteriors)
     posterior: posteriors_lib.Posterior | None = None
+    # A module an objective trains beside the VAE on its latents (FactorVAE's discriminator), with its
+    # own optimizer; its parameters live under params["params"]["critic"].
+    critic: nn.Module | None = None
 
     conditional = False
 
@@ -173,6 +176,10 @@ class VAE(nn.Module):
             return self.posterior.sample(key, mean, log_var, num_samples, context)
         return self.posterior.sample(key, mean, log_var, num_samples)
 
+    def critic_logits(self, z: jax.Array) -> jax.Array:
+        """The critic's output on latents z [B, D] (an objective's, e.g. FactorVAE's two class logits)."""
+        return self.critic(z)
+
     def kl_to_prior(self, mean, log_var, z, condition=None) -> jax.Array:
         """KL(q(z | x) || p(z)): analytic when the prior defines `kl`, else log q(z|x) - log p(z) at z."""
         if priors_lib.has_analytic_kl(self.prior):
@@ -183,6 +190,8 @@ class VAE(nn.Module):
         """Encodes, scores under the prior and decodes the posterior mean; used to initialize parameters."""
         mean, log_var, context = self.encode_full(x, condition)
         self.prior_log_prob(mean, condition)
+        if self.critic is not None:  # creates its parameters
+            self.critic(mean)
         if not posteriors_lib.is_gaussian(self.posterior):  # creates its parameters
             self.posterior_sample(jax.random.key(0), mean, log_var, 1, context)
         return self.decode(mean, condition)

@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.config import ConfigError, TrainConfig
-from cvae_jax.core import aggregate, distributions, likelihoods, posteriors, priors
+from cvae_jax.core import aggregate, critics, distributions, likelihoods, posteriors, priors
 from cvae_jax.core.models import VAE
 from cvae_jax.core.registry import Registry
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
-BINARIZE, LATENT, PRIOR_LATENT = 0, 1, 2
+BINARIZE, LATENT, PRIOR_LATENT, PERMUTE = 0, 1, 2, 3
 
 Terms = dict[str, jax.Array]
 
@@ -278,13 +278,15 @@ def _hybrid(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, t
     return terms, make_hybrid_loss(model, terms, num_classes=num_classes, alpha=cfg.hybrid_alpha, binarize=binarize)
 
 
-def _only_elbo_weights(cfg: TrainConfig, objective: str) -> None:
+def _only_elbo_weights(cfg: TrainConfig, objective: str, reads_beta: bool = True) -> None:
     """Objectives with their own weights read neither beta's schedules nor free bits: refuse them."""
     if cfg.kl_schedule != "constant" or cfg.free_bits > 0:
         raise ConfigError(
             f"train.objective={objective} has its own weights; train.kl_schedule and train.free_bits are the "
             "ELBO's: leave them constant and 0"
         )
+    if not reads_beta and cfg.beta != 1.0:
+        raise ConfigError(f"train.objective={objective} does not read train.beta: leave it 1")
 
 
 def _gaussian_latents(model, params, x, condition, key):
@@ -458,6 +460,67 @@ def _miwae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, to
         return value, {"neg_miwae": value, "loss": value}
 
     return make_elbo_terms(model, num_classes=num_classes, binarize=binarize), loss
+
+
+@register("factor_vae")
+def _factor_vae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
+    """FactorVAE (Kim & Mnih 2018, eq. 2 and algorithm 2): the ELBO + gamma TC(z), TC estimated by the
+    discriminator's log D(z) / (1 - D(z)) on the batch's posterior samples; the discriminator learns
+    in the same step to tell those from their dimension-wise permutation (its cross-entropy is added to
+    the loss, with each part's gradient stopped where it would reach the other's parameters)."""
+    del total_steps
+    _only_elbo_weights(cfg, "factor_vae", reads_beta=False)
+    if model.critic is None:
+        raise ConfigError("train.objective=factor_vae needs the model built with its discriminator (attach_critic)")
+
+    def parts(params, batch, key):
+        x, condition = inputs_of(model, batch, key, num_classes, binarize)
+        z, mean, log_var = _gaussian_latents(model, params, x, condition, key)
+        recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
+        if priors.has_analytic_kl(model.prior):
+            kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
+        else:
+            kl = distributions.diag_gaussian_log_prob(z, mean, log_var) - model.apply(
+                params, z, condition, method=model.prior_log_prob
+            )
+        out = elbo_terms(model, recon, kl, mean, log_var)
+        logits = model.apply(critics.freeze(params), z, method=model.critic_logits)
+        out["tc_critic"] = logits[:, 0] - logits[:, 1]
+        return out, jax.lax.stop_gradient(z)
+
+    def terms(params, batch, key) -> Terms:
+        return parts(params, batch, key)[0]
+
+    def loss(params, batch, key, step=0):
+        del step
+        t, z = parts(params, batch, key)
+        shuffled = critics.permute_dims(jax.random.fold_in(key, PERMUTE), z)
+        real = model.apply(params, z, method=model.critic_logits)
+        permuted = model.apply(params, shuffled, method=model.critic_logits)
+        critic = 0.5 * jnp.mean(critics.cross_entropy(real, 0) + critics.cross_entropy(permuted, 1))
+        vae = jnp.mean(t["neg_elbo"] + cfg.factor_gamma * t["tc_critic"])
+        accuracy = 0.5 * jnp.mean((real[:, 0] > real[:, 1]) + (permuted[:, 1] > permuted[:, 0]))
+        return vae + critic, {**_scalars(t), "loss": vae, "critic_loss": critic, "critic_accuracy": accuracy}
+
+    return terms, loss
+
+
+_factor_vae.critic = lambda cfg: critics.Discriminator(tuple(cfg.critic_hidden))
+
+
+def attach_critic(model: VAE, cfg: TrainConfig) -> VAE:
+    """`model` with the module its objective trains beside it (FactorVAE's discriminator), if any."""
+    make = getattr(REGISTRY.get(cfg.objective), "critic", None) if cfg.objective in REGISTRY.names() else None
+    return model if make is None or getattr(model, "hierarchical", False) else model.clone(critic=make(cfg))
+
+
+def critic_optimizer(cfg: TrainConfig):
+    """The critic's own optimizer (Adam, betas 0.5 and 0.9, as FactorVAE's), or None without a critic."""
+    import optax
+
+    if cfg.objective not in REGISTRY.names() or getattr(REGISTRY.get(cfg.objective), "critic", None) is None:
+        return None
+    return optax.adam(cfg.critic_learning_rate, b1=0.5, b2=0.9)
 
 
 def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):

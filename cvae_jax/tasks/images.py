@@ -35,7 +35,7 @@ from cvae_jax.training.trainer import fit
 
 def build(config: Config, image_shape, num_classes: int, *, total_steps: int = 1, prior=None) -> Parts:
     """The model, objective and optimizer of `config` (`prior`: a Prior module overriding model.prior)."""
-    model = build_model(config.model, image_shape, num_classes, prior=prior)
+    model = objectives.attach_critic(build_model(config.model, image_shape, num_classes, prior=prior), config.train)
     terms, loss = objectives.make_objective(
         model, config.train, num_classes=num_classes, binarize=config.data.binarize, total_steps=total_steps
     )

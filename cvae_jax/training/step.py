@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from cvae_jax.config import TrainConfig
+from cvae_jax.core import critics, objectives
 
 # Purposes for keys derived from the base key: fold_in(base_key, purpose).
 INIT, SHUFFLE, TRAIN, EVAL, SAMPLE = range(5)
@@ -110,6 +111,12 @@ def make_optimizer(cfg: TrainConfig, total_steps: int | None = None) -> optax.Gr
     if cfg.optimizer not in makers:  # the allowed names are config.Optimizer's
         raise ValueError(f"train.optimizer must be one of {tuple(makers)}, got {cfg.optimizer!r}")
     tx = makers[cfg.optimizer]()
+    critic = objectives.critic_optimizer(cfg)
+    if critic is not None:  # an objective's critic (FactorVAE's discriminator) learns with its own optimizer
+        labels = functools.partial(
+            jax.tree_util.tree_map_with_path, lambda path, _: "critic" if critics.is_critic_path(path) else "model"
+        )
+        tx = optax.multi_transform({"model": tx, "critic": critic}, labels)
     if cfg.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
     if cfg.skip_threshold > 0:
