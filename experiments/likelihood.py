@@ -36,6 +36,9 @@ MODELS = {
     "IWAE (k=50)": ["train.objective=iwae", "train.iwae_samples=50"],
     "VampPrior (500 pseudo-inputs)": ["model.prior=vamp", "model.prior_components=500"],
     "flow prior (RealNVP x4)": ["model.prior=flow", "model.flow_layers=4"],
+    "MIWAE (M=4, K=5)": ["train.objective=miwae", "train.miwae_groups=4", "train.iwae_samples=5"],
+    "VAE, IAF posterior (2 steps)": ["model.posterior=iaf"],
+    "VAE, full-covariance posterior": ["model.posterior=full_covariance"],
 }
 BASE = [
     "model.latent_dim=32",
@@ -211,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--epochs", type=int, help="override the protocol's epochs")
     p.add_argument("--num-examples", type=int, help="override the protocol's number of test images")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the existing results file's cells of the other models (the same protocol); replace --models'",
+    )
     p.add_argument("--cell", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.cell:
@@ -245,17 +253,34 @@ def main(argv: list[str] | None = None) -> int:
                         f"train {c['train_seconds']:.0f} s, eval {c['eval_seconds']:.0f} s",
                         flush=True,
                     )
+    from cvae_jax import provenance
+
+    command = "python experiments/likelihood.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cells = [{k: v for k, v in c.items() if k not in ("train", "arch", "bits", "data")} for c in cells]
+    out = RESULTS / f"likelihood_{name}{'_full' if args.full else ''}.json"
+    runs = [{"command": command, "models": args.models, "provenance": provenance.stamp()}]
+    if args.merge and out.exists():  # the other models' cells, measured by an earlier command
+        previous = json.loads(out.read_text())
+        fixed = ("protocol", "k", "epochs", "num_examples", "patience")
+        if any(
+            previous.get(k) != v
+            for k, v in zip(fixed, ("full" if args.full else "cpu", *[common[k] for k in fixed[1:]]))
+        ):
+            raise SystemExit(f"{out} was measured under another protocol: not merged")
+        earlier = [{"command": previous["command"], "models": sorted({c["model"] for c in previous["cells"]})}]
+        runs = previous.get("runs", earlier) + runs
+        cells = [c for c in previous["cells"] if c["model"] not in args.models] + cells
     result = {
         "data": name,
         "protocol": "full" if args.full else "cpu",
         **{k: v for k, v in common.items() if k not in ("data", "bits")},
         "test_bits": bits.name,
-        "command": "python experiments/likelihood.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": runs[0]["command"],
+        "runs": runs,
         "wall_seconds": time.perf_counter() - start,
         "rows": summarize(cells),
-        "cells": [{k: v for k, v in c.items() if k not in ("train", "arch", "bits", "data")} for c in cells],
+        "cells": cells,
     }
-    out = RESULTS / f"likelihood_{name}{'_full' if args.full else ''}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
     print(f"written to {out}")

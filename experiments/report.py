@@ -412,6 +412,24 @@ def priors(results: Path) -> str:
     return table(header + ["train time", "NLL eval time"], rows)
 
 
+def models(results: Path) -> str:
+    rows_ = load("models", results)["spread"]["rows"]
+    base = next(r for r in rows_ if r["run"] == "VAE (ELBO)")["train_seconds"]["mean"]
+    rows = []
+    for r in rows_:
+        sampled = pm(r["frechet_judge"], 1)
+        if "frechet_judge_gmm" in r:
+            sampled += f" (GMM sampler: {pm(r['frechet_judge_gmm'], 1)})"
+        accuracy = pm(r["conditional_accuracy"], 3) if "conditional_accuracy" in r else "—"
+        rows.append(
+            [r["run"], pm(r["neg_elbo"], 2), pm(r["nll"], 2), sampled, accuracy]
+            + [f"{units_range(r['active_units'])}/{num(r['latent_dim']['mean'], 0)}"]
+            + [f"{num(r['train_seconds']['mean'], 0)} s ({r['train_seconds']['mean'] / base:.2f}×)"]
+        )
+    header = ["model", "test −ELBO (nats)", "test NLL, K=1000 (nats)", "Fréchet judge distance", "class accuracy"]
+    return table(header + ["active units", "train time (× the VAE's)"], rows)
+
+
 EXPERIMENTS_README = ROOT / "experiments" / "README.md"
 PRIORS_DOC = ROOT / "docs" / "priors.md"
 # (document, table name, renderer)
