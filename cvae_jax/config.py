@@ -18,7 +18,7 @@ from typing import Any
 # The allowed values of a field are its Literal type, defined once here; validation, `--set` parsing
 # and the CLI's choices read them from the type (choices()).
 Kind = typing.Literal["vae", "cvae"]
-Architecture = typing.Literal["mlp", "resnet", "hvae"]
+Architecture = typing.Literal["mlp", "resnet", "hvae", "vqvae"]
 Likelihood = typing.Literal["bernoulli", "gaussian", "discretized_logistic"]
 Source = typing.Literal["embedded", "npz", "idx", "tfds"]
 Optimizer = typing.Literal["adam", "adamw", "sgd", "rmsprop"]
@@ -97,6 +97,13 @@ class ModelConfig:
     remat: bool = False
     hvae_groups: int = 2
     hvae_latent_channels: int = 16
+    # "vqvae" (van den Oord et al. 2017): conv stages of vq_widths channels, each halving the grid, to
+    # latent_dim-dimensional vectors quantized to codebook_size codes; the codebook learns by moving
+    # averages of decay codebook_decay; the encoder's commitment loss weighs `commitment`.
+    vq_widths: tuple[int, ...] = (32, 64)
+    codebook_size: int = 64
+    codebook_decay: float = 0.99
+    commitment: float = 0.25
 
 
 @dataclasses.dataclass
@@ -506,6 +513,27 @@ def validate(config: Config) -> Config:
     _require(m.iaf_hidden >= m.latent_dim, f"model.iaf_hidden must be >= model.latent_dim, got {m.iaf_hidden}")
     _require(m.hvae_groups >= 1, f"model.hvae_groups must be >= 1, got {m.hvae_groups}")
     _require(m.hvae_latent_channels >= 1, f"model.hvae_latent_channels must be >= 1, got {m.hvae_latent_channels}")
+    if m.architecture == "vqvae":
+        _require(m.kind == "vae", "model.architecture=vqvae is unconditional: use model.kind=vae (--model vae)")
+        _require(
+            m.prior == "standard_normal" and m.posterior == "diagonal_gaussian",
+            "model.architecture=vqvae has its own codes: leave model.prior and model.posterior at their defaults",
+        )
+        _require(
+            t.objective == "elbo", "model.architecture=vqvae trains on its own objective: leave train.objective=elbo"
+        )
+        _require(
+            t.grad_clip == 0 and t.skip_threshold == 0,
+            "model.architecture=vqvae updates its codebook through the optimizer: train.grad_clip and "
+            "train.skip_threshold must be 0",
+        )
+        _require(m.codebook_size >= 2, f"model.codebook_size must be >= 2, got {m.codebook_size}")
+        _require(0.0 <= m.codebook_decay < 1.0, f"model.codebook_decay must lie in [0, 1), got {m.codebook_decay}")
+        _require(m.commitment >= 0, f"model.commitment must be >= 0, got {m.commitment}")
+        _require(
+            bool(m.vq_widths) and all(w >= 1 for w in m.vq_widths),
+            f"model.vq_widths must be one or more positive widths, got {m.vq_widths}",
+        )
     if m.architecture == "hvae":
         _require(
             m.prior == "standard_normal",

@@ -245,6 +245,7 @@ MODELS = {
     "miwae": ["train.objective=miwae", "train.miwae_groups=2", "train.iwae_samples=2"],
     "iaf": ["model.posterior=iaf", "model.iaf_hidden=8"],
     "full_covariance": ["model.posterior=full_covariance"],
+    "vqvae": ["model.architecture=vqvae", "model.codebook_size=16", "model.vq_widths=8,16"],
 }
 
 

@@ -65,11 +65,17 @@ def compiled_per_model(*static: int):
     return wrap
 
 
+def own_methods(model) -> bool:
+    """Whether `model` has no single Gaussian latent and brings its own `reconstruct` and `sample`: a
+    hierarchical VAE (one latent per group) or a VQ-VAE (a grid of codes)."""
+    return bool(getattr(model, "hierarchical", False) or getattr(model, "vector_quantized", False))
+
+
 def _single_latent(model, what: str) -> None:
-    if getattr(model, "hierarchical", False):
+    if own_methods(model):
         raise ValueError(
             f"{what} needs a single-latent model: a hierarchical VAE (model.architecture=hvae) has one latent "
-            "per group; it samples and reconstructs, and reports its ELBO and bits/dim"
+            "per group, a VQ-VAE a grid of codes; they sample and reconstruct, and report their ELBO and bits/dim"
         )
 
 
@@ -89,8 +95,9 @@ def decode_mean(model, params, z, condition=None) -> jax.Array:
 
 @compiled_per_model()
 def reconstruct(model, params, images, condition=None) -> jax.Array:
-    """Decodes the posterior mean of each image (of every group, for a hierarchical VAE)."""
-    if getattr(model, "hierarchical", False):
+    """Decodes the posterior mean of each image (of every group, for a hierarchical VAE; the nearest codes,
+    for a VQ-VAE)."""
+    if own_methods(model):
         return likelihoods.mean(model.apply(params, images, condition, method=model.reconstruct))
     mean, _ = encode(model, params, images, condition)
     return decode_mean(model, params, mean, condition)
@@ -99,7 +106,7 @@ def reconstruct(model, params, images, condition=None) -> jax.Array:
 @compiled_per_model(3)
 def sample(model, params, key, num: int, condition=None) -> jax.Array:
     """Draws z from the model's prior p(z[ | c]) and returns the decoded likelihood means, [num, H, W, C]."""
-    if getattr(model, "hierarchical", False):
+    if own_methods(model):
         return likelihoods.mean(model.apply(params, key, num, condition, method=model.sample))
     z = model.apply(params, key, num, condition, method=model.prior_sample)
     return decode_mean(model, params, z, condition)

@@ -132,7 +132,9 @@ def _sample(args) -> int:
         raise ValueError(f"--label {args.label} is out of range: this model knows classes 0..{num_classes - 1}")
     seed = config.seed if args.seed is None else args.seed
     condition = inference.condition_for(model, args.label, num_classes, args.num)
-    if args.sampler == "gmm":
+    if args.code_prior:
+        images = _code_prior_draws(args, seed)
+    elif args.sampler == "gmm":
         z = _gmm_latents(args, run, seed)
         images = inference.decode_mean(model, params, z, condition)
     else:
@@ -141,6 +143,18 @@ def _sample(args) -> int:
     images = _save(out, images)
     print(f"saved {images.shape} samples{'' if args.label is None else f' of class {args.label}'} to {out}")
     return 0
+
+
+def _code_prior_draws(args, seed: int):
+    """args.num images from the VQ-VAE in args.workdir, its codes drawn by the prior in args.code_prior."""
+    import jax
+
+    from cvae_jax.tasks import code_prior
+
+    prior, prior_params, prior_cfg, vq = code_prior.load_prior(args.code_prior)
+    if Path(prior_cfg.data.vqvae).resolve() != Path(args.workdir).resolve():
+        raise ValueError(f"--code-prior {args.code_prior} was trained on {prior_cfg.data.vqvae}, not on {args.workdir}")
+    return code_prior.draw(vq, prior, prior_params, jax.random.key(seed), args.num)
 
 
 def _gmm_latents(args, run, seed: int):
@@ -567,6 +581,11 @@ def make_parser() -> argparse.ArgumentParser:
         "aggregate posterior of the training codes (fitted once, saved in the run directory's samplers/)",
     )
     sample.add_argument("--components", type=int, default=10, help="--sampler gmm: mixture components")
+    sample.add_argument(
+        "--code-prior",
+        metavar="DIR",
+        help="a VQ-VAE's codes drawn by the autoregressive prior trained in DIR (cvae-jax train --task code_prior)",
+    )
     sample.add_argument("--out", required=True, help="output .npy file: float32 [N, H, W] (or [N, H, W, C]) in [0, 1]")
     sample.set_defaults(func=_sample)
 

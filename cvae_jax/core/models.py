@@ -225,6 +225,8 @@ def build_model(
     context_dim = posteriors_lib.context_size(posterior)
     if cfg.architecture == "hvae":
         return _hierarchical(cfg, tuple(data_shape), condition_dim)
+    if cfg.architecture == "vqvae":
+        return _vqvae(cfg, tuple(data_shape))
     if cfg.architecture == "resnet":
         encoder, decoder = _resnet(cfg, tuple(data_shape), context_dim)
         return cls(encoder=encoder, decoder=decoder, prior=prior, condition_dim=condition_dim, posterior=posterior)
@@ -267,6 +269,30 @@ def _check_stages(cfg: ModelConfig, data_shape: tuple[int, int, int]) -> None:
             f"{len(cfg.resnet_widths) - 1} times: height and width {data_shape[:2]} must divide by {scale}; use "
             "fewer widths or pad the images"
         )
+
+
+def _vqvae(cfg: ModelConfig, data_shape: tuple[int, int, int]):
+    from cvae_jax.core.vqvae import VQVAE
+
+    scale = 2 ** len(cfg.vq_widths)
+    if data_shape[0] % scale or data_shape[1] % scale:
+        raise ConfigError(
+            f"model.vq_widths={cfg.vq_widths} halves the image {len(cfg.vq_widths)} times: height and width "
+            f"{data_shape[:2]} must divide by {scale}; use fewer widths"
+        )
+    return VQVAE(
+        data_shape=data_shape,
+        code_dim=cfg.latent_dim,
+        codebook_size=cfg.codebook_size,
+        widths=tuple(cfg.vq_widths),
+        likelihood=cfg.likelihood,
+        mixtures=cfg.logistic_mixtures,
+        gaussian_scale=cfg.gaussian_scale,
+        ema_decay=cfg.codebook_decay,
+        commitment=cfg.commitment,
+        dtype=jnp.dtype(cfg.compute_dtype),
+        kernels=layers.resolve(cfg.kernels),
+    )
 
 
 def _hierarchical(cfg: ModelConfig, data_shape: tuple[int, int, int], condition_dim: int):

@@ -27,7 +27,7 @@ from cvae_jax.core.models import VAE
 from cvae_jax.core.registry import Registry
 
 # Purposes for keys derived inside a step: fold_in(step_key, purpose).
-BINARIZE, LATENT, PRIOR_LATENT, PERMUTE = 0, 1, 2, 3
+BINARIZE, LATENT, PRIOR_LATENT, PERMUTE, RESTART = 0, 1, 2, 3, 4
 
 Terms = dict[str, jax.Array]
 
@@ -523,9 +523,50 @@ def critic_optimizer(cfg: TrainConfig):
     return optax.adam(cfg.critic_learning_rate, b1=0.5, b2=0.9)
 
 
+def make_vq_terms(model, *, num_classes: int, binarize: bool = False):
+    """terms(params, batch, key) -> [B] each: "recon" (-log p(x | z_q)), "kl" (grid cells x log K: the
+    KL of the one-hot posterior to a uniform prior over codes), "neg_elbo", "commitment" (|z_e -
+    sg(z_q)|^2 summed), and the batch's code "perplexity" and "dead_codes"; plus, under "_ema", the
+    codebook's moving-average targets (for the loss; not a per-example term)."""
+    from cvae_jax.core import vqvae
+
+    def terms(params, batch, key) -> Terms:
+        x, _ = inputs_of(model, batch, key, num_classes, binarize)
+        z_e = model.apply(params, x, method=model.encode_grid)
+        codes = model.apply(params, z_e, method=model.nearest)
+        z_q = model.apply(params, method=model.codebook)[codes]
+        straight = z_e + jax.lax.stop_gradient(z_q - z_e)  # the decoder's gradient passes to the encoder
+        recon = -likelihoods.log_likelihood(x, model.apply(params, straight, method=model.decode_grid))
+        cells = math.prod(model.grid)
+        kl = jnp.full(recon.shape, cells * math.log(model.codebook_size))
+        commitment = jnp.sum((z_e - jax.lax.stop_gradient(z_q)) ** 2, axis=(1, 2, 3))
+        perplexity, dead = vqvae.usage(codes, model.codebook_size)
+        out = {"recon": recon, "kl": kl, "neg_elbo": recon + kl, "commitment": commitment}
+        out.update(
+            {name: jnp.broadcast_to(v, recon.shape) for name, v in (("perplexity", perplexity), ("dead_codes", dead))}
+        )
+        if model.likelihood == "discretized_logistic":
+            out["bits_per_dim"] = (recon + kl) / (math.prod(model.data_shape) * math.log(2.0))
+        return out, vqvae.ema_targets(model, params, z_e, codes, jax.random.fold_in(key, RESTART))
+
+    return terms
+
+
 def make_objective(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: bool, total_steps: int):
     """(eval terms, training loss) of the objective registered as cfg.objective. A hierarchical VAE
-    trains on its own ELBO terms."""
+    trains on its own ELBO terms, a VQ-VAE on its reconstruction, commitment and codebook averages."""
+    if getattr(model, "vector_quantized", False):
+        from cvae_jax.core import vqvae
+
+        vq = make_vq_terms(model, num_classes=num_classes, binarize=binarize)
+
+        def loss(params, batch, key, step=0):
+            del step
+            t, targets = vq(params, batch, key)
+            value = jnp.mean(t["recon"]) + model.commitment * jnp.mean(t["commitment"])
+            return value + vqvae.ema_gradient(params["codebook"], targets), {**_scalars(t), "loss": value}
+
+        return (lambda params, batch, key: vq(params, batch, key)[0]), loss
     if getattr(model, "hierarchical", False):
         terms = make_hierarchical_terms(model, num_classes=num_classes, binarize=binarize)
         return terms, make_elbo_loss(terms, cfg=cfg, total_steps=total_steps)

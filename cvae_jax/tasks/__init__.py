@@ -2,7 +2,8 @@
 
 * `images`: images (and series windows) with labels or conditions: the VAE/CVAE, ResNet and
   hierarchical VAEs (`ImageTask`, `train_and_evaluate`, `load`);
-* `molecules`: SMILES/SELFIES CVAEs conditioned on RDKit properties (`MoleculeTask`, `train`).
+* `molecules`: SMILES/SELFIES CVAEs conditioned on RDKit properties (`MoleculeTask`, `train`);
+* `code_prior`: a VQ-VAE's second stage, an autoregressive prior over its codes (`CodePriorTask`).
 
 Your own task is a subclass in your own file (docs/tasks.md); `cvae-jax train --task FILE.py:Class`
 (or `package.module:Class`) trains it, configured by `--set` like the library's own.
@@ -14,6 +15,7 @@ from __future__ import annotations
 TASKS = {
     "images": "cvae_jax.tasks.images:ImageTask",
     "molecules": "cvae_jax.tasks.molecules:MoleculeTask",
+    "code_prior": "cvae_jax.tasks.code_prior:CodePriorTask",
 }
 
 

@@ -39,7 +39,8 @@ def build(config: Config, image_shape, num_classes: int, *, total_steps: int = 1
     terms, loss = objectives.make_objective(
         model, config.train, num_classes=num_classes, binarize=config.data.binarize, total_steps=total_steps
     )
-    return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(config.train, total_steps))
+    vq = config.model.architecture == "vqvae"
+    return Parts(model=model, terms=terms, loss=loss, tx=make_optimizer(config.train, total_steps, vq=vq))
 
 
 def init_for(parts: Parts, config: Config, image_shape, num_classes: int) -> TrainState:

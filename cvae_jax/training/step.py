@@ -94,7 +94,20 @@ def learning_rate(cfg: TrainConfig, total_steps: int | None = None) -> float | o
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), after], [warm]) if warm else after
 
 
-def make_optimizer(cfg: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
+def _part(path, _) -> str:
+    """The optimizer branch of a parameter: "critic", "codebook" (a collection of its own) or "model"."""
+    if critics.is_critic_path(path):
+        return "critic"
+    return "codebook" if getattr(path[0], "key", None) == "codebook" else "model"
+
+
+def _codebook_update() -> optax.GradientTransformation:
+    """VQ-VAE's codebook averages: its loss term's gradient is (value - target), so minus it is the step
+    to the target (`cvae_jax.core.vqvae.ema_gradient`)."""
+    return optax.scale(-1.0)
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int | None = None, vq: bool = False) -> optax.GradientTransformation:
     """The Optax optimizer that `cfg.optimizer` names, at `learning_rate(cfg, total_steps)` (a schedule
     needs the run's `total_steps`), with, when configured: gradients clipped to a
     global norm (train.grad_clip), updates skipped when the gradient norm exceeds train.skip_threshold
@@ -111,12 +124,12 @@ def make_optimizer(cfg: TrainConfig, total_steps: int | None = None) -> optax.Gr
     if cfg.optimizer not in makers:  # the allowed names are config.Optimizer's
         raise ValueError(f"train.optimizer must be one of {tuple(makers)}, got {cfg.optimizer!r}")
     tx = makers[cfg.optimizer]()
-    critic = objectives.critic_optimizer(cfg)
-    if critic is not None:  # an objective's critic (FactorVAE's discriminator) learns with its own optimizer
-        labels = functools.partial(
-            jax.tree_util.tree_map_with_path, lambda path, _: "critic" if critics.is_critic_path(path) else "model"
+    branches = {"critic": objectives.critic_optimizer(cfg), "codebook": _codebook_update() if vq else None}
+    branches = {name: branch for name, branch in branches.items() if branch is not None}
+    if branches:  # a critic (FactorVAE's discriminator) or a codebook (VQ-VAE's) updated on its own terms
+        tx = optax.multi_transform(
+            {"model": tx, **branches}, functools.partial(jax.tree_util.tree_map_with_path, _part)
         )
-        tx = optax.multi_transform({"model": tx, "critic": critic}, labels)
     if cfg.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
     if cfg.skip_threshold > 0:
