@@ -45,6 +45,10 @@ def __getattr__(name: str):
         module = importlib.import_module(_MODULES[name])
         globals()[name] = module
         return module
+    if name == "from_pretrained":
+        from cvae_jax.apps.pretrained import from_pretrained
+
+        return from_pretrained
     if name == "keep_freed_memory":
         from cvae_jax.cli.host import keep_freed_memory
 
@@ -61,6 +65,7 @@ __all__ = [
     "Encoder",
     "apply_overrides",
     "build_model",
+    "from_pretrained",
     "get_config",
     "load",
     "train_and_evaluate",

@@ -2,6 +2,7 @@
 second way (loops over a tiny batch, closed forms), and learning-rate schedules against their formulas."""
 
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -193,11 +194,18 @@ OBJECTIVES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective, options", OBJECTIVES)
-def test_each_objective_trains_by_name_and_reports_its_terms(small_digits, objective, options):
+def test_each_objective_trains_by_name_resumes_and_reports_its_terms(small_digits, tmp_path, objective, options):
     base = ["model.latent_dim=4", "model.encoder_hidden=64", "model.decoder_hidden=64", "train.epochs=3"]
-    base += ["train.batch_size=32", "train.lr_schedule=cosine", "train.lr_warmup_steps=10"]
+    base += ["train.batch_size=32", "train.lr_schedule=cosine", "train.lr_warmup_steps=10", "checkpoint.every_epochs=1"]
     cfg = apply_overrides(get_config("vae"), [*base, f"train.objective={objective}", *options])
-    run = train_and_evaluate(cfg, None, dataset=small_digits, progress=False)
+    run = train_and_evaluate(cfg, tmp_path / "straight", dataset=small_digits, progress=False)
+    # interrupted after epoch 2 (its last checkpoint removed), then resumed: the same state bit for bit
+    train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)
+    last = max(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir() if p.name.isdigit())
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(last))
+    resumed = train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)
+    for a, b in zip(jax.tree.leaves(run.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
     tests = [e for e in run.history if e["split"] == "test"]
     assert all(math.isfinite(e["neg_elbo"]) for e in tests)
     assert tests[-1]["neg_elbo"] < tests[0]["neg_elbo"] - 20  # it learned: the ELBO, whatever the loss

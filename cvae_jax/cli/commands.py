@@ -120,13 +120,12 @@ def _sample(args) -> int:
     import jax
 
     from cvae_jax.apps import inference
-    from cvae_jax.tasks.images import load_run
     from cvae_jax.training.step import SAMPLE, purpose_key
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     out = _output_file(args.out)
-    run = load_run(args.workdir, args.checkpoint)
+    run = _image_run(args)
     model, params, config, num_classes = run.model, run.params, run.config, int(run.meta["num_classes"])
     if args.label is not None and not 0 <= args.label < num_classes:
         raise ValueError(f"--label {args.label} is out of range: this model knows classes 0..{num_classes - 1}")
@@ -145,12 +144,46 @@ def _sample(args) -> int:
     return 0
 
 
+def _image_run(args):
+    """The image model of --workdir (at --checkpoint) or of --pretrained, as `tasks.images.Loaded`."""
+    from cvae_jax.tasks.images import Loaded, load_run
+
+    if getattr(args, "pretrained", None) is None:
+        return load_run(args.workdir, args.checkpoint)
+    from cvae_jax.apps.pretrained import from_pretrained
+
+    found = from_pretrained(args.pretrained)
+    if found.task != "images":
+        raise ValueError(f"--pretrained {args.pretrained} is a {found.task} model (for molecules: sample-molecules)")
+    return Loaded(found.model, found.params, found.config, found.meta, found.meta["step"])
+
+
+def _molecule_model(args):
+    """(model, params, data) of the molecule model of --workdir (at --checkpoint) or of --pretrained."""
+    from cvae_jax import molecules
+
+    if getattr(args, "pretrained", None) is None:
+        return molecules.load(args.workdir, args.checkpoint)
+    from cvae_jax.apps.pretrained import from_pretrained
+
+    found = from_pretrained(args.pretrained)
+    if found.task != "molecules":
+        raise ValueError(f"--pretrained {args.pretrained} is a {found.task} model, not a molecule model")
+    return found.model, found.params, found.data
+
+
+def _needs_workdir(args, what: str) -> None:
+    if args.workdir is None:
+        raise ValueError(f"{what} writes or reads files beside a run: give --workdir, not --pretrained")
+
+
 def _code_prior_draws(args, seed: int):
     """args.num images from the VQ-VAE in args.workdir, its codes drawn by the prior in args.code_prior."""
     import jax
 
     from cvae_jax.tasks import code_prior
 
+    _needs_workdir(args, "--code-prior")
     prior, prior_params, prior_cfg, vq = code_prior.load_prior(args.code_prior)
     if Path(prior_cfg.data.vqvae).resolve() != Path(args.workdir).resolve():
         raise ValueError(f"--code-prior {args.code_prior} was trained on {prior_cfg.data.vqvae}, not on {args.workdir}")
@@ -164,6 +197,7 @@ def _gmm_latents(args, run, seed: int):
     from cvae_jax.data import images as data_lib
 
     inference._single_latent(run.model, "--sampler gmm")
+    _needs_workdir(args, "--sampler gmm")
     fit_path = samplers.gmm_path(args.workdir, args.components, run.step)
     if fit_path.exists():
         fit = samplers.gmm_for_run(args.workdir, run, None, components=args.components)
@@ -183,7 +217,6 @@ def _evaluate(args) -> int:
 
     from cvae_jax.apps import evaluate
     from cvae_jax.data import images as data
-    from cvae_jax.tasks.images import load
 
     for flag, value in (
         ("--num-importance-samples", args.num_importance_samples),
@@ -193,7 +226,10 @@ def _evaluate(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     out = _output_file(args.out) if args.out else None
-    model, params, config = load(args.workdir, args.checkpoint)
+    if out is None and args.workdir is None:
+        raise ValueError("with --pretrained, say where the evaluation goes: --out FILE.json")
+    run = _image_run(args)
+    model, params, config = run.model, run.params, run.config
     dataset = data.load(config.data)
     # evaluate_model rejects a chunk that does not divide K before any sampling starts.
     result = evaluate.evaluate_model(
@@ -284,10 +320,9 @@ def _save(out: Path, images) -> np.ndarray:
 
 def _translate(args) -> int:
     from cvae_jax.apps import translate
-    from cvae_jax.tasks.images import load_run
 
     out_file = _output_file(args.out)
-    run = load_run(args.workdir, args.checkpoint)
+    run = _image_run(args)
     num_classes = int(run.meta["num_classes"])
     images = _read_images(args.input)
     source = _read_labels(args.source_label, len(images), "--source-label")
@@ -303,11 +338,10 @@ def _score(args) -> int:
 
     from cvae_jax.apps import anomaly
     from cvae_jax.data import images as data
-    from cvae_jax.tasks.images import load_run
 
     out = _output_file(args.out)
     summary_file = out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".json")
-    run = load_run(args.workdir, args.checkpoint)
+    run = _image_run(args)
     num_classes = int(run.meta["num_classes"])
     options = dict(kind=args.kind, num_classes=num_classes, num_samples=args.num_samples, seed=args.seed)
     images = _read_images(args.input)
@@ -397,6 +431,15 @@ def _train_molecules(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from cvae_jax.apps.pretrained import export
+
+    which = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+    out = export(args.workdir, args.out, which, name=args.name)
+    print(f"wrote the model folder {out} (weights, config, model card README.md)")
+    return 0
+
+
 def _sample_molecules(args) -> int:
     import jax
 
@@ -410,7 +453,7 @@ def _sample_molecules(args) -> int:
         except ValueError:
             raise ValueError(f"--property takes NAME=NUMBER (e.g. logp=3.0), got {item!r}") from None
     out = _output_file(args.out)
-    model, params, data = molecules.load(args.workdir, args.checkpoint)
+    model, params, data = _molecule_model(args)
     if targets and not model.conditional:
         raise ValueError("this molecule model is unconditional: it takes no --property")
     condition = data.condition_for(targets, args.num) if model.conditional else None
@@ -447,7 +490,8 @@ def _evaluate_molecules(args) -> int:
         generated, source = benchmark.read_smi(args.input), {"input": args.input}
     else:
         generated = _draw_molecules(args, files["test"])
-        source = {"workdir": args.workdir, "checkpoint": args.checkpoint, "seed": args.seed}
+        source = {"workdir": args.workdir, "pretrained": args.pretrained, "checkpoint": args.checkpoint}
+        source["seed"] = args.seed
         source.update(temperature=args.temperature, constrained=args.constrained, guidance=args.guidance)
     if samples_out is not None:
         _write(samples_out, ("\n".join(generated) + "\n").encode())
@@ -476,7 +520,7 @@ def _draw_molecules(args, condition_csv) -> list[str]:
     from cvae_jax import molecules
     from cvae_jax.data import smiles
 
-    model, params, data = molecules.load(args.workdir, args.checkpoint)
+    model, params, data = _molecule_model(args)
     condition = None
     if model.conditional:
         if condition_csv is None:
@@ -514,6 +558,18 @@ def _sampling_arguments(parser) -> None:
         default=0.0,
         help="conditional models: guidance weight w, each step's logits l(c) + w (l(c) - l(mean properties)); "
         "0 (the default) draws from the model as trained",
+    )
+
+
+def _model_source(parser) -> None:
+    """--workdir RUN or --pretrained NAME_OR_DIR, one of them required."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a run directory")
+    source.add_argument(
+        "--pretrained",
+        metavar="NAME_OR_DIR",
+        help="a shipped model (e.g. digits-cvae, moses-cvae), a folder written by cvae-jax export, or a Hugging "
+        "Face Hub id org/name (the [hub] extra)",
     )
 
 
@@ -568,7 +624,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained model")
-    sample.add_argument("--workdir", required=True)
+    _model_source(sample)
     sample.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     sample.add_argument("--num", type=int, default=16)
     sample.add_argument("--label", type=int, help="class to generate (CVAE only)")
@@ -590,7 +646,7 @@ def make_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=_sample)
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, importance-sampled NLL, bits/dim, active units, MI")
-    evaluate.add_argument("--workdir", required=True)
+    _model_source(evaluate)
     evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     evaluate.add_argument("--num-importance-samples", type=int, default=1000, help="K (up to 5,000 and more)")
     evaluate.add_argument(
@@ -605,7 +661,7 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     translate = commands.add_parser("translate", help="CVAE: redraw images under another condition, keeping the style")
-    translate.add_argument("--workdir", required=True)
+    _model_source(translate)
     translate.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     translate.add_argument("--input", required=True, help=".npy images [N, H, W] (uint8 or float in [0, 1])")
     translate.add_argument("--source-label", required=True, help="the inputs' class: an integer or a .npy of N ints")
@@ -618,7 +674,7 @@ def make_parser() -> argparse.ArgumentParser:
     translate.set_defaults(func=_translate)
 
     score = commands.add_parser("score", help="anomaly scores (higher = more anomalous) and a calibrated threshold")
-    score.add_argument("--workdir", required=True)
+    _model_source(score)
     score.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     score.add_argument("--input", required=True, help=".npy inputs [N, H, W] (uint8 or float in [0, 1])")
     score.add_argument("--labels", help="CVAE: the inputs' class, an integer or a .npy of N ints")
@@ -635,6 +691,19 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--out", required=True, help="output .npy of float64 [N] scores; a .json summary beside it")
     score.set_defaults(func=_score)
+
+    exp = commands.add_parser(
+        "export", help="write a run as a self-contained model folder: weights, config, model card"
+    )
+    exp.add_argument("--workdir", required=True)
+    exp.add_argument("--out", required=True, help="a new folder")
+    exp.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (default; latest for a run without validation data), latest, or a step",
+    )
+    exp.add_argument("--name", help="the model's name in its card (default: the folder's name)")
+    exp.set_defaults(func=_export)
 
     tm = commands.add_parser(
         "train-molecules",
@@ -714,7 +783,7 @@ def make_parser() -> argparse.ArgumentParser:
     mol = commands.add_parser(
         "sample-molecules", help="draw SMILES from a molecule CVAE saved by cvae_jax.tasks.molecules"
     )
-    mol.add_argument("--workdir", required=True)
+    _model_source(mol)
     mol.add_argument(
         "--checkpoint", default="best", help="best (default, by validation -ELBO), latest, or a step number"
     )
@@ -739,6 +808,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     what = ev.add_mutually_exclusive_group(required=True)
     what.add_argument("--workdir", help="a molecule run to draw from")
+    what.add_argument("--pretrained", metavar="NAME_OR_DIR", help="a pretrained molecule model to draw from")
     what.add_argument("--input", help="a .smi file (one SMILES per line) or a CSV with a SMILES column")
     ev.add_argument("--num", type=int, default=30_000, help="molecules to draw (MOSES: 30,000)")
     ev.add_argument(

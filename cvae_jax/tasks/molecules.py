@@ -149,6 +149,27 @@ def train(
     return fitted.parts.model, fitted.state, fitted.history
 
 
+def conditioning_data(saved: dict) -> tuple[MoleculeConfig, MoleculeData]:
+    """(config, data) from what a saved model keeps besides its weights (`_conditioning`): the data carry
+    the vocabulary and condition units; their train and test sets are empty."""
+    cfg = MoleculeConfig.from_dict(saved["config"])
+    empty = {
+        "tokens": np.zeros((0, saved["length"]), np.int32),
+        "condition": np.zeros((0, len(saved["names"])), np.float32),
+    }
+    data = MoleculeData(
+        smiles.Vocab(tuple(saved["vocab"]), cfg.data.representation),
+        saved["length"],
+        tuple(saved["names"]),
+        *(np.asarray(saved[k]) for k in ("mean", "std", "median")),
+        empty,
+        empty,
+        [],
+        [],
+    )
+    return cfg, data
+
+
 def load(workdir: str | Path, which: str | int = "best", prior=None):
     """(model, params, data) of a saved molecule run; `data` carries the vocabulary and condition units
     (its train and test sets are empty). which: "best" (by validation -ELBO; refused for a run without
@@ -157,22 +178,7 @@ def load(workdir: str | Path, which: str | int = "best", prior=None):
         if ckpts.read_meta(ckpts.resolve("latest")).get("molecules") is None:
             raise ConfigError(f"{workdir} holds no molecule run (cvae_jax.molecules.train writes one)")
         step = ckpts.resolve(which)
-        saved = ckpts.read_meta(step).get("molecules")
-        cfg = MoleculeConfig.from_dict(saved["config"])
-        empty = {
-            "tokens": np.zeros((0, saved["length"]), np.int32),
-            "condition": np.zeros((0, len(saved["names"])), np.float32),
-        }
-        data = MoleculeData(
-            smiles.Vocab(tuple(saved["vocab"]), cfg.data.representation),
-            saved["length"],
-            tuple(saved["names"]),
-            *(np.asarray(saved[k]) for k in ("mean", "std", "median")),
-            empty,
-            empty,
-            [],
-            [],
-        )
+        cfg, data = conditioning_data(ckpts.read_meta(step)["molecules"])
         task = MoleculeTask(cfg, data, prior)
         parts = task.build(1)
         target = jax.eval_shape(lambda: task.init(parts))

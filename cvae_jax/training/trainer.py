@@ -86,6 +86,16 @@ def _derive(key_data: np.ndarray, purpose: int) -> np.ndarray:
     return np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key_data), purpose)))
 
 
+def _record_start(workdir: Path, resume_step: int | None) -> None:
+    """Appends this start's commit, command, host and resume step to the run's provenance.jsonl (what a
+    model card of the run names)."""
+    from cvae_jax import provenance
+
+    entry = {**provenance.stamp(), "resumed_from_step": resume_step}
+    with open(workdir / "provenance.jsonl", "a") as f:
+        f.write(provenance.portable(json.dumps(entry)) + "\n")
+
+
 def _steps_per_call(task: Task, steps_per_epoch: int) -> int:
     """train.steps_per_call, or auto: a whole epoch per call (docs/performance.md)."""
     configured = task.config.train.steps_per_call
@@ -245,6 +255,7 @@ def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
         history = resume.read_history(workdir / "metrics.jsonl", position.epoch - 1) if resume_step is not None else []
         if workdir is not None and primary:
             (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+            _record_start(workdir, resume_step)
         log = _Log(workdir, primary, history, task.config.train.tensorboard)
         state = _train(
             task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress and primary, workdir

@@ -1,0 +1,216 @@
+"""Trained models as self-contained folders, and loading one in one line.
+
+    cvae-jax export --workdir runs/quickstart --out models/digits-cvae    # or export(workdir, out)
+    model = cvae_jax.from_pretrained("models/digits-cvae")                 # or a shipped name
+    images = inference.sample(model.model, model.params, key, 16, condition)
+
+A model folder holds:
+
+* `params.safetensors`: the weights, float32, one tensor per parameter named by its path in the
+  parameter tree ("params/encoder/mean/kernel"); the evaluation parameters (the moving average where
+  the run kept one);
+* `config.json`: the run's config; `meta.json`: the task, the checkpoint step and what loading needs
+  (image shape and classes, or the molecule vocabulary and condition units), and the metrics at that
+  step; `provenance.jsonl`: the commands that trained it;
+* `README.md`: the model card, written from all of the above.
+
+Shipped models (`NAMES`) live in the package (`cvae_jax/pretrained/<name>/`); with the `[hub]` extra a
+folder is shared through the Hugging Face Hub (`push_to_hub`, `from_pretrained("org/name")`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+FORMAT = "cvae_jax-pretrained"
+VERSION = 1
+FILES = ("params.safetensors", "config.json", "meta.json", "README.md")
+SHIPPED = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A loaded model folder: `model` and `params` for inference; `config`; `meta`; for molecules,
+    `data` (the vocabulary and condition units that `cvae_jax.molecules.generate` takes)."""
+
+    task: str
+    model: Any
+    params: Any
+    config: Any
+    meta: dict[str, Any]
+    data: Any = None
+    folder: Path | None = None
+
+
+def names() -> list[str]:
+    """The models shipped in the package."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "meta.json").exists()) if SHIPPED.is_dir() else []
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def _flat(params) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32) for path, v in leaves}
+
+
+def _unflat(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = jax.numpy.asarray(value)
+    return tree
+
+
+def _metrics_at(workdir: Path, step: int) -> dict[str, dict]:
+    """The validation and test lines of metrics.jsonl at `step`."""
+    out = {}
+    path = workdir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        entry = json.loads(line)
+        if entry.get("step") == step and entry.get("split") in ("validation", "test"):
+            out[entry["split"]] = {k: v for k, v in entry.items() if k not in ("split", "step")}
+    return out
+
+
+def export(workdir: str | Path, out: str | Path, which: str | int = "best", name: str | None = None) -> Path:
+    """Writes the model folder of the run in `workdir` at checkpoint `which` ("best" when the run has
+    validation data, else "latest"; or a step) to `out` (a new or empty folder)."""
+    from cvae_jax.training import checkpoint
+
+    workdir, out = Path(workdir), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: export into a new folder")
+    with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+        if which == "best":
+            try:
+                step = ckpts.resolve("best")
+            except checkpoint.CheckpointError:
+                which, step = "latest", ckpts.resolve("latest")
+        else:
+            step = ckpts.resolve(which)
+        saved = ckpts.read_meta(step)
+    task = saved.get("task") or "images"
+    if task == "images":
+        from cvae_jax.tasks.images import load_run
+
+        run = load_run(workdir, step)
+        params, config, task_meta = (
+            run.params,
+            run.config.to_dict(),
+            {
+                "image_shape": list(saved["image_shape"]),
+                "num_classes": int(saved["num_classes"]),
+            },
+        )
+    elif task == "molecules":
+        from cvae_jax.tasks import molecules
+
+        _, params, _ = molecules.load(workdir, step)
+        config, task_meta = saved["molecules"]["config"], {"molecules": saved["molecules"]}
+    else:
+        raise ValueError(f"{workdir} holds a {task!r} run; export knows images and molecules runs")
+    from safetensors.numpy import save_file
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_flat(params), str(tmp / "params.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    meta = {"format": FORMAT, "version": VERSION, "task": task, "step": step, "checkpoint": str(which)}
+    meta.update(name=name or out.name, metrics=_metrics_at(workdir, step), **task_meta)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if (workdir / "provenance.jsonl").exists():
+        shutil.copy(workdir / "provenance.jsonl", tmp / "provenance.jsonl")
+    from cvae_jax.apps import model_card
+
+    (tmp / "README.md").write_text(model_card.card(meta, config, _starts(tmp)))
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)  # the folder appears whole or not at all
+    return out
+
+
+def _starts(folder: Path) -> list[dict]:
+    path = folder / "provenance.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------- load
+
+
+def resolve(name_or_dir: str | Path) -> Path:
+    """The folder of a shipped name, a local folder, or (with the [hub] extra) a Hub repository id."""
+    text = str(name_or_dir)
+    if text in names():
+        return SHIPPED / text
+    path = Path(text)
+    if path.is_dir():
+        if not (path / "meta.json").exists():
+            raise FileNotFoundError(f"{path} is not a model folder (no meta.json): make one with cvae-jax export")
+        return path
+    if text.count("/") == 1 and not path.exists():
+        from cvae_jax.apps import hub
+
+        return hub.download(text)
+    raise FileNotFoundError(
+        f"no pretrained model {text!r}: give a shipped name ({', '.join(names()) or 'none installed'}), a folder "
+        "written by cvae-jax export, or a Hugging Face Hub id org/name (pip install -e '.[hub]')"
+    )
+
+
+def from_pretrained(name_or_dir: str | Path) -> Pretrained:
+    """The model of a shipped name, an exported folder or a Hub id, with its parameters and config."""
+    from safetensors.numpy import load_file
+
+    folder = resolve(name_or_dir)
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
+        raise ValueError(f"{folder} is not a model folder this version of cvae_jax reads ({meta.get('format')})")
+    config = json.loads((folder / "config.json").read_text())
+    params = _unflat(load_file(str(folder / "params.safetensors")))
+    if meta["task"] == "images":
+        from cvae_jax.config import from_dict
+        from cvae_jax.tasks.images import build, init_for
+
+        cfg = from_dict(config)
+        shape, classes = tuple(meta["image_shape"]), int(meta["num_classes"])
+        parts = build(cfg, shape, classes)
+        _check_shapes(params, jax.eval_shape(lambda: init_for(parts, cfg, shape, classes).params), folder)
+        return Pretrained("images", parts.model, params, cfg, meta, folder=folder)
+    if meta["task"] == "molecules":
+        from cvae_jax.tasks import molecules
+
+        cfg, data = molecules.conditioning_data(meta["molecules"])
+        task = molecules.MoleculeTask(cfg, data)
+        parts = task.build(1)
+        _check_shapes(params, jax.eval_shape(lambda: task.init(parts).params), folder)
+        return Pretrained("molecules", parts.model, params, cfg, meta, data=data, folder=folder)
+    raise ValueError(f"{folder} holds a {meta['task']!r} model; from_pretrained knows images and molecules")
+
+
+def _check_shapes(params, expected, folder: Path) -> None:
+    got = {k: v.shape for k, v in _flat(params).items()}
+    want = {k: tuple(v.shape) for k, v in _flat_shapes(expected).items()}
+    if got != want:
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        raise ValueError(
+            f"{folder}'s weights do not fit its config's model (missing {missing[:3]}, unexpected {extra[:3]}, "
+            "or other shapes): the folder is damaged or from another version"
+        )
+
+
+def _flat_shapes(tree) -> dict:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in leaves}
