@@ -110,3 +110,24 @@ def test_a_molecule_model_round_trips_through_its_folder(tmp_path):
     )
     assert len(drawn.read_text().splitlines()) == 5
     assert "## Limits" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_a_shipped_model_reproduces_the_run_it_came_from(name):
+    """The numbers the run gave at export (meta.json "check"), from the shipped weights."""
+    loaded = from_pretrained(name)
+    check = loaded.meta["check"]
+    if loaded.task == "images":
+        from cvae_jax.apps import inference
+
+        model, classes = loaded.model, loaded.meta["num_classes"]
+        condition = inference.condition_for(model, check["labels"] if model.conditional else None, classes, 8)
+        drawn = np.asarray(inference.sample(model, loaded.params, jax.random.key(check["seed"]), 8, condition))
+        np.testing.assert_allclose(drawn.reshape(8, -1).mean(1), check["sample_means"], rtol=1e-5, atol=1e-6)
+    else:
+        again = pretrained.molecule_check(loaded.model, loaded.params, loaded.data, np.asarray(check["tokens"]))
+        assert again["smiles"] == check["smiles"]
+        np.testing.assert_allclose(again["neg_elbo"], check["neg_elbo"], rtol=1e-4)
+    card = (loaded.folder / "README.md").read_text()
+    assert card.startswith(f"# {name}") and "## Limits" in card
+    assert sum(p.stat().st_size for p in pretrained.SHIPPED.rglob("*") if p.is_file()) < 10e6  # the wheel stays lean

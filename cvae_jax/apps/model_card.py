@@ -119,6 +119,13 @@ def card(meta: dict, config: dict, starts: list[dict[str, Any]]) -> str:
         lines.append("Validation chose the checkpoint (where the run had validation data); test is only reported.")
     else:
         lines.append("No metrics were logged at this step.")
+    if meta.get("measured"):
+        found = meta["measured"]
+        lines += ["", f"## Measured (experiments/results/{found['file']}, seed {found['seed']})", ""]
+        if found.get("command"):
+            lines += [f"By `{found['command']}`; every number below is that file's.", ""]
+        lines += ["| measure | value |", "|---|---|"]
+        lines += [f"| {key} | {_cell(value)} |" for key, value in found["values"].items()]
     lines += ["", "## Intended use", "", use, "", "## Limits", "", limits, ""]
     return "\n".join(lines)
 

@@ -84,9 +84,41 @@ def _metrics_at(workdir: Path, step: int) -> dict[str, dict]:
     return out
 
 
-def export(workdir: str | Path, out: str | Path, which: str | int = "best", name: str | None = None) -> Path:
+# Parts of an experiment's results that a model card leaves out: timings, settings, long lists.
+_NOT_MEASURES = ("seconds", "config", "control", "guidance_sweep", "examples", "per_class", "workdir", "data")
+
+
+def measured(results: str | Path, seed: int) -> dict[str, Any]:
+    """What a model card quotes from an experiment's results file (written by code, with its provenance):
+    the numbers of the seed's entry (`by_seed`), flattened to "a.b" names, and the file's command."""
+    data = json.loads(Path(results).read_text())
+    entry = data.get("by_seed", {}).get(str(seed), data)
+    values: dict[str, float] = {}
+
+    def walk(node, prefix: str, depth: int) -> None:
+        for key, value in node.items():
+            if any(word in key for word in _NOT_MEASURES):
+                continue
+            if isinstance(value, dict) and depth < 2:
+                walk(value, f"{prefix}{key}.", depth + 1)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[f"{prefix}{key}"] = value
+
+    walk(entry, "", 0)
+    provenance = data.get("provenance") or {}
+    return {"file": Path(results).name, "seed": seed, "command": provenance.get("command"), "values": values}
+
+
+def export(
+    workdir: str | Path,
+    out: str | Path,
+    which: str | int = "best",
+    name: str | None = None,
+    results: str | Path | None = None,
+) -> Path:
     """Writes the model folder of the run in `workdir` at checkpoint `which` ("best" when the run has
-    validation data, else "latest"; or a step) to `out` (a new or empty folder)."""
+    validation data, else "latest"; or a step) to `out` (a new or empty folder). `results`: an
+    experiment's results file that measured this run, whose numbers for the run's seed the card quotes."""
     from cvae_jax.training import checkpoint
 
     workdir, out = Path(workdir), Path(out)
@@ -106,19 +138,16 @@ def export(workdir: str | Path, out: str | Path, which: str | int = "best", name
         from cvae_jax.tasks.images import load_run
 
         run = load_run(workdir, step)
-        params, config, task_meta = (
-            run.params,
-            run.config.to_dict(),
-            {
-                "image_shape": list(saved["image_shape"]),
-                "num_classes": int(saved["num_classes"]),
-            },
-        )
+        params, config = run.params, run.config.to_dict()
+        task_meta = {"image_shape": list(saved["image_shape"]), "num_classes": int(saved["num_classes"])}
+        task_meta["check"] = _image_check(run.model, params, task_meta["num_classes"])
     elif task == "molecules":
         from cvae_jax.tasks import molecules
 
-        _, params, _ = molecules.load(workdir, step)
-        config, task_meta = saved["molecules"]["config"], {"molecules": saved["molecules"]}
+        model, params, data = molecules.load(workdir, step)
+        conditioning = {**saved["molecules"], "config": _portable_molecule_config(saved["molecules"]["config"])}
+        config, task_meta = conditioning["config"], {"molecules": conditioning}
+        task_meta["check"] = molecule_check(model, params, data)
     else:
         raise ValueError(f"{workdir} holds a {task!r} run; export knows images and molecules runs")
     from safetensors.numpy import save_file
@@ -128,9 +157,14 @@ def export(workdir: str | Path, out: str | Path, which: str | int = "best", name
     tmp.mkdir(parents=True)
     save_file(_flat(params), str(tmp / "params.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    from cvae_jax import provenance
+
     meta = {"format": FORMAT, "version": VERSION, "task": task, "step": step, "checkpoint": str(which)}
+    meta["exported_by"] = provenance.stamp()  # the commit, command and host of this export
     meta.update(name=name or out.name, metrics=_metrics_at(workdir, step), **task_meta)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if results is not None:
+        meta["measured"] = measured(results, int(config.get("seed", 0)))
+    (tmp / "meta.json").write_text(provenance.portable(json.dumps(meta, indent=2)) + "\n")
     if (workdir / "provenance.jsonl").exists():
         shutil.copy(workdir / "provenance.jsonl", tmp / "provenance.jsonl")
     from cvae_jax.apps import model_card
@@ -140,6 +174,61 @@ def export(workdir: str | Path, out: str | Path, which: str | int = "best", name
         out.rmdir()
     tmp.rename(out)  # the folder appears whole or not at all
     return out
+
+
+def _portable_molecule_config(config: dict) -> dict:
+    """The molecule config in the current sectioned layout, MOSES's files (from the molsets wheel) named
+    "" (which means them) and other paths made relative: no path of the exporting machine."""
+    from cvae_jax import provenance
+    from cvae_jax.molecules.config import MoleculeConfig
+
+    cfg = MoleculeConfig.from_dict(config).to_dict()
+    for key, split in (("train_path", "train"), ("test_path", "test")):
+        path = Path(cfg["data"][key])
+        if path.name == f"{split}.csv.gz" and "moses" in path.parts:
+            cfg["data"][key] = ""
+    return json.loads(provenance.portable(json.dumps(cfg)))
+
+
+# What a loaded folder must reproduce (a test does): the exported run's samples from a fixed key, or for
+# molecules, the -ELBO under its weights of token rows the run drew at export from a fixed key.
+CHECK_SEED, CHECK_NUM = 0, 8
+
+
+def _image_check(model, params, num_classes: int) -> dict:
+    from cvae_jax.apps import inference
+
+    labels = np.arange(CHECK_NUM) % num_classes
+    condition = inference.condition_for(model, labels if model.conditional else None, num_classes, CHECK_NUM)
+    drawn = np.asarray(inference.sample(model, params, jax.random.key(CHECK_SEED), CHECK_NUM, condition))
+    return {
+        "seed": CHECK_SEED,
+        "labels": labels.tolist(),
+        "sample_means": drawn.reshape(CHECK_NUM, -1).mean(1).tolist(),
+    }
+
+
+def molecule_check(model, params, data, tokens: np.ndarray | None = None) -> dict:
+    """Token rows drawn from a fixed key (the median condition), their SMILES and -ELBO (`tokens`: score
+    these rows instead of drawing)."""
+    from cvae_jax.data import smiles
+    from cvae_jax.molecules import generation
+    from cvae_jax.molecules import model as sequence
+
+    key = jax.random.key(CHECK_SEED)
+    condition = data.condition_for({}, CHECK_NUM) if model.conditional else None
+    if tokens is None:
+        z = model.apply(params, jax.random.fold_in(key, 0), CHECK_NUM, condition, method=model.prior_sample)
+        tokens = np.asarray(generation._generate_tokens(model, params, z, condition, jax.random.fold_in(key, 1), 1.0))
+    rows = {"tokens": np.asarray(tokens, np.int32)}
+    rows["condition"] = np.asarray(condition) if condition is not None else np.zeros((CHECK_NUM, 0), np.float32)
+    terms = sequence.make_terms(model)(params, rows, key)
+    return {
+        "seed": CHECK_SEED,
+        "tokens": rows["tokens"].tolist(),
+        "smiles": smiles.decode(rows["tokens"], data.vocab),
+        "neg_elbo": np.asarray(terms["neg_elbo"]).tolist(),
+    }
 
 
 def _starts(folder: Path) -> list[dict]:

@@ -435,7 +435,7 @@ def _export(args) -> int:
     from cvae_jax.apps.pretrained import export
 
     which = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
-    out = export(args.workdir, args.out, which, name=args.name)
+    out = export(args.workdir, args.out, which, name=args.name, results=args.results)
     print(f"wrote the model folder {out} (weights, config, model card README.md)")
     return 0
 
@@ -703,6 +703,10 @@ def make_parser() -> argparse.ArgumentParser:
         help="best (default; latest for a run without validation data), latest, or a step",
     )
     exp.add_argument("--name", help="the model's name in its card (default: the folder's name)")
+    exp.add_argument(
+        "--results",
+        help="an experiment's results file (experiments/results/*.json) that measured this run: the card quotes it",
+    )
     exp.set_defaults(func=_export)
 
     tm = commands.add_parser(
