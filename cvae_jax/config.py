@@ -203,6 +203,10 @@ class TrainConfig:
     # TensorBoard event files in the run directory (every metrics.jsonl number, and the final image
     # grids): `tensorboard --logdir runs/`. metrics.jsonl is written either way.
     tensorboard: bool = True
+    # More trackers that receive every metrics.jsonl line (cvae_jax.training.trackers): "mlflow" (a local
+    # file store in the run directory unless MLFLOW_TRACKING_URI is set), "wandb" (offline unless
+    # WANDB_MODE says otherwise), or a name you registered. metrics.jsonl is written either way.
+    trackers: tuple[str, ...] = ()
     # Early stopping: end the run after this many epochs without a better validation -ELBO (the
     # "best" checkpoint holds the best one). 0 = off. Needs validation data.
     early_stopping_patience: int = 0

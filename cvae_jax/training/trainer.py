@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax.config import ConfigError
-from cvae_jax.training import checkpoint, lock, parallel, resume
-from cvae_jax.training import tensorboard as tb
+from cvae_jax.training import checkpoint, lock, parallel, resume, trackers
 from cvae_jax.training.program import make_program
 from cvae_jax.training.step import (
     EVAL,
@@ -66,16 +65,17 @@ class _Position:
 class _Log:
     """The run's history: kept in memory, and appended to metrics.jsonl by process 0."""
 
-    def __init__(self, workdir: Path | None, primary: bool, history: list[dict[str, Any]], tensorboard: bool):
+    def __init__(self, workdir: Path | None, primary: bool, history: list[dict[str, Any]], config):
         self.path = workdir / "metrics.jsonl" if workdir is not None and primary else None
         self.history = history
-        self.scalars = tb.Scalars(workdir if self.path is not None and tensorboard else None)
+        names = (["tensorboard"] if config.train.tensorboard else []) + list(config.train.trackers)
+        self.scalars = trackers.Trackers(names, workdir if self.path is not None else None, config.to_dict())
         if self.path is not None:
             resume.write_history(self.path, history)
 
     def record(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
-        self.scalars.write(entry)
+        self.scalars.log(entry)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
@@ -256,7 +256,7 @@ def _fit(task: Task, workdir: Path | None, progress: bool) -> Fitted:
         if workdir is not None and primary:
             (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
             _record_start(workdir, resume_step)
-        log = _Log(workdir, primary, history, task.config.train.tensorboard)
+        log = _Log(workdir, primary, history, task.config)
         state = _train(
             task, parts, program, layout, state, key_data, position, log, ckpts, run_meta, progress and primary, workdir
         )

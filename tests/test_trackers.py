@@ -1,0 +1,79 @@
+"""Trackers receive every metrics.jsonl line: each is read back from what it wrote, offline."""
+
+import json
+
+import pytest
+
+from cvae_jax.config import ConfigError, apply_overrides, get_config
+from cvae_jax.tasks.images import train_and_evaluate
+
+SMALL = ["model.latent_dim=2", "model.encoder_hidden=16", "model.decoder_hidden=16", "train.epochs=2"]
+SMALL += ["train.batch_size=100", "train.tensorboard=false"]
+
+
+def _lines(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_mlflow_runs_hold_every_metrics_line_and_resume_into_the_same_run(small_digits, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workdir = tmp_path / "run"
+    cfg = apply_overrides(get_config("vae"), [*SMALL, "train.trackers=mlflow", "checkpoint.every_epochs=1"])
+    train_and_evaluate(apply_overrides(cfg, ["train.epochs=1"]), workdir, dataset=small_digits, progress=False)
+    train_and_evaluate(cfg, workdir, dataset=small_digits, progress=False)  # trained on: the same MLflow run
+    run_id = json.loads((workdir / "trackers.json").read_text())["mlflow"]
+    client = mlflow.tracking.MlflowClient(tracking_uri=(workdir / "mlruns").resolve().as_uri())
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "test/neg_elbo"))
+    wanted = sorted((e["step"], e["neg_elbo"]) for e in _lines(workdir) if e["split"] == "test")
+    assert [s for s, _ in logged] == [s for s, _ in wanted] and len(wanted) == 3  # epochs 0, 1, 2
+    assert [v for _, v in logged] == pytest.approx([v for _, v in wanted], rel=1e-6)
+    assert client.get_run(run_id).data.params["model.latent_dim"] == "2"
+
+
+def _wandb_records(path):
+    """The protobuf records of an offline run's .wandb file: a 7-byte header, then LevelDB-style log
+    records (crc 4, length 2, type 1: full, first, middle, last) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, offset, block, parts, records = path.read_bytes(), 7, 32768, b"", []
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:  # a block's tail too short for a header is padding
+            offset += block - offset % block
+            continue
+        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
+        if kind == 0:
+            break
+        parts += data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def test_wandb_offline_runs_hold_every_metrics_line(small_digits, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the [wandb] extra")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    workdir = tmp_path / "run"
+    cfg = apply_overrides(get_config("vae"), [*SMALL, "train.trackers=wandb"])
+    train_and_evaluate(cfg, workdir, dataset=small_digits, progress=False)
+    (log,) = (workdir / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = []
+    for record in _wandb_records(log):
+        if record.WhichOneof("record_type") == "history":
+            items = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            if "test/neg_elbo" in items:
+                logged.append((items["_step"], items["test/neg_elbo"]))
+    wanted = [(e["step"], e["neg_elbo"]) for e in _lines(workdir) if e["split"] == "test"]
+    assert [s for s, _ in logged] == [s for s, _ in wanted] and len(wanted) == 3
+    assert [v for _, v in logged] == pytest.approx([v for _, v in wanted], rel=1e-6)
+
+
+def test_an_unknown_tracker_is_refused_by_name(small_digits, tmp_path):
+    cfg = apply_overrides(get_config("vae"), [*SMALL, "train.trackers=comet"])
+    with pytest.raises(ConfigError, match="unknown tracker 'comet'"):
+        train_and_evaluate(cfg, tmp_path / "run", dataset=small_digits, progress=False)
