@@ -13,7 +13,7 @@ from cvae_jax.config import Config, ConfigError, apply_overrides, get_config
 from cvae_jax.core.models import CVAE, VAE, Decoder, Encoder, build_model
 from cvae_jax.tasks.images import load, train_and_evaluate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Short names of the modules the README and docs use, e.g. `from cvae_jax import priors, inference`.
 _MODULES = {
