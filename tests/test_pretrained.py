@@ -131,3 +131,26 @@ def test_a_shipped_model_reproduces_the_run_it_came_from(name):
     card = (loaded.folder / "README.md").read_text()
     assert card.startswith(f"# {name}") and "## Limits" in card
     assert sum(p.stat().st_size for p in pretrained.SHIPPED.rglob("*") if p.is_file()) < 10e6  # the wheel stays lean
+
+
+def test_a_custom_task_round_trips_through_its_folder(tmp_path):
+    """The ring task of experiments/custom_task_points.py: exported and loaded by its class."""
+    import importlib.util
+
+    from cvae_jax.config import TrainConfig
+    from cvae_jax.training.trainer import fit
+
+    spec = importlib.util.spec_from_file_location(
+        "ring_points", DATA.parent.parent / "experiments" / "custom_task_points.py"
+    )
+    points = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(points)
+    config = points.RingConfig(num_points=512, train=TrainConfig(epochs=2, batch_size=64))
+    fitted = fit(points.RingTask(config), tmp_path / "ring", progress=False)
+    with pytest.raises(ValueError, match="not registered by name"):
+        pretrained.export(tmp_path / "ring", tmp_path / "nope")
+    out = pretrained.export(tmp_path / "ring", tmp_path / "ring-model", task_class=points.RingTask)
+    loaded = from_pretrained(out, task_class=points.RingTask)
+    assert loaded.config == config and loaded.task == "ring"
+    for a, b in zip(jax.tree.leaves(fitted.state.params), jax.tree.leaves(loaded.params)):
+        np.testing.assert_array_equal(a, b)

@@ -26,7 +26,15 @@ USES = {
 }
 
 
+OTHER_USE = (
+    "Research with the task it was trained on (see its config.json and the code of its task class).",
+    "It models its training data and nothing else; read its metrics on that data only.",
+)
+
+
 def _data(meta: dict, config: dict) -> list[str]:
+    if meta["task"] not in ("images", "molecules"):
+        return [f"- The data of task `{meta['task']}` (`{meta.get('task_class', meta['task'])}`), as its config says."]
     if meta["task"] == "molecules":
         d = config.get("data", config)
         return [
@@ -50,6 +58,8 @@ def _data(meta: dict, config: dict) -> list[str]:
 
 
 def _model(meta: dict, config: dict) -> str:
+    if meta["task"] not in ("images", "molecules"):
+        return f"a model of the task `{meta.get('task_class', meta['task'])}`"
     if meta["task"] == "molecules":
         m = config.get("model", config)
         grammar = ", reading the grammar state" if m.get("grammar_features") else ""
@@ -69,7 +79,7 @@ def card(meta: dict, config: dict, starts: list[dict[str, Any]]) -> str:
     from cvae_jax import __version__
 
     name, task = meta["name"], meta["task"]
-    use, limits = USES[task]
+    use, limits = USES.get(task, OTHER_USE)
     lines = [
         f"# {name}",
         "",
@@ -85,9 +95,10 @@ def card(meta: dict, config: dict, starts: list[dict[str, Any]]) -> str:
         "```",
         "",
         "```bash",
-        f"cvae-jax sample --pretrained {name} --num 16 --out samples.npy"
-        if task == "images"
-        else f"cvae-jax sample-molecules --pretrained {name} --num 100 --property logp=3 --out molecules.smi",
+        {
+            "images": f"cvae-jax sample --pretrained {name} --num 16 --out samples.npy",
+            "molecules": f"cvae-jax sample-molecules --pretrained {name} --num 100 --property logp=3 --out m.smi",
+        }.get(task, f"# from Python: cvae_jax.from_pretrained({name!r}, task_class=YourTask)"),
         "```",
         "",
         "## Data",

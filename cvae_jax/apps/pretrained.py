@@ -115,10 +115,12 @@ def export(
     which: str | int = "best",
     name: str | None = None,
     results: str | Path | None = None,
+    task_class=None,
 ) -> Path:
     """Writes the model folder of the run in `workdir` at checkpoint `which` ("best" when the run has
     validation data, else "latest"; or a step) to `out` (a new or empty folder). `results`: an
-    experiment's results file that measured this run, whose numbers for the run's seed the card quotes."""
+    experiment's results file that measured this run, whose numbers for the run's seed the card quotes.
+    `task_class`: the Task class of a run of your own task (registered names are found by name)."""
     from cvae_jax.training import checkpoint
 
     workdir, out = Path(workdir), Path(out)
@@ -148,8 +150,11 @@ def export(
         conditioning = {**saved["molecules"], "config": _portable_molecule_config(saved["molecules"]["config"])}
         config, task_meta = conditioning["config"], {"molecules": conditioning}
         task_meta["check"] = molecule_check(model, params, data)
-    else:
-        raise ValueError(f"{workdir} holds a {task!r} run; export knows images and molecules runs")
+    else:  # any other task: rebuilt from its config by its class (registered name, or given)
+        cls = task_class or _task_class(task, workdir)
+        task_obj = cls.from_config(cls.read_config(saved["config"]))
+        params, config, task_meta = _restore_task(task_obj, workdir, step), task_obj.config.to_dict(), {}
+        task_meta["task_class"] = f"{cls.__module__}:{cls.__qualname__}"
     from safetensors.numpy import save_file
 
     tmp = out.with_name(out.name + ".partial")
@@ -174,6 +179,30 @@ def export(
         out.rmdir()
     tmp.rename(out)  # the folder appears whole or not at all
     return out
+
+
+def _task_class(name: str, where):
+    from cvae_jax import tasks
+
+    try:
+        return tasks.resolve(name)
+    except Exception:  # noqa: BLE001 - any failure to find it gets the same advice
+        raise ValueError(
+            f"{where} holds a run of task {name!r}, which is not registered by name: pass its class "
+            "(export(..., task_class=Class), from_pretrained(..., task_class=Class))"
+        ) from None
+
+
+def _restore_task(task, workdir: Path, step: int):
+    """The evaluation parameters of `task`'s run in `workdir` at `step`."""
+    from cvae_jax.training import checkpoint
+    from cvae_jax.training.step import base_key, evaluation_params
+
+    parts = task.build(1)
+    target = jax.eval_shape(lambda: task.init(parts))
+    with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+        state, _, _ = ckpts.restore(step, target, np.asarray(jax.random.key_data(base_key(0))))
+    return evaluation_params(state)
 
 
 def _portable_molecule_config(config: dict) -> dict:
@@ -259,8 +288,9 @@ def resolve(name_or_dir: str | Path) -> Path:
     )
 
 
-def from_pretrained(name_or_dir: str | Path) -> Pretrained:
-    """The model of a shipped name, an exported folder or a Hub id, with its parameters and config."""
+def from_pretrained(name_or_dir: str | Path, task_class=None) -> Pretrained:
+    """The model of a shipped name, an exported folder or a Hub id, with its parameters and config.
+    `task_class`: the Task class of a model of your own task (registered names are found by name)."""
     from safetensors.numpy import load_file
 
     folder = resolve(name_or_dir)
@@ -286,7 +316,15 @@ def from_pretrained(name_or_dir: str | Path) -> Pretrained:
         parts = task.build(1)
         _check_shapes(params, jax.eval_shape(lambda: task.init(parts).params), folder)
         return Pretrained("molecules", parts.model, params, cfg, meta, data=data, folder=folder)
-    raise ValueError(f"{folder} holds a {meta['task']!r} model; from_pretrained knows images and molecules")
+    from cvae_jax import tasks as registered
+
+    name = meta["task"] if meta["task"] in registered.TASKS else meta.get("task_class", meta["task"])
+    cls = task_class or _task_class(name, folder)
+    cfg = cls.read_config(config)
+    task = cls.from_config(cfg)
+    parts = task.build(1)
+    _check_shapes(params, jax.eval_shape(lambda: task.init(parts).params), folder)
+    return Pretrained(meta["task"], parts.model, params, cfg, meta, folder=folder)
 
 
 def _check_shapes(params, expected, folder: Path) -> None:

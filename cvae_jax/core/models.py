@@ -133,21 +133,26 @@ class VAE(nn.Module):
                 f"{self.condition_dim} (e.g. one-hot over {self.condition_dim} classes)"
             )
 
-    def encode(self, x: jax.Array, condition: jax.Array | None = None):
-        mean, log_var, _ = self.encode_full(x, condition)
-        return mean, log_var
-
-    def encode_full(self, x: jax.Array, condition: jax.Array | None = None):
-        """(mean, log_var, context): the encoder's outputs with the posterior's context vector (None when
-        the posterior wants none)."""
+    def _encoder_outputs(self, x: jax.Array, condition: jax.Array | None):
         expected = tuple(self.decoder.data_shape)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"images must have shape [N, {', '.join(map(str, expected))}] for this model, got {tuple(x.shape)}"
             )
         self._check(condition, x.shape[0])
-        mean, log_var, *context = self.encoder(x, condition)
-        return mean, log_var, (context[0] if context else None)
+        return self.encoder(x, condition)
+
+    def encode(self, x: jax.Array, condition: jax.Array | None = None):
+        mean, log_var, *_ = self._encoder_outputs(x, condition)
+        return mean, log_var
+
+    def encode_full(self, x: jax.Array, condition: jax.Array | None = None):
+        """(mean, log_var, context): the encoder's outputs with the posterior's context vector (None when
+        the posterior wants none; then this is `encode`, a subclass's own included)."""
+        if not posteriors_lib.context_size(self.posterior):
+            return (*self.encode(x, condition), None)
+        mean, log_var, context = self._encoder_outputs(x, condition)
+        return mean, log_var, context
 
     def decode(self, z: jax.Array, condition: jax.Array | None = None):
         if z.ndim != 2:
