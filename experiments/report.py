@@ -438,6 +438,7 @@ TABLES = (
     (EXPERIMENTS_README, "likelihood", likelihood),
     (EXPERIMENTS_README, "likelihood-published", likelihood_published),
     (EXPERIMENTS_README, "conditional-generation", conditional_generation),
+    (EXPERIMENTS_README, "models", models),
     (EXPERIMENTS_README, "translation", translation),
     (EXPERIMENTS_README, "epochs-on-validation", epochs_on_validation),
     (EXPERIMENTS_README, "fashion", fashion),
