@@ -127,7 +127,12 @@ def card(meta: dict, config: dict, starts: list[dict[str, Any]]) -> str:
                 row = metrics[split]
                 lines.append(f"| {split} | " + " | ".join(_cell(row.get(k)) for k in names) + " |")
         lines.append("")
-        lines.append("Validation chose the checkpoint (where the run had validation data); test is only reported.")
+        chosen = (
+            "Validation chose this checkpoint (the lowest validation -ELBO)"
+            if meta["checkpoint"] == "best"
+            else f"The run's {meta['checkpoint']} checkpoint"
+        )
+        lines.append(f"{chosen}; the test split is only reported.")
     else:
         lines.append("No metrics were logged at this step.")
     if meta.get("measured"):
