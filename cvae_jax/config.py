@@ -20,7 +20,7 @@ from typing import Any
 Kind = typing.Literal["vae", "cvae"]
 Architecture = typing.Literal["mlp", "resnet", "hvae", "vqvae"]
 Likelihood = typing.Literal["bernoulli", "gaussian", "discretized_logistic"]
-Source = typing.Literal["embedded", "npz", "idx", "tfds"]
+Source = typing.Literal["embedded", "npz", "idx", "tfds", "series"]
 Optimizer = typing.Literal["adam", "adamw", "sgd", "rmsprop"]
 KLSchedule = typing.Literal["constant", "linear", "cyclical"]
 ParallelMode = typing.Literal["sharded", "pmap", "single"]
@@ -33,7 +33,7 @@ TCEstimator = typing.Literal["mss", "mws"]
 MMDKernel = typing.Literal["imq", "rbf"]
 
 MODELS = typing.get_args(Kind)
-PRESETS = ("default", "article", "resnet", "hvae")
+PRESETS = ("default", "article", "resnet", "hvae", "series")
 ARCHITECTURES = typing.get_args(Architecture)
 LIKELIHOODS = typing.get_args(Likelihood)
 SOURCES = typing.get_args(Source)
@@ -109,7 +109,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class DataConfig:
     source: Source = "embedded"
-    path: str = ""  # .npz file (npz) or folder of MNIST-format IDX files (idx)
+    # .npz file (npz), folder of MNIST-format IDX files (idx), or the training series' CSV (series)
+    path: str = ""
     name: str = ""  # TFDS dataset name (tfds)
     data_dir: str = ""  # TFDS data_dir (tfds and idx); empty: the TFDS default / a temp folder
     train_split: str = "train"
@@ -120,6 +121,12 @@ class DataConfig:
     # or, with validation_split set, a TFDS data set's own validation split. 0 = none.
     validation: float = 0.1
     validation_split: str = ""
+    # series: a timestamp,value,is_anomaly CSV (optionally .gz) per split, cut into sliding windows of
+    # `window` values every `stride`, scaled to [0, 1] with the training series' range (cvae_jax.data.
+    # series); path and test_path "" = the GutenTAG ECG series of the aeon wheel (TRAIN_NA and TEST).
+    test_path: str = ""
+    window: int = 100
+    stride: int = 1
 
 
 @dataclasses.dataclass
@@ -308,6 +315,19 @@ def get_config(model: str = "cvae", preset: str = "default") -> Config:
         model_cfg = ModelConfig(
             kind=model, architecture="hvae", resnet_blocks=1, likelihood="discretized_logistic", logistic_mixtures=10
         )
+    elif preset == "series":
+        # Sliding windows of a series as [window, 1, 1] "images", a Gaussian likelihood with a learned
+        # scale (experiments/anomaly_ecg.py's model).
+        model_cfg = ModelConfig(
+            kind=model,
+            latent_dim=16,
+            encoder_hidden=(256, 256),
+            decoder_hidden=(256, 256),
+            likelihood="gaussian",
+            gaussian_scale=0.05,
+            learn_scale=True,
+        )
+        return Config(model=model_cfg, data=DataConfig(source="series"), preset=preset)
     elif preset == "resnet":
         # A ResNet VAE for 8-bit colour (or grey) images: 10 discretized logistics per value (bits/dim).
         model_cfg = ModelConfig(
@@ -565,6 +585,11 @@ def validate(config: Config) -> Config:
         f"data.source={d.source} needs data.path (a .npz file or a folder of IDX files)",
     )
     _require(d.source != "tfds" or bool(d.name), "data.source=tfds needs data.name, e.g. data.name=mnist")
+    _require(d.window >= 1 and d.stride >= 1, f"data.window and data.stride must be >= 1, got {d.window}, {d.stride}")
+    _require(
+        not (d.test_path and d.source != "series"),
+        "data.test_path is the test series' CSV: it needs data.source=series",
+    )
     _require(
         0.0 <= d.validation < 1.0, f"data.validation must be a share of the training data in [0, 1), got {d.validation}"
     )

@@ -11,16 +11,21 @@ import numpy as np
 
 
 def _train(args) -> int:
-    if args.task not in (None, "images"):
+    if args.task not in (None, "images", "series"):
         return _train_task(args)
-    from cvae_jax.config import apply_overrides, get_config
+    from cvae_jax.config import ConfigError, apply_overrides, get_config
     from cvae_jax.training import parallel
 
     config = _saved_config(args.workdir) if args.model is None and args.preset is None else None
     resuming = config is not None
-    if config is None:
-        config = get_config(args.model or "cvae", args.preset or "default")
+    if config is None:  # --task series: windows of a series, the series preset's model (a VAE by default)
+        series = args.task == "series"
+        config = get_config(
+            args.model or ("vae" if series else "cvae"), args.preset or ("series" if series else "default")
+        )
     config = apply_overrides(config, _overrides(args, _TRAIN_FLAGS))
+    if args.task == "series" and config.data.source != "series":
+        raise ConfigError("--task series trains on windows of a series: keep data.source=series")
     parallel.initialize(config.parallel)  # before anything touches the devices
 
     import jax
@@ -586,8 +591,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--task",
         metavar="NAME",
-        help="what to train: images (the default), molecules, or your own Task subclass as "
-        "package.module:Class or FILE.py:Class; every task is configured by --preset and --set",
+        help="what to train: images (the default), series (sliding windows of a CSV series: --set data.path=... "
+        "--set data.test_path=...), molecules, code_prior, or your own Task subclass as package.module:Class or "
+        "FILE.py:Class; every task is configured by --preset and --set",
     )
     train.add_argument("--model", choices=MODELS, help="images: vae or cvae (default: cvae, or the saved run's)")
     train.add_argument(

@@ -5,6 +5,7 @@ Sources (config `data.source`):
   npz       a .npz file with x_train, y_train, x_test, y_test (images uint8 0-255 or float 0-1)
   idx       a folder of MNIST-format IDX files, served through a TF-free TFDS builder
   tfds      any prepared TFDS image data set by name, through `tfds.data_source`
+  series    sliding windows [window, 1, 1] of a training and a test series (CSV files)
 
 Images come out as float32 [N, H, W, C] in [0, 1]; labels as int32 [N].
 Only this module (and `tfds_idx`, which it imports lazily) touches tensorflow-datasets.
@@ -226,4 +227,8 @@ def load(cfg: DataConfig, progress: bool = True) -> Dataset:
             test_split=cfg.test_split,
             validation_split=cfg.validation_split,
         )
-    raise ConfigError(f"data.source must be embedded, npz, idx or tfds, got {cfg.source!r}")
+    if cfg.source == "series":
+        from cvae_jax.data import series
+
+        return series.load(cfg)
+    raise ConfigError(f"data.source must be embedded, npz, idx, tfds or series, got {cfg.source!r}")

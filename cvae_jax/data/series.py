@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvae_jax.data.images import DataError
+from cvae_jax.data.errors import DataError
 
 
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,3 +93,26 @@ def gutentag_ecg(split: str, folder: str | Path | None = None) -> Path:
         f"no {names[0]} (or .gz) {where}: install the aeon wheel that ships it with "
         "`pip install --no-deps aeon==1.6.0`, or pass the folder holding the files"
     )
+
+
+def load(cfg):
+    """The `data.source=series` data set of a DataConfig: windows of the training series (data.path) and
+    of the test series (data.test_path), scaled with the training series' range, labels 0 (one class);
+    both paths "" read the GutenTAG ECG series TRAIN_NA and TEST from the aeon wheel."""
+    from cvae_jax.data.images import Dataset, Split
+
+    if bool(cfg.path) != bool(cfg.test_path):
+        raise DataError(
+            "data.source=series needs both data.path (training CSV) and data.test_path (test CSV), or neither"
+        )
+    train_csv = cfg.path or gutentag_ecg("TRAIN_NA")
+    test_csv = cfg.test_path or gutentag_ecg("TEST")
+    train_values, _ = read_csv(train_csv)
+    test_values, _ = read_csv(test_csv)
+    scale = scaler(train_values)
+
+    def split(values):
+        w = windows(scale(values), cfg.window, cfg.stride).astype(np.float32)
+        return Split(w, np.zeros(len(w), np.int32))
+
+    return Dataset(train=split(train_values), test=split(test_values), num_classes=1, name=Path(train_csv).stem)
