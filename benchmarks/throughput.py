@@ -94,7 +94,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 def _key(r: dict[str, Any]) -> tuple:
     """(model, batch, impl, mode, devices, arithmetic); the model named with its data where that is not
-    random, and with its --set overrides. The arithmetic (common.precision) keeps, say, a TF32 and a full-float32 run of one mode apart."""
+    random, and with its --set overrides. The arithmetic (common.precision) keeps, say, a TF32 and a
+    full-float32 run of one mode apart."""
     data = r.get("data") or "random"
     model = r.get("model") if data == "random" else f"{r.get('model')} ({Path(data).name})"
     if r.get("set"):  # config overrides (an objective, a posterior) make another row of the same model

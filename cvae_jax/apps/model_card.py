@@ -90,6 +90,7 @@ def card(meta: dict, config: dict, starts: list[dict[str, Any]]) -> str:
         "",
         "```python",
         "import cvae_jax",
+        "",
         f'm = cvae_jax.from_pretrained("{name}")  # m.model, m.params, m.config'
         + (", m.data" if task == "molecules" else ""),
         "```",
