@@ -147,7 +147,10 @@ def export(
         from cvae_jax.tasks import molecules
 
         model, params, data = molecules.load(workdir, step)
+        from cvae_jax.molecules import grammar
+
         conditioning = {**saved["molecules"], "config": _portable_molecule_config(saved["molecules"]["config"])}
+        conditioning["capacities"] = grammar.atom_capacities(data.vocab)  # so that loading needs no RDKit
         config, task_meta = conditioning["config"], {"molecules": conditioning}
         task_meta["check"] = molecule_check(model, params, data)
     else:  # any other task: rebuilt from its config by its class (registered name, or given)
@@ -309,8 +312,10 @@ def from_pretrained(name_or_dir: str | Path, task_class=None) -> Pretrained:
         _check_shapes(params, jax.eval_shape(lambda: init_for(parts, cfg, shape, classes).params), folder)
         return Pretrained("images", parts.model, params, cfg, meta, folder=folder)
     if meta["task"] == "molecules":
+        from cvae_jax.molecules import grammar
         from cvae_jax.tasks import molecules
 
+        grammar.KNOWN_CAPACITY.update(meta["molecules"].get("capacities", {}))
         cfg, data = molecules.conditioning_data(meta["molecules"])
         task = molecules.MoleculeTask(cfg, data)
         parts = task.build(1)

@@ -28,8 +28,6 @@ to close them); such a row falls back to the syntax alone, so it still ends in t
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,10 +52,28 @@ DEPTH = 8  # branch levels whose valences are tracked; "(" is not allowed deeper
 UNCHECKED = 8  # the capacity of an atom RDKit cannot judge alone (aromatic atoms)
 
 
-@functools.lru_cache(maxsize=None)
+# Capacities known without asking RDKit: a model folder carries its vocabulary's, so that a shipped
+# model samples where RDKit is not installed (cvae_jax.apps.pretrained).
+KNOWN_CAPACITY: dict[str, int] = {}
+
+
 def capacity(token: str) -> int:
     """The most bond orders RDKit accepts on atom `token` (single bonds to as many methyl groups),
     its hydrogens and charge counted; UNCHECKED for an atom RDKit refuses even alone (aromatic)."""
+    if token not in KNOWN_CAPACITY:
+        KNOWN_CAPACITY[token] = _rdkit_capacity(token)
+    return KNOWN_CAPACITY[token]
+
+
+def atom_capacities(vocab: Vocab) -> dict[str, int]:
+    """{atom token: capacity} of a vocabulary's atom tokens (what a model folder keeps)."""
+    table = syntax(vocab)
+    if table is None:
+        return {}
+    return {t: int(c) for t, k, c in zip(vocab.tokens, table["kind"], table["capacity"]) if k == ATOM}
+
+
+def _rdkit_capacity(token: str) -> int:
     from cvae_jax.molecules.chem import _rdkit
 
     Chem, _ = _rdkit()
