@@ -28,6 +28,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 FORMAT = "cvae_jax-pretrained"
 VERSION = 1
@@ -58,19 +59,12 @@ def names() -> list[str]:
 
 
 def _flat(params) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32) for path, v in leaves}
+    """float32 arrays named by their path in the parameter tree ("params/encoder/mean/kernel")."""
+    return {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
 
 
 def _unflat(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = jax.numpy.asarray(value)
-    return tree
+    return traverse_util.unflatten_dict({k: jax.numpy.asarray(v) for k, v in flat.items()}, sep="/")
 
 
 def _metrics_at(workdir: Path, step: int) -> dict[str, dict]:
@@ -333,16 +327,11 @@ def from_pretrained(name_or_dir: str | Path, task_class=None) -> Pretrained:
 
 
 def _check_shapes(params, expected, folder: Path) -> None:
-    got = {k: v.shape for k, v in _flat(params).items()}
-    want = {k: tuple(v.shape) for k, v in _flat_shapes(expected).items()}
+    got = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+    want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()}
     if got != want:
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         raise ValueError(
             f"{folder}'s weights do not fit its config's model (missing {missing[:3]}, unexpected {extra[:3]}, "
             "or other shapes): the folder is damaged or from another version"
         )
-
-
-def _flat_shapes(tree) -> dict:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in leaves}

@@ -310,10 +310,7 @@ def make_tc_terms(model: VAE, *, num_classes: int, dataset_size: int, estimator:
         log_prior = model.apply(params, z, condition, method=model.prior_log_prob)
         log_q = distributions.diag_gaussian_log_prob(z, mean, log_var)
         log_qz, log_prod = aggregate.log_aggregate(z, mean, log_var, dataset_size, estimator)
-        if priors.has_analytic_kl(model.prior):
-            kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
-        else:
-            kl = log_q - log_prior
+        kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)  # analytic where it can be
         out = elbo_terms(model, recon, kl, mean, log_var)
         out.update(mi=log_q - log_qz, tc=log_qz - log_prod, dw_kl=log_prod - log_prior)
         return out
@@ -477,12 +474,7 @@ def _factor_vae(model: VAE, cfg: TrainConfig, *, num_classes: int, binarize: boo
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
         z, mean, log_var = _gaussian_latents(model, params, x, condition, key)
         recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
-        if priors.has_analytic_kl(model.prior):
-            kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)
-        else:
-            kl = distributions.diag_gaussian_log_prob(z, mean, log_var) - model.apply(
-                params, z, condition, method=model.prior_log_prob
-            )
+        kl = model.apply(params, mean, log_var, z, condition, method=model.kl_to_prior)  # analytic where it can be
         out = elbo_terms(model, recon, kl, mean, log_var)
         logits = model.apply(critics.freeze(params), z, method=model.critic_logits)
         out["tc_critic"] = logits[:, 0] - logits[:, 1]
