@@ -218,8 +218,6 @@ def _gmm_latents(args, run, seed: int):
 
 
 def _evaluate(args) -> int:
-    import json
-
     from cvae_jax.apps import evaluate
     from cvae_jax.data import images as data
 
@@ -235,6 +233,12 @@ def _evaluate(args) -> int:
         raise ValueError("with --pretrained, say where the evaluation goes: --out FILE.json")
     run = _image_run(args)
     model, params, config = run.model, run.params, run.config
+    if args.disentanglement:
+        from cvae_jax.apps import disentanglement
+
+        result = disentanglement.evaluate_run(model, params, config, args.sizes, args.seed)
+        result["checkpoint_step"] = run.step
+        return _write_json(result, out or Path(args.workdir) / "disentanglement.json")
     dataset = data.load(config.data)
     # evaluate_model rejects a chunk that does not divide K before any sampling starts.
     result = evaluate.evaluate_model(
@@ -247,9 +251,14 @@ def _evaluate(args) -> int:
         num_examples=args.num_examples,
         seed=args.seed,
     )
+    return _write_json(result, out or Path(args.workdir) / "evaluation.json")
+
+
+def _write_json(result: dict, out: Path) -> int:
+    import json
+
     text = json.dumps(result, indent=2)
     print(text)
-    out = out or Path(args.workdir) / "evaluation.json"
     _write(out, (text + "\n").encode())
     print(f"written to {out}", file=sys.stderr)
     return 0
@@ -663,6 +672,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--num-examples", type=int, help="evaluate the first N test examples (default: all)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--disentanglement",
+        action="store_true",
+        help="instead: the disentanglement metrics (BetaVAE, FactorVAE, MIG, DCI, SAP, modularity, explicitness) "
+        "of a VAE trained on data.source=sprites; written to <workdir>/disentanglement.json",
+    )
+    evaluate.add_argument(
+        "--sizes",
+        choices=["paper", "cpu"],
+        default="paper",
+        help="with --disentanglement: disentanglement_lib's sample sizes, or a tenth of them",
+    )
     evaluate.add_argument("--out", help="JSON output (default: <workdir>/evaluation.json)")
     evaluate.set_defaults(func=_evaluate)
 

@@ -32,12 +32,13 @@ class _Layered(nn.Module):
 
 
 class Encoder(_Layered):
-    """Optional 3x3 conv stack -> flatten -> dense layers -> (mean, log_var)."""
+    """Optional conv stack (conv_kernel x conv_kernel) -> flatten -> dense layers -> (mean, log_var)."""
 
     latent_dim: int
     hidden: Sequence[int] = (512, 512)
     conv: Sequence[int] = ()
     conv_stride: int = 2
+    conv_kernel: int = 3
     condition_site: str = "input"  # "input": before the dense layers; "head": after them
     dtype: jnp.dtype = jnp.float32  # compute dtype (parameters stay float32); outputs are float32
     kernels: str = "flax"  # layer backend (cvae_jax.nn.layers): "flax", "tuned" or "auto"
@@ -47,7 +48,7 @@ class Encoder(_Layered):
     def __call__(self, x: jax.Array, condition: jax.Array | None = None):
         h = x.astype(self.dtype)
         for features in self.conv:
-            h = nn.relu(layers.conv(features, 3, self.conv_stride, **self._layer)(h))
+            h = nn.relu(layers.conv(features, self.conv_kernel, self.conv_stride, **self._layer)(h))
         h = h.reshape(h.shape[0], -1)
         if condition is not None and self.condition_site == "input":
             h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
@@ -64,6 +65,7 @@ class Decoder(_Layered):
     data_shape: tuple[int, int, int]  # (H, W, C)
     hidden: Sequence[int] = (512, 512)
     conv: Sequence[int] = ()
+    conv_kernel: int = 3
     likelihood: str = "bernoulli"
     gaussian_scale: float = 0.1
     learn_scale: bool = False
@@ -84,7 +86,9 @@ class Decoder(_Layered):
             h = nn.relu(layers.dense((height // scale) * (width // scale) * self.conv[0], **self._layer)(h))
             h = h.reshape(h.shape[0], height // scale, width // scale, self.conv[0])
             for i, features in enumerate(self.conv):
-                h = nn.relu(layers.conv_transpose(features, 3, 2, name=f"ConvTranspose_{i}", **self._layer)(h))
+                h = nn.relu(
+                    layers.conv_transpose(features, self.conv_kernel, 2, name=f"ConvTranspose_{i}", **self._layer)(h)
+                )
             out = layers.conv(channels, 3, 1, name="out", **self._layer)(h)
         else:
             out = layers.dense(height * width * channels, name="out", **self._layer)(h)
@@ -247,6 +251,7 @@ def build_model(
         hidden=tuple(cfg.encoder_hidden),
         conv=tuple(cfg.encoder_conv),
         conv_stride=cfg.encoder_conv_stride,
+        conv_kernel=cfg.conv_kernel,
         condition_site=cfg.condition_site,
         dtype=dtype,
         kernels=kernels,
@@ -256,6 +261,7 @@ def build_model(
         data_shape=tuple(data_shape),
         hidden=tuple(cfg.decoder_hidden),
         conv=tuple(cfg.decoder_conv),
+        conv_kernel=cfg.conv_kernel,
         likelihood=cfg.likelihood,
         gaussian_scale=cfg.gaussian_scale,
         learn_scale=cfg.learn_scale,

@@ -41,6 +41,8 @@ def condition_of(batch: dict[str, jax.Array], num_classes: int) -> jax.Array | N
 
 def inputs_of(model: VAE, batch, key, num_classes: int, binarize: bool):
     x = batch["image"]
+    if jnp.issubdtype(x.dtype, jnp.integer):  # uint8 0-255 images held so to fit in memory (sprites)
+        x = x.astype(jnp.float32) / 255.0
     if binarize:
         x = distributions.bernoulli(jax.random.fold_in(key, BINARIZE), x).astype(x.dtype)
     condition = condition_of(batch, num_classes) if model.conditional else None

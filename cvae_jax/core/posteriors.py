@@ -2,7 +2,7 @@
 and their log-density. An open registry, as priors are: `model.posterior=NAME` picks one, and a user
 registers their own in a file of theirs (docs/posteriors.md).
 
-Interface (a Flax module, its parameters under params["params"]["posterior"]):
+Interface (a Flax module, its parameters under `params["params"]["posterior"]`):
     sample(key, mean, log_var, num_samples[, context]) -> (z [K, B, D], log_q [K, B])
     gaussian: True when q is N(mean, diag exp(log_var)) itself, so that the library may use its closed
         forms (an analytic KL to a prior that has one, the per-dimension KL, the mutual information).

@@ -6,8 +6,10 @@ Sources (config `data.source`):
   idx       a folder of MNIST-format IDX files, served through a TF-free TFDS builder
   tfds      any prepared TFDS image data set by name, through `tfds.data_source`
   series    sliding windows [window, 1, 1] of a training and a test series (CSV files)
+  sprites   the dSprites factor grid, rendered (cvae_jax.data.sprites), or the original file at data.path
 
-Images come out as float32 [N, H, W, C] in [0, 1]; labels as int32 [N].
+Images come out as float32 [N, H, W, C] in [0, 1], or, where floats would not fit in memory (the
+sprites' training split), uint8 0-255 that the objective divides on the device; labels as int32 [N].
 Only this module (and `tfds_idx`, which it imports lazily) touches tensorflow-datasets.
 """
 
@@ -26,7 +28,7 @@ from cvae_jax.data.errors import DataError  # noqa: F401 (raised here, and impor
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # float32 [N, H, W, C] in [0, 1]
+    images: np.ndarray  # float32 [N, H, W, C] in [0, 1] (or uint8 0-255: see the module's docstring)
     labels: np.ndarray  # int32 [N]
 
     def __len__(self) -> int:
@@ -212,7 +214,18 @@ def load_idx(folder: str | os.PathLike, *, data_dir: str = "", progress: bool = 
 
 
 def load(cfg: DataConfig, progress: bool = True) -> Dataset:
-    """The data set that `cfg` names (progress=False: no progress bars while preparing IDX files)."""
+    """The data set that `cfg` names (progress=False: no progress bars while preparing IDX files),
+    with only its first data.num_train training examples when that is set."""
+    dataset = _load(cfg, progress)
+    if cfg.num_train and cfg.source != "sprites":  # sprites renders only the images it keeps
+        if cfg.num_train > len(dataset.train):
+            raise DataError(f"data.num_train={cfg.num_train} exceeds the {len(dataset.train)} training examples")
+        train = Split(dataset.train.images[: cfg.num_train], dataset.train.labels[: cfg.num_train])
+        dataset = dataclasses.replace(dataset, train=train)
+    return dataset
+
+
+def _load(cfg: DataConfig, progress: bool) -> Dataset:
     if cfg.source == "embedded":
         return load_npz(embedded_path())
     if cfg.source == "npz":
@@ -231,4 +244,8 @@ def load(cfg: DataConfig, progress: bool = True) -> Dataset:
         from cvae_jax.data import series
 
         return series.load(cfg)
-    raise ConfigError(f"data.source must be embedded, npz, idx, tfds or series, got {cfg.source!r}")
+    if cfg.source == "sprites":
+        from cvae_jax.data import sprites
+
+        return sprites.load(cfg)
+    raise ConfigError(f"data.source must be embedded, npz, idx, tfds, series or sprites, got {cfg.source!r}")

@@ -1,0 +1,209 @@
+"""A disentanglement study in the manner of Locatello et al. 2019 ("Challenging Common Assumptions in
+the Unsupervised Learning of Disentangled Representations"): models x regularization strengths x
+seeds on the sprites grid (cvae_jax.data.sprites: dSprites' factors, the project's own pixels), each
+cell a resumable run scored by every metric of cvae_jax.apps.disentanglement.
+
+    python experiments/disentanglement.py                  # the CPU protocol (below)
+    python experiments/disentanglement.py --models beta_vae --seeds 0   # a part of it
+    python experiments/disentanglement.py --full           # the paper's protocol, for accelerators
+    python experiments/disentanglement.py --report         # tables and plots from the cells done so far
+
+Protocols (a protocol's settings are defaults; --steps and --seeds override them):
+  cpu   5 models x 2 strengths (the ends of the middle of the paper's grid) x 3 seeds = 30 cells;
+        3,072 steps of batch 64 on a seeded 196,608 of the grid's 737,280 images; metrics with a tenth
+        of disentanglement_lib's sample sizes. Meant to fit a day of a 2-core CPU.
+  full  the paper's: 300,000 steps of batch 64 on the whole grid, its 6 strengths per model, 50 seeds,
+        disentanglement_lib's sample sizes.
+Every cell trains the same model (the `sprites` preset: Locatello et al.'s 4-layer conv encoder and
+its transpose, latent 10, Bernoulli pixels, Adam 1e-4) with one objective; nothing is selected: the
+last step is scored, on the mean representation, as in the paper. A cell whose run folder already
+holds its disentanglement.json is read back, not redone; an interrupted cell resumes its training.
+Writes experiments/results/disentanglement.json (every cell, and per model the median and spread of
+each metric), disentanglement_metrics.png (box plots per model) and disentanglement_agreement.png
+(the Spearman rank correlation between metrics over all cells, the paper's Figure of metric agreement).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import _shared
+import numpy as np
+
+from cvae_jax.apps import disentanglement
+from cvae_jax.config import apply_overrides, get_config
+
+# Model -> (the strength's config field(s), the CPU protocol's strengths, the paper's grid).
+# DIP-VAE: lambda_d = 10 lambda_od (I) and = lambda_od (II), as in disentanglement_lib's study.
+MODELS = {
+    "beta_vae": ("train.beta", [2, 8], [1, 2, 4, 6, 8, 16]),
+    "beta_tcvae": ("train.beta", [2, 8], [1, 2, 4, 6, 8, 10]),
+    "factor_vae": ("train.factor_gamma", [10, 50], [10, 20, 30, 40, 50, 100]),
+    "dip_vae_i": ("train.dip_lambda_od", [1, 10], [1, 2, 5, 10, 20, 50]),
+    "dip_vae_ii": ("train.dip_lambda_od", [1, 10], [1, 2, 5, 10, 20, 50]),
+}
+OBJECTIVE = {"beta_vae": "elbo", "beta_tcvae": "beta_tcvae", "factor_vae": "factor_vae"}
+PROTOCOLS = {
+    "cpu": {"steps": 3_072, "num_train": 196_608, "seeds": [0, 1, 2], "sizes": "cpu", "grid": 1},
+    "full": {"steps": 300_000, "num_train": 0, "seeds": list(range(50)), "sizes": "paper", "grid": 2},
+}
+BATCH = 64
+GRID_IMAGES = 737_280 - 5_000  # the grid less the test split (cvae_jax.data.sprites.NUM_TEST)
+SCORES = [  # (metric, its headline key, the table's name)
+    ("beta_vae", "eval_accuracy", "BetaVAE"),
+    ("factor_vae", "eval_accuracy", "FactorVAE"),
+    ("mig", "discrete_mig", "MIG"),
+    ("dci", "disentanglement", "DCI Dis."),
+    ("sap", "sap_score", "SAP"),
+    ("modularity_explicitness", "modularity_score", "Modularity"),
+]
+
+
+def overrides(model: str, strength: float, steps: int, num_train: int, seed: int) -> list[str]:
+    field, *_ = MODELS[model]
+    images = num_train or GRID_IMAGES
+    epochs = max(1, round(steps * BATCH / images))
+    out = [
+        f"train.objective={OBJECTIVE.get(model, model)}",
+        f"{field}={strength}",
+        f"train.epochs={epochs}",
+        f"data.num_train={num_train}",
+        "data.validation=0",  # nothing is selected: the last step is scored
+        "checkpoint.every_epochs=1",
+        f"seed={seed}",
+    ]
+    if model == "dip_vae_i":
+        out.append(f"train.dip_lambda_d={10 * strength}")
+    elif model == "dip_vae_ii":
+        out.append(f"train.dip_lambda_d={strength}")
+    return out
+
+
+def cell_name(model: str, strength: float, seed: int) -> str:
+    return f"{model}_{strength:g}_seed{seed}"
+
+
+def run_cell(workdir: Path, model: str, strength: float, seed: int, args) -> dict:
+    """One cell: trained (or resumed), then scored (or its scores read back)."""
+    scores_file = workdir / "disentanglement.json"
+    if scores_file.exists():
+        return json.loads(scores_file.read_text())
+    config = apply_overrides(get_config("vae", "sprites"), overrides(model, strength, args.steps, args.num_train, seed))
+    run = _shared.trained(config, str(workdir))
+    result = disentanglement.evaluate_run(run.model, run.params, config, args.sizes, seed=0)
+    result["steps"] = run.step
+    scores_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def strengths(model: str, protocol: str) -> list[float]:
+    _, cpu, paper = MODELS[model]
+    return cpu if protocol == "cpu" else paper
+
+
+def cells(args):
+    for model in args.models:
+        for strength in strengths(model, args.protocol):
+            for seed in args.seeds:
+                yield model, strength, seed
+
+
+def summary(results: list[dict]) -> dict:
+    """Per model: each metric's median, 25th and 75th percentiles and range over its cells."""
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in results):
+        mine = [r for r in results if r["model"] == model]
+        out[model] = {}
+        for metric, key, _ in SCORES:
+            values = np.array([r["metrics"][metric][key] for r in mine])
+            q25, median, q75 = np.percentile(values, [25, 50, 75])
+            out[model][metric] = {
+                "median": float(median),
+                "q25": float(q25),
+                "q75": float(q75),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "cells": len(values),
+            }
+    return out
+
+
+def agreement(results: list[dict]) -> dict:
+    """The Spearman rank correlation between every two metrics over all cells."""
+    import scipy.stats
+
+    table = np.array([[r["metrics"][m][k] for m, k, _ in SCORES] for r in results])
+    rho = scipy.stats.spearmanr(table).statistic if len(results) > 2 else np.full((len(SCORES),) * 2, np.nan)
+    return {"metrics": [name for *_, name in SCORES], "spearman": np.atleast_2d(rho).tolist()}
+
+
+def plots(results: list[dict], agree: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in results))
+    fig, axes = plt.subplots(1, len(SCORES), figsize=(3 * len(SCORES), 3.2), sharey=False)
+    for ax, (metric, key, name) in zip(axes, SCORES):
+        ax.boxplot([[r["metrics"][metric][key] for r in results if r["model"] == m] for m in models])
+        ax.set_xticks(range(1, len(models) + 1), models, rotation=60, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(_shared.picture("disentanglement_metrics"), dpi=110)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    rho = np.array(agree["spearman"], dtype=float)
+    image = ax.imshow(rho, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(SCORES)), agree["metrics"], rotation=60, fontsize=8)
+    ax.set_yticks(range(len(SCORES)), agree["metrics"], fontsize=8)
+    for (i, j), value in np.ndenumerate(rho):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image)
+    fig.tight_layout()
+    fig.savefig(_shared.picture("disentanglement_agreement"), dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the paper's protocol (an accelerator's days)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--steps", type=int, help="training steps of batch 64 per cell")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--workdir", default="runs/disentanglement", help="the cells' run folders: WORKDIR/<cell>")
+    parser.add_argument("--report", action="store_true", help="only gather the cells done so far")
+    args = parser.parse_args()
+    args.protocol = "full" if args.full else "cpu"
+    protocol = PROTOCOLS[args.protocol]
+    args.steps = args.steps or protocol["steps"]
+    args.seeds = args.seeds or protocol["seeds"]
+    args.num_train, args.sizes = protocol["num_train"], protocol["sizes"]
+    results = []
+    for model, strength, seed in cells(args):
+        workdir = Path(args.workdir) / cell_name(model, strength, seed)
+        if args.report and not (workdir / "disentanglement.json").exists():
+            continue
+        result = run_cell(workdir, model, strength, seed, args)
+        results.append({"model": model, "strength": strength, "seed": seed, **result})
+        print(f"{cell_name(model, strength, seed)} done", flush=True)
+    if not results:
+        raise SystemExit("no cell is done yet: run the study first")
+    agree = agreement(results)
+    planned = sum(1 for _ in cells(args))
+    _shared.save_json(
+        "disentanglement",
+        {
+            "protocol": args.protocol,
+            "settings": {**protocol, "steps": args.steps, "batch_size": BATCH, "seeds": args.seeds},
+            "strengths": {m: {"field": MODELS[m][0], "values": list(strengths(m, args.protocol))} for m in args.models},
+            "cells_done": len(results),
+            "cells_planned": planned,
+            "summary": summary(results),
+            "agreement": agree,
+            "cells": results,
+        },
+    )
+    plots(results, agree)
+
+
+if __name__ == "__main__":
+    main()
