@@ -102,9 +102,10 @@ def strengths(model: str, protocol: str) -> list[float]:
 
 
 def cells(args):
-    for model in args.models:
-        for strength in strengths(model, args.protocol):
-            for seed in args.seeds:
+    """Seed by seed, so that a study cut short has every model at its first seeds."""
+    for seed in args.seeds:
+        for model in args.models:
+            for strength in strengths(model, args.protocol):
                 yield model, strength, seed
 
 
