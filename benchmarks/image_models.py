@@ -14,7 +14,8 @@ the framework's default allows them).
 
 Implementations:
   cvae_jax       the library's jitted train step (make_train_step), the state donated;
-  torch          eager PyTorch: nn.Module, Adam, autocast, channels_last on CUDA;
+  torch          eager PyTorch: nn.Module, Adam, autocast, channels-last memory (--torch-layout; on the
+                 CPU, records before it was a flag ran contiguous, and are labelled torch-contiguous);
   torch_compile  the whole step (forward, backward and Adam's update) in one torch.compile'd function,
                  mode="max-autotune" on CUDA (Triton kernels and CUDA graphs), the default mode on
                  CPU, where denormals are flushed as well.
@@ -39,7 +40,22 @@ from benchmarks import common
 MODELS = {
     "resnet": ("vae", "resnet", []),
     "hvae": ("vae", "hvae", []),
+    "sprites": ("vae", "sprites", []),  # grey 64 x 64 (run it with --size 64)
 }
+MIRRORED = ("resnet", "sprites")  # the models PyTorch mirrors layer for layer
+
+
+def _channels(model: str) -> int:
+    return 1 if model == "sprites" else 3
+
+
+def _images(rng, model: str, shape) -> np.ndarray:
+    """Random 8-bit colour images, or binary sprites, [batch, H, W, C] float32 in [0, 1]."""
+    if model == "sprites":
+        return rng.integers(0, 2, shape).astype(np.float32)
+    return (rng.integers(0, 256, shape) / 255.0).astype(np.float32)
+
+
 IMPLS = ("cvae_jax", "torch", "torch_compile")
 
 
@@ -59,7 +75,7 @@ def jax_cell(spec: dict) -> dict:
     from cvae_jax.tasks.images import build, init_for
     from cvae_jax.training.step import make_train_step
 
-    shape, batch = (spec["size"], spec["size"], 3), spec["batch"]
+    shape, batch = (spec["size"], spec["size"], _channels(spec["model"])), spec["batch"]
     cfg = _config(spec["model"], spec["size"], batch, spec["dtype"], spec.get("remat", False))
     parts = build(cfg, shape, 10)
     state = init_for(parts, cfg, shape, 10)
@@ -68,7 +84,7 @@ def jax_cell(spec: dict) -> dict:
     rng = np.random.default_rng(0)
     batches = [
         {
-            "image": jax.device_put((rng.integers(0, 256, (batch, *shape)) / 255.0).astype(np.float32)),
+            "image": jax.device_put(_images(rng, spec["model"], (batch, *shape))),
             "label": jax.device_put(rng.integers(0, 10, batch).astype(np.int32)),
         }
         for _ in range(4)
@@ -101,22 +117,23 @@ def jax_cell(spec: dict) -> dict:
 def torch_cell(spec: dict) -> dict:
     import torch
 
-    from benchmarks.reference_torch_images import ResNetVAE
+    from benchmarks.reference_torch_images import ResNetVAE, SpritesVAE
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     torch.manual_seed(0)
     if not cuda:
         torch.set_flush_denormal(True)
-    shape, batch = (spec["size"], spec["size"], 3), spec["batch"]
-    model = ResNetVAE(shape).to(device)
-    layout = torch.channels_last if cuda else torch.contiguous_format
+    shape, batch = (spec["size"], spec["size"], _channels(spec["model"])), spec["batch"]
+    model = (SpritesVAE(shape) if spec["model"] == "sprites" else ResNetVAE(shape)).to(device)
+    # channels-last: cuDNN's tensor-core layout, and oneDNN's blocked kernels on the CPU (--torch-layout).
+    layout = torch.contiguous_format if spec.get("torch_layout") == "contiguous" else torch.channels_last
     model = model.to(memory_format=layout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=cuda and spec["impl"] == "torch_compile")
     dtype = torch.bfloat16 if spec["dtype"] == "bfloat16" else torch.float32
     rng = np.random.default_rng(0)
     batches = [
-        torch.from_numpy((rng.integers(0, 256, (batch, shape[2], *shape[:2])) / 255.0).astype(np.float32))
+        torch.from_numpy(_images(rng, spec["model"], (batch, *shape)).transpose(0, 3, 1, 2).copy())
         .to(device)
         .contiguous(memory_format=layout)
         for _ in range(4)
@@ -169,25 +186,40 @@ def run_cell(spec: dict) -> dict:
     return {"kind": "image_train", **spec, **result, "samples_per_s": samples_per_s}
 
 
+def _run(record: dict) -> str:
+    """The run a record belongs to: its commit (short) and command; "before stamps" for older ones."""
+    stamp = record.get("provenance") or {}
+    return f"{stamp['commit'][:7]} {stamp.get('command', '')}" if stamp.get("commit") else "before stamps"
+
+
+def _impl_label(record: dict) -> str:
+    """The implementation, with PyTorch's memory format where it is not channels-last."""
+    if record["impl"] == "cvae_jax":
+        return "cvae_jax"
+    layout = record.get("torch_layout") or ("channels_last" if record.get("platform") == "cuda" else "contiguous")
+    return record["impl"] if layout == "channels_last" else f"{record['impl']}-contiguous"
+
+
 def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
-    """Medians by cell; torch cells get cvae_jax's FLOP count of the same model; the ratio column is
-    cvae_jax's samples/s over this implementation's (same model, size, batch and dtype)."""
+    """Medians by cell of one run (its commit and command: cells measured side by side, on one host);
+    torch cells get cvae_jax's FLOP count of the same model; the ratio column is cvae_jax's samples/s
+    over this implementation's (same run, model, size, batch and dtype)."""
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("kind") == "image_train":
-            key = (r["model"], r["size"], r["batch"], r["dtype"], r.get("remat", False), r["impl"])
+            key = (r["model"], r["size"], r["batch"], r["dtype"], r.get("remat", False), _run(r), _impl_label(r))
             cells.setdefault(key, []).append(r)
-    flops = {k[:5]: rs[0]["train_flops_per_sample"] for k, rs in cells.items() if rs[0].get("train_flops_per_sample")}
+    flops = {k[:6]: rs[0]["train_flops_per_sample"] for k, rs in cells.items() if rs[0].get("train_flops_per_sample")}
     rows = []
     for key, rs in cells.items():
         med = statistics.median(r["samples_per_s"] for r in rs)
         row = {"key": key, "samples_per_s": med, "warmup_s": statistics.median(r["warmup_s"] for r in rs)}
-        per_sample = flops.get(key[:5])
+        per_sample = flops.get(key[:6])
         if per_sample and peaks.get(key[3]):
             row["peak_fraction"] = med * per_sample / peaks[key[3]]
-        ours = cells.get((*key[:5], "cvae_jax"))
+        ours = cells.get((*key[:6], "cvae_jax"))
         row["precision"] = common.precision(rs[0])
-        if ours and key[5] != "cvae_jax" and common.precision(ours[0]) == row["precision"]:
+        if ours and key[6] != "cvae_jax" and common.precision(ours[0]) == row["precision"]:
             row["cvae_jax_over_this"] = statistics.median(r["samples_per_s"] for r in ours) / med
         row["peak_device_mib"] = max((r.get("peak_device_bytes") or 0) for r in rs) / 2**20
         rows.append(row)
@@ -198,16 +230,17 @@ def table(rows: list[dict]) -> str:
     if not rows:
         return ""
     out = [
-        "| model | size | batch | arithmetic | remat | impl | samples/s | warm-up s | peak frac. | cvae_jax / this | "
-        "device MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | size | batch | arithmetic | remat | run | impl | samples/s | warm-up s | peak frac. | "
+        "cvae_jax / this | device MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        model, size, batch, _, remat, impl = row["key"]
+        model, size, batch, _, remat, run, impl = row["key"]
         frac = f"{row['peak_fraction']:.1%}" if "peak_fraction" in row else ""
         ratio = f"{row['cvae_jax_over_this']:.2f}x" if "cvae_jax_over_this" in row else ""
         out.append(
-            f"| {model} | {size} | {batch} | {row['precision']} | {remat} | {impl} | {row['samples_per_s']:,.0f} | "
+            f"| {model} | {size} | {batch} | {row['precision']} | {remat} | {run.split()[0]} | {impl} | "
+            f"{row['samples_per_s']:,.0f} | "
             f"{row['warmup_s']:.1f} | {frac} | {ratio} | {row['peak_device_mib']:,.0f} |"
         )
     return "\n".join(out)
@@ -221,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 (comma-separated)")
     p.add_argument("--impl", default="cvae_jax,torch,torch_compile")
     p.add_argument("--remat", action="store_true", help="cvae_jax cells with model.remat=true")
+    p.add_argument(
+        "--torch-layout",
+        choices=["channels_last", "contiguous"],
+        default="channels_last",
+        help="PyTorch's memory format (channels_last: the faster on CUDA and, with oneDNN, mostly on CPU)",
+    )
     p.add_argument("--steps", type=int, default=20, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks per cell (median)")
     p.add_argument("--rounds", type=int, default=3)
@@ -245,10 +284,12 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in map(int, args.batch.split(",")):
                     for dtype in args.dtype.split(","):
                         for impl in args.impl.split(","):
-                            if impl != "cvae_jax" and model != "resnet":
-                                continue  # PyTorch mirrors the ResNet VAE only
+                            if impl != "cvae_jax" and model not in MIRRORED:
+                                continue  # PyTorch mirrors the ResNet VAE and the sprites VAE
                             spec = {"model": model, "size": size, "batch": batch, "dtype": dtype, "impl": impl}
                             spec.update(steps=args.steps, repeats=args.repeats, remat=args.remat and impl == "cvae_jax")
+                            if impl != "cvae_jax":
+                                spec["torch_layout"] = args.torch_layout
                             record = run_cell(spec)
                             records.append(record)
                             print(json.dumps(record), flush=True)

@@ -1,5 +1,7 @@
 """The ResNet VAE of cvae_jax.core.resnet in PyTorch, layer for layer, with the same discretized
-logistic mixture likelihood, for benchmarks/image_models.py (needs `pip install -e ".[compare]"`).
+logistic mixture likelihood, and the sprites preset's conv VAE (Locatello et al. 2019's: 4 x 4 convs
+32-32-64-64 of stride 2, dense 256, latent 10, its transpose, Bernoulli pixels), for
+benchmarks/image_models.py (needs `pip install -e ".[compare]"`).
 
 The one difference: a stride-2 3x3 convolution pads (1, 1) here and (0, 1) in XLA's "SAME"; the
 output size, parameter count and FLOPs are the same.
@@ -84,4 +86,40 @@ class ResNetVAE(nn.Module):
         params = self.out(F.silu(h))
         recon = discretized_logistic_mixture_nll(x, params, self.mixtures)
         kl = 0.5 * (torch.exp(log_var.float()) + mean.float() ** 2 - 1.0 - log_var.float()).sum(1)
+        return (recon + kl).mean()
+
+
+class SpritesVAE(nn.Module):
+    """cvae_jax's `sprites` preset layer for layer: the encoder's convs, dense 256, (mean, log_var);
+    the decoder's dense 256, dense to 4 x 4 x 64, transposed convs 64-32-32-32, a 3 x 3 conv to logits."""
+
+    def __init__(self, shape=(64, 64, 1), conv=(32, 32, 64, 64), hidden=256, latent=10, up=(64, 32, 32, 32)):
+        super().__init__()
+        height, width, channels = shape
+        widths = (channels, *conv)
+        self.enc = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1) for i in range(len(conv)))
+        scale = 2 ** len(conv)
+        self.enc_dense = nn.Linear(conv[-1] * (height // scale) * (width // scale), hidden)
+        self.head = nn.Linear(hidden, 2 * latent)
+        self.grid = (up[0], height // 2 ** len(up), width // 2 ** len(up))
+        self.dec_dense = nn.Linear(latent, hidden)
+        self.to_grid = nn.Linear(hidden, math.prod(self.grid))
+        widths = (up[0], *up)
+        self.dec = nn.ModuleList(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1) for i in range(len(up)))
+        self.out = nn.Conv2d(up[-1], channels, 3, padding=1)
+
+    def forward(self, x):
+        """The negative ELBO (nats per image, batch mean): Bernoulli pixels, analytic KL."""
+        h = x
+        for conv in self.enc:
+            h = F.relu(conv(h))
+        h = F.relu(self.enc_dense(h.flatten(1)))
+        mean, log_var = self.head(h).chunk(2, dim=1)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        h = F.relu(self.to_grid(F.relu(self.dec_dense(z)))).view(-1, *self.grid)
+        for conv in self.dec:
+            h = F.relu(conv(h))
+        logits = self.out(h)
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (torch.exp(log_var) + mean**2 - 1.0 - log_var).sum(1)
         return (recon + kl).mean()

@@ -121,9 +121,14 @@ def render(results_dir: Path = RESULTS) -> str:
         images = image_models.table(image_models.summarize(records, peaks))
         if any(r.get("kind") == "image_train" for r in records):
             parts += [
-                "Image models for colour data: the ResNet VAE (`--preset resnet`) against the same model in "
-                "PyTorch, eager and with the whole step torch.compile'd, and the hierarchical VAE "
-                "(`python -m benchmarks.image_models`, see its docstring; the GPU run is `gpu_run.sh images`):",
+                "Convolutional image models: the ResNet VAE (`--preset resnet`, colour) and the sprites VAE "
+                "(`--preset sprites`: Locatello et al.'s 4-layer conv VAE on 64 x 64 binary images) against "
+                "the same model in PyTorch, eager (channels-last unless the impl says contiguous) and with "
+                "the whole step torch.compile'd, and the hierarchical VAE (`python -m benchmarks.image_models`, "
+                "see its docstring; the GPU run is `gpu_run.sh images`). A ratio compares cells of one run "
+                "(its commit, in the run column): measured side by side on one host. The peak fraction is "
+                "against this file's matmul peak; the rows of the run before the stamps came from another "
+                "host of this ISA, so their fractions overstate:",
                 "",
                 images,
                 "",

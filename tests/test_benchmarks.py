@@ -434,3 +434,41 @@ def test_the_pytorch_resnet_vae_is_the_same_model_and_likelihood():
         torch.from_numpy(x.transpose(0, 3, 1, 2)).float(), torch.from_numpy(raw.transpose(0, 3, 1, 2).copy()), 4
     )
     np.testing.assert_allclose(np.asarray(nll_jax), nll_torch.numpy(), rtol=1e-5)
+
+
+def test_the_pytorch_sprites_vae_is_the_same_model():
+    """benchmarks/reference_torch_images.SpritesVAE: the parameter count of cvae_jax's --preset sprites
+    model, and, with its weights copied over, the same encoder outputs (4 x 4 stride-2 convs padded
+    (1, 1) in both)."""
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.reference_torch_images import SpritesVAE
+    from cvae_jax.config import get_config
+    from cvae_jax.core.models import build_model
+
+    shape = (64, 64, 1)
+    model = build_model(get_config("vae", "sprites").model, shape)
+    params = model.init(jax.random.key(0), jnp.zeros((1, *shape)))
+    theirs = SpritesVAE(shape)
+    assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == sum(p.numel() for p in theirs.parameters())
+    enc = jax.tree.map(np.array, params["params"]["encoder"])  # writable copies for torch.from_numpy
+    with torch.no_grad():
+        for i, conv in enumerate(theirs.enc):
+            conv.weight.copy_(torch.from_numpy(enc[f"Conv_{i}"]["kernel"].transpose(3, 2, 0, 1).copy()))
+            conv.bias.copy_(torch.from_numpy(enc[f"Conv_{i}"]["bias"]))
+        dense = enc["Dense_0"]["kernel"].reshape(4, 4, 64, 256).transpose(2, 0, 1, 3).reshape(1024, 256)
+        theirs.enc_dense.weight.copy_(torch.from_numpy(dense.T.copy()))
+        theirs.enc_dense.bias.copy_(torch.from_numpy(enc["Dense_0"]["bias"]))
+        head = np.concatenate([enc["mean"]["kernel"], enc["log_var"]["kernel"]], axis=1)
+        theirs.head.weight.copy_(torch.from_numpy(head.T.copy()))
+        theirs.head.bias.copy_(torch.from_numpy(np.concatenate([enc["mean"]["bias"], enc["log_var"]["bias"]])))
+        x = np.random.default_rng(0).integers(0, 2, (3, *shape)).astype(np.float32)
+        h = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        for conv in theirs.enc:
+            h = torch.relu(conv(h))
+        mean_t, log_var_t = theirs.head(torch.relu(theirs.enc_dense(h.flatten(1)))).chunk(2, dim=1)
+    mean, log_var = model.apply(params, jnp.asarray(x), method=model.encode)
+    np.testing.assert_allclose(np.asarray(mean), mean_t.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(log_var), log_var_t.numpy(), rtol=1e-4, atol=1e-5)
