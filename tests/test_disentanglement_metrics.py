@@ -132,6 +132,16 @@ def test_the_metrics_draw_the_same_numbers_for_the_same_seed():
     assert scores(represent, names=["mig", "beta_vae"]) == scores(represent, names=["beta_vae", "mig"])
 
 
+def test_sample_sizes_are_the_papers_a_tenth_or_a_fraction():
+    assert dm.sizes_of("paper")["dci"] == {"num_train": 10_000, "num_test": 5_000}
+    assert dm.sizes_of("cpu")["beta_vae"] == {"batch_size": 64, "num_train": 1_000, "num_eval": 500}
+    assert dm.sizes_of("0.02")["factor_vae"]["num_variance_estimate"] == 200
+    with pytest.raises(ValueError, match="fraction"):
+        dm.sizes_of("2")
+    with pytest.raises(ValueError, match="fraction"):
+        dm.sizes_of("tiny")
+
+
 def test_a_conditional_model_or_data_without_factors_is_refused():
     from cvae_jax import build_model, get_config
 

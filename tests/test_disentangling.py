@@ -199,8 +199,9 @@ def test_each_objective_trains_by_name_resumes_and_reports_its_terms(small_digit
     base += ["train.batch_size=32", "train.lr_schedule=cosine", "train.lr_warmup_steps=10", "checkpoint.every_epochs=1"]
     cfg = apply_overrides(get_config("vae"), [*base, f"train.objective={objective}", *options])
     run = train_and_evaluate(cfg, tmp_path / "straight", dataset=small_digits, progress=False)
-    # interrupted after epoch 2 (its last checkpoint removed), then resumed: the same state bit for bit
-    train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)
+    # interrupted after epoch 2 (a copy of the run, its last checkpoint removed), then resumed: the
+    # same state bit for bit
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
     last = max(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir() if p.name.isdigit())
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(last))
     resumed = train_and_evaluate(cfg, tmp_path / "resumed", dataset=small_digits, progress=False)

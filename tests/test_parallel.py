@@ -184,9 +184,8 @@ def test_more_devices_than_present_is_a_clear_error():
 
 
 def test_the_compared_models_sharded_over_4_devices_match_one_device():
-    """β-TCVAE, FactorVAE (its discriminator and optimizer too), DIP-VAE, InfoVAE, WAE, MIWAE, the IAF
-    and full-covariance posteriors and VQ-VAE (its codebook averages too): their batch estimators run
-    per device shard, as on one device."""
+    """β-TCVAE, FactorVAE (its discriminator and optimizer too), DIP-VAE, WAE's MMD and VQ-VAE (its
+    codebook averages too): their batch estimators run per device shard, as on one device."""
     r = _checks("models")
     for name, checks in r.items():
         assert checks["update_size"] > 1e-4, name  # the steps moved the parameters ...

@@ -124,13 +124,13 @@ def test_train_beta_tcvae_on_sprites_then_evaluate_disentanglement(tmp_path, cap
     write_dsprites(tmp_path / "d.npz")
     run = tmp_path / "run"
     small = ["model.encoder_conv=[8,8]", "model.decoder_conv=[8,8]", "model.encoder_hidden=[32]"]
-    small += ["model.decoder_hidden=[32]", "data.validation=0", "train.epochs=2"]
+    small += ["model.decoder_hidden=[32]", "data.validation=0", "train.epochs=1"]
     sets = [f"data.path={tmp_path / 'd.npz'}", "train.objective=beta_tcvae", "train.beta=4", *small]
     argv = ["train", "--model", "vae", "--preset", "sprites", "--workdir", str(run), "--no-progress"]
     assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
-    assert main(["evaluate", "--workdir", str(run), "--disentanglement", "--sizes", "cpu"]) == 0
+    assert main(["evaluate", "--workdir", str(run), "--disentanglement", "--sizes", "0.02"]) == 0
     result = json.loads((run / "disentanglement.json").read_text())
     assert result["factors"] == dict(zip(sprites.FACTOR_NAMES, (3, 2, 2, 4, 4)))
     assert set(result["metrics"]) == {"beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness"}
-    assert result["checkpoint_step"] == 2 * (173 // 64)
+    assert result["checkpoint_step"] == 173 // 64 and result["sizes"] == "0.02"
     assert 0 <= result["metrics"]["mig"]["discrete_mig"] < 1  # an untrained-length run is far from disentangled

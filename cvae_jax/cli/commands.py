@@ -680,9 +680,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--sizes",
-        choices=["paper", "cpu"],
         default="paper",
-        help="with --disentanglement: disentanglement_lib's sample sizes, or a tenth of them",
+        help="with --disentanglement: disentanglement_lib's sample sizes (paper), a tenth of them (cpu), "
+        "or another fraction of them (e.g. 0.01)",
     )
     evaluate.add_argument("--out", help="JSON output (default: <workdir>/evaluation.json)")
     evaluate.set_defaults(func=_evaluate)
