@@ -41,6 +41,32 @@ def test_full_covariance_density_is_the_multivariate_normal_s():
     np.testing.assert_allclose(np.cov(np.asarray(many[:, 0]).T), cov0, atol=0.05 * np.abs(cov0).max())
 
 
+def test_full_covariance_kl_to_the_standard_normal_is_the_closed_form_and_the_elbo_uses_it():
+    mean, log_var, rng = _inputs()
+    q = posteriors.FullCovariance(4)
+    context = jnp.asarray(rng.normal(scale=0.5, size=(3, q.context_dim)), jnp.float32)
+    kl = np.asarray(q.apply({}, mean, log_var, context, method=q.kl_to_standard_normal))
+    chol = np.asarray(q.apply({}, log_var, context, method=q.cholesky), np.float64)
+    for b in range(3):  # KL(N(m, S) || N(0, I)) from the covariance matrix itself
+        cov, m = chol[b] @ chol[b].T, np.asarray(mean[b], np.float64)
+        want = 0.5 * (np.trace(cov) + m @ m - 4 - np.linalg.slogdet(cov)[1])
+        assert kl[b] == pytest.approx(want, rel=1e-5)
+    # the ELBO's KL is that closed form (the same for every key), and the Monte Carlo one's mean
+    cfg = apply_overrides(get_config("vae"), ["model.posterior=full_covariance", "model.latent_dim=4"])
+    model = build_model(cfg.model, (28, 28, 1), 10)
+    x = jnp.asarray(rng.uniform(size=(3, 28, 28, 1)), jnp.float32)
+    params = model.init(jax.random.key(0), x)
+    from cvae_jax.core import objectives
+
+    terms = objectives.make_elbo_terms(model, num_classes=10)
+    monte_carlo = objectives.make_elbo_terms(model, num_classes=10, analytic_kl=False)
+    exact = [np.asarray(terms(params, {"image": x}, jax.random.key(k))["kl"]) for k in range(2)]
+    np.testing.assert_array_equal(exact[0], exact[1])
+    draws = np.stack([np.asarray(monte_carlo(params, {"image": x}, jax.random.key(k))["kl"]) for k in range(400)])
+    standard_error = draws.std(0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0) - exact[0]) < 4 * standard_error), (draws.mean(0), exact[0], standard_error)
+
+
 def test_iaf_log_density_is_the_base_density_less_the_jacobian_log_determinant():
     mean, log_var, rng = _inputs(b=2, d=5)
     q = posteriors.IAF(5, steps=3, hidden=16, context_features=6)

@@ -45,8 +45,8 @@ def test_one_train_step_moves_the_codebook_to_its_moving_averages(parts):
     built, state, batch = parts
     model, params = built.model, state.params
     key = jax.random.key(4)
-    grads = jax.grad(lambda p: built.loss(p, batch, key)[0])(params)
-    updates, _ = built.tx.update(grads, state.opt_state, params)
+    grads = jax.jit(jax.grad(lambda p: built.loss(p, batch, key)[0]))(params)  # compiled: op by op is slower
+    updates, _ = jax.jit(built.tx.update)(grads, state.opt_state, params)
     new = optax.apply_updates(params, updates)["codebook"]
     z_e = np.asarray(model.apply(params, batch["image"], method=model.encode_grid), np.float64).reshape(-1, 4)
     codes = np.asarray(

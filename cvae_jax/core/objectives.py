@@ -65,13 +65,15 @@ def make_elbo_terms(
 
     def terms(params, batch, key) -> Terms:
         x, condition = inputs_of(model, batch, key, num_classes, binarize)
-        if not gaussian:  # any other posterior: its own sample and log-density, a Monte Carlo KL
-            z, log_q, mean, log_var = posteriors.encode_and_sample(
-                model, params, jax.random.fold_in(key, LATENT), x, condition, 1
-            )
+        if not gaussian:  # any other posterior: its own sample and log-density; the KL in closed form
+            # where the posterior has one against the prior (analytic_kl=False: always Monte Carlo)
+            mean, log_var, context = model.apply(params, x, condition, method=model.encode_full)
+            z, log_q = posteriors.sample(model, params, jax.random.fold_in(key, LATENT), mean, log_var, 1, context)
             z, log_q = z[0], log_q[0]
             recon = -likelihoods.log_likelihood(x, model.apply(params, z, condition, method=model.decode))
-            kl = log_q - model.apply(params, z, condition, method=model.prior_log_prob)
+            kl = posteriors.analytic_kl(model, mean, log_var, context) if analytic_kl is not False else None
+            if kl is None:
+                kl = log_q - model.apply(params, z, condition, method=model.prior_log_prob)
             return elbo_terms(model, recon, kl, mean, log_var)
         mean, log_var = model.apply(params, x, condition, method=model.encode)
         z = _latents(key, mean, log_var, 1)[0]

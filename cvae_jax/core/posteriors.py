@@ -69,6 +69,12 @@ class FullCovariance(Posterior):
         z = mean + jnp.einsum("bij,kbj->kbi", self.cholesky(log_var, context), eps)
         return z, D.standard_normal_log_prob(eps) - 0.5 * jnp.sum(log_var, -1)
 
+    def kl_to_standard_normal(self, mean, log_var, context):
+        """KL(N(mean, L L^T) || N(0, I)) [B] in closed form: (tr(L L^T) + |mean|^2 - D - log det L L^T) / 2,
+        with tr(L L^T) the squared Frobenius norm of L and log det L L^T = sum log_var."""
+        trace = jnp.sum(jnp.square(self.cholesky(log_var, context)), axis=(-2, -1))
+        return 0.5 * (trace + jnp.sum(mean * mean, -1) - self.latent_dim - jnp.sum(log_var, -1))
+
 
 class _MaskedDense(nn.Module):
     """A dense layer whose weight is multiplied by a fixed 0/1 mask [in, out] (MADE, Germain et al. 2015)."""
@@ -161,6 +167,17 @@ def sample(model, params, key, mean, log_var, num_samples: int, context=None) ->
     return model.apply(params, key, mean, log_var, num_samples, context, method=model.posterior_sample)
 
 
+def analytic_kl(model, mean, log_var, context):
+    """KL(q || p) [B] in closed form where the posterior has one against the model's prior (a full-
+    covariance Gaussian against N(0, I)), else None (the objective then estimates it by Monte Carlo)."""
+    from cvae_jax.core import priors
+
+    posterior = getattr(model, "posterior", None)
+    if isinstance(posterior, FullCovariance) and isinstance(model.prior, priors.StandardNormal):
+        return posterior.kl_to_standard_normal(mean, log_var, context)
+    return None
+
+
 def encode_and_sample(model, params, key, x, condition, num_samples: int):
     """(z [K, B, D], log q [K, B], mean, log_var): the encoder run once, then K draws from the posterior."""
     mean, log_var, context = model.apply(params, x, condition, method=model.encode_full)
@@ -174,6 +191,7 @@ register("iaf")(lambda cfg: IAF(cfg.latent_dim, steps=cfg.iaf_steps, hidden=cfg.
 __all__ = [
     "IAF",
     "DiagonalGaussian",
+    "analytic_kl",
     "FullCovariance",
     "Posterior",
     "context_size",
