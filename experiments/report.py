@@ -430,6 +430,40 @@ def models(results: Path) -> str:
     return table(header + ["active units", "train time (× the VAE's)"], rows)
 
 
+def disentanglement(results: Path) -> str:
+    data = load("disentanglement", results)
+    settings, summary = data["settings"], data["summary"]
+    names = {"beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
+    names.update({"dip_vae_i": "DIP-VAE-I", "dip_vae_ii": "DIP-VAE-II"})
+    rows = []
+    for model, metrics in summary.items():
+        strengths = data["strengths"][model]
+        cells = next(iter(metrics.values()))["cells"]
+        values = ", ".join(f"{v:g}" for v in strengths["values"])
+        row = [names.get(model, model), f"{strengths['field']} ∈ {{{values}}}"]
+        row.append(str(cells))
+        for metric in ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness"):
+            m = metrics[metric]
+            row.append(f"{num(m['median'], 2)} [{num(m['q25'], 2)}–{num(m['q75'], 2)}]")
+        rows.append(row)
+    header = ["model", "strengths", "cells", "BetaVAE", "FactorVAE", "MIG", "DCI disent.", "SAP", "modularity"]
+    lines = [
+        f"{data['protocol']} protocol: {data['cells_done']} of {data['cells_planned']} cells done; "
+        f"{settings['steps']:,} steps of batch {settings['batch_size']} on "
+        f"{settings['num_train']:,} grid images; metrics with the {settings['sizes']} sample sizes; "
+        "median [25th–75th percentile] over each model's cells (strengths and seeds).",
+        "",
+        table(header, rows),
+        "",
+        "Rank agreement between the metrics over all cells (Spearman's ρ):",
+        "",
+    ]
+    agree = data["agreement"]
+    rho = [[num(v, 2) for v in row] for row in agree["spearman"]]
+    lines.append(table(["", *agree["metrics"]], [[name, *r] for name, r in zip(agree["metrics"], rho)]))
+    return "\n".join(lines)
+
+
 EXPERIMENTS_README = ROOT / "experiments" / "README.md"
 PRIORS_DOC = ROOT / "docs" / "priors.md"
 # (document, table name, renderer)
@@ -451,6 +485,7 @@ TABLES = (
     (EXPERIMENTS_README, "molecule-control", molecule_control),
     (EXPERIMENTS_README, "guidance-sweep", guidance_sweep),
     (EXPERIMENTS_README, "molecule-beta", molecule_beta),
+    (EXPERIMENTS_README, "disentanglement", disentanglement),
     (PRIORS_DOC, "priors", priors),
 )
 
