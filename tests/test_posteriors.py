@@ -52,17 +52,21 @@ def test_full_covariance_kl_to_the_standard_normal_is_the_closed_form_and_the_el
         want = 0.5 * (np.trace(cov) + m @ m - 4 - np.linalg.slogdet(cov)[1])
         assert kl[b] == pytest.approx(want, rel=1e-5)
     # the ELBO's KL is that closed form (the same for every key), and the Monte Carlo one's mean
-    cfg = apply_overrides(get_config("vae"), ["model.posterior=full_covariance", "model.latent_dim=4"])
+    cfg = apply_overrides(
+        get_config("vae"),
+        ["model.posterior=full_covariance", "model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32"],
+    )
     model = build_model(cfg.model, (28, 28, 1), 10)
     x = jnp.asarray(rng.uniform(size=(3, 28, 28, 1)), jnp.float32)
     params = model.init(jax.random.key(0), x)
     from cvae_jax.core import objectives
 
-    terms = objectives.make_elbo_terms(model, num_classes=10)
-    monte_carlo = objectives.make_elbo_terms(model, num_classes=10, analytic_kl=False)
+    terms = jax.jit(objectives.make_elbo_terms(model, num_classes=10))
+    monte_carlo = jax.jit(objectives.make_elbo_terms(model, num_classes=10, analytic_kl=False))
     exact = [np.asarray(terms(params, {"image": x}, jax.random.key(k))["kl"]) for k in range(2)]
     np.testing.assert_array_equal(exact[0], exact[1])
-    draws = np.stack([np.asarray(monte_carlo(params, {"image": x}, jax.random.key(k))["kl"]) for k in range(400)])
+    keys = jax.random.split(jax.random.key(1), 400)
+    draws = np.asarray(jax.vmap(lambda k: monte_carlo(params, {"image": x}, k)["kl"])(keys))
     standard_error = draws.std(0) / np.sqrt(len(draws))
     assert np.all(np.abs(draws.mean(0) - exact[0]) < 4 * standard_error), (draws.mean(0), exact[0], standard_error)
 
@@ -98,7 +102,10 @@ def test_made_masks_make_output_d_depend_only_on_earlier_inputs():
 
 
 def test_posteriors_with_a_context_widen_the_encoder_and_refuse_bad_sizes():
-    cfg = apply_overrides(get_config("vae"), ["model.posterior=full_covariance", "model.latent_dim=4"])
+    cfg = apply_overrides(
+        get_config("vae"),
+        ["model.posterior=full_covariance", "model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32"],
+    )
     model = build_model(cfg.model, (28, 28, 1), 10)
     params = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     assert params["params"]["encoder"]["context"]["kernel"].shape[-1] == 6  # 4 * 3 / 2 entries below the diagonal
