@@ -102,10 +102,7 @@ def test_made_masks_make_output_d_depend_only_on_earlier_inputs():
 
 
 def test_posteriors_with_a_context_widen_the_encoder_and_refuse_bad_sizes():
-    cfg = apply_overrides(
-        get_config("vae"),
-        ["model.posterior=full_covariance", "model.latent_dim=4", "model.encoder_hidden=32", "model.decoder_hidden=32"],
-    )
+    cfg = apply_overrides(get_config("vae"), ["model.posterior=full_covariance", "model.latent_dim=4"])
     model = build_model(cfg.model, (28, 28, 1), 10)
     params = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     assert params["params"]["encoder"]["context"]["kernel"].shape[-1] == 6  # 4 * 3 / 2 entries below the diagonal
