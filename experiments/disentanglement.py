@@ -32,6 +32,7 @@ import numpy as np
 
 from cvae_jax.apps import disentanglement
 from cvae_jax.config import apply_overrides, get_config
+from cvae_jax.data import sprites
 
 # Model -> (the strength's config field(s), the CPU protocol's strengths, the paper's grid).
 # DIP-VAE: lambda_d = 10 lambda_od (I) and = lambda_od (II), as in disentanglement_lib's study.
@@ -42,13 +43,13 @@ MODELS = {
     "dip_vae_i": ("train.dip_lambda_od", [1, 10], [1, 2, 5, 10, 20, 50]),
     "dip_vae_ii": ("train.dip_lambda_od", [1, 10], [1, 2, 5, 10, 20, 50]),
 }
-OBJECTIVE = {"beta_vae": "elbo", "beta_tcvae": "beta_tcvae", "factor_vae": "factor_vae"}
+OBJECTIVE = {"beta_vae": "elbo"}  # the objective's name where it is not the model's
 PROTOCOLS = {
-    "cpu": {"steps": 3_072, "num_train": 196_608, "seeds": [0, 1, 2], "sizes": "cpu", "grid": 1},
-    "full": {"steps": 300_000, "num_train": 0, "seeds": list(range(50)), "sizes": "paper", "grid": 2},
+    "cpu": {"steps": 3_072, "num_train": 196_608, "seeds": [0, 1, 2], "sizes": "cpu"},
+    "full": {"steps": 300_000, "num_train": 0, "seeds": list(range(50)), "sizes": "paper"},
 }
 BATCH = 64
-GRID_IMAGES = 737_280 - 5_000  # the grid less the test split (cvae_jax.data.sprites.NUM_TEST)
+GRID_IMAGES = len(sprites.rendered()) - sprites.NUM_TEST  # the grid less its test split
 SCORES = [  # (metric, its headline key, the table's name)
     ("beta_vae", "eval_accuracy", "BetaVAE"),
     ("factor_vae", "eval_accuracy", "FactorVAE"),

@@ -133,4 +133,3 @@ def test_train_beta_tcvae_on_sprites_then_evaluate_disentanglement(tmp_path, cap
     assert result["factors"] == dict(zip(sprites.FACTOR_NAMES, (3, 2, 2, 4, 4)))
     assert set(result["metrics"]) == {"beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness"}
     assert result["checkpoint_step"] == 173 // 64 and result["sizes"] == "0.02"
-    assert 0 <= result["metrics"]["mig"]["discrete_mig"] < 1  # an untrained-length run is far from disentangled

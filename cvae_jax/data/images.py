@@ -217,9 +217,9 @@ def load(cfg: DataConfig, progress: bool = True) -> Dataset:
     """The data set that `cfg` names (progress=False: no progress bars while preparing IDX files),
     with only its first data.num_train training examples when that is set."""
     dataset = _load(cfg, progress)
-    if cfg.num_train and cfg.source != "sprites":  # sprites renders only the images it keeps
-        if cfg.num_train > len(dataset.train):
-            raise DataError(f"data.num_train={cfg.num_train} exceeds the {len(dataset.train)} training examples")
+    if cfg.num_train > len(dataset.train):
+        raise DataError(f"data.num_train={cfg.num_train} exceeds the {len(dataset.train)} training examples")
+    if 0 < cfg.num_train < len(dataset.train):  # (a loader may keep only those itself: sprites renders no more)
         train = Split(dataset.train.images[: cfg.num_train], dataset.train.labels[: cfg.num_train])
         dataset = dataclasses.replace(dataset, train=train)
     return dataset

@@ -25,8 +25,8 @@ import numpy as np
 from cvae_jax.data.errors import DataError
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
-FACTOR_SIZES = (3, 6, 40, 32, 32)
 SHAPES = ("square", "ellipse", "heart")
+FACTOR_SIZES = (len(SHAPES), 6, 40, 32, 32)
 SIZE = 64
 HALF_SIZE = 10.0  # pixels, at scale 1
 FIRST_CENTRE = 16.5  # pixel coordinate of the centre at position 0; one pixel per step
@@ -146,9 +146,13 @@ class FactorData:
     def factors(self, index: np.ndarray) -> np.ndarray:
         return np.stack(np.unravel_index(np.asarray(index), self.factor_sizes), axis=1)
 
+    def images(self, factors: np.ndarray) -> np.ndarray:
+        """uint8 [N, 64, 64] images (0 or 1) of the rows of factor classes."""
+        return self._images_of(np.asarray(factors))
+
     def observations(self, factors: np.ndarray) -> np.ndarray:
-        """float32 [N, 64, 64, 1] images in {0, 1} of the rows of factor classes."""
-        return self._images_of(np.asarray(factors))[..., None].astype(np.float32)
+        """float32 [N, 64, 64, 1] images in {0, 1} of the rows of factor classes (what encoders read)."""
+        return self.images(factors)[..., None].astype(np.float32)
 
 
 def rendered() -> FactorData:
@@ -208,6 +212,6 @@ def load(cfg):
         train_index = train_index[: cfg.num_train]
     train_index = np.sort(train_index)
     train_factors, test_factors = data.factors(train_index), data.factors(test_index)
-    train = Split((data._images_of(train_factors) * np.uint8(255))[..., None], train_factors[:, 0].astype(np.int32))
+    train = Split((data.images(train_factors) * np.uint8(255))[..., None], train_factors[:, 0].astype(np.int32))
     test = Split(data.observations(test_factors), test_factors[:, 0].astype(np.int32))
     return Dataset(train=train, test=test, num_classes=data.factor_sizes[0], name=data.name)
