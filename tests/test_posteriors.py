@@ -94,6 +94,71 @@ def test_iaf_log_density_is_the_base_density_less_the_jacobian_log_determinant()
         np.testing.assert_allclose(flow(z0), z[0, b], rtol=1e-5, atol=1e-6)
 
 
+def test_each_posterior_scores_any_z_as_its_sampler_scored_its_own():
+    """log_prob(z) of the sampler's z is the sampler's log q (the IAF inverted to z_0 first), and the
+    full-covariance density of any z is scipy's multivariate normal."""
+    mean, log_var, rng = _inputs(b=3, d=5)
+    full = posteriors.FullCovariance(5)
+    context = jnp.asarray(rng.normal(scale=0.5, size=(3, full.context_dim)), jnp.float32)
+    z, log_q = full.apply({}, jax.random.key(0), mean, log_var, 4, context, method=full.sample)
+    np.testing.assert_allclose(
+        full.apply({}, z, mean, log_var, context, method=full.log_prob), log_q, rtol=1e-5, atol=1e-4
+    )
+    anywhere = jnp.asarray(rng.normal(scale=2.0, size=(6, 3, 5)), jnp.float32)
+    chol = np.asarray(full.apply({}, log_var, context, method=full.cholesky), np.float64)
+    got = np.asarray(full.apply({}, anywhere, mean, log_var, context, method=full.log_prob))
+    for b in range(3):
+        want = stats.multivariate_normal(np.asarray(mean[b], np.float64), chol[b] @ chol[b].T).logpdf(
+            np.asarray(anywhere[:, b], np.float64)
+        )
+        np.testing.assert_allclose(got[:, b], want, rtol=1e-4, atol=1e-4)
+
+    iaf = posteriors.IAF(5, steps=3, hidden=16, context_features=6)
+    h = jnp.asarray(rng.normal(size=(3, 6)), jnp.float32)
+    params = iaf.init(jax.random.key(0), jnp.zeros((1, 3, 5)), h)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape), params)
+    z, log_q = iaf.apply(params, jax.random.key(3), mean, log_var, 4, h, method=iaf.sample)
+    np.testing.assert_allclose(iaf.apply(params, z, mean, log_var, h, method=iaf.log_prob), log_q, rtol=1e-4, atol=1e-4)
+    z0 = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.key(3), (4, 3, 5))
+    back, _ = iaf.apply(params, z, h, inverse=True)
+    np.testing.assert_allclose(back, z0, rtol=1e-4, atol=1e-4)
+    # a z scored under another example's posterior (the mutual information's table) inverts as well
+    swapped = iaf.apply(params, z[:, ::-1], mean, log_var, h, method=iaf.log_prob)
+    assert np.all(np.isfinite(swapped)) and not np.allclose(swapped, log_q[:, ::-1])
+
+
+def test_mutual_information_of_any_posterior_is_he_et_al_s_estimate_from_its_densities():
+    """The table of log q(z_i | x_n) from the posterior's own log_prob, against the same estimate built
+    from scipy's densities; zero when q ignores x."""
+    rng = np.random.default_rng(0)
+    n, d = 40, 3
+    full = posteriors.FullCovariance(d)
+    mean = rng.normal(size=(n, d))
+    log_var = rng.normal(scale=0.3, size=(n, d)) - 1.0
+    context = rng.normal(scale=0.3, size=(n, full.context_dim))
+    chol = np.asarray(
+        full.apply({}, jnp.asarray(log_var, jnp.float32), jnp.asarray(context, jnp.float32), method=full.cholesky),
+        np.float64,
+    )
+    z = np.stack([mean[i] + chol[i] @ rng.normal(size=d) for i in range(n)]).astype(np.float32)
+    table = np.array(
+        [[stats.multivariate_normal(mean[j], chol[j] @ chol[j].T).logpdf(z[i]) for j in range(n)] for i in range(n)]
+    )
+    want = np.mean(np.diag(table)) - np.mean(np.logaddexp.reduce(table, axis=1) - np.log(n))
+
+    class Model:  # what posterior_mutual_information asks of a model
+        def apply(self, params, zb, mean, log_var, context, method):
+            return full.apply({}, zb, mean, log_var, context, method=full.log_prob)
+
+        posterior_log_prob = None
+
+    as_f32 = [jnp.asarray(a, jnp.float32) for a in (mean, log_var, context)]
+    got = evaluate.posterior_mutual_information(Model(), {}, *as_f32, z, block=16)
+    assert got == pytest.approx(want, abs=1e-3) and 0 < got < np.log(n)
+    same = [jnp.broadcast_to(a[:1], a.shape) for a in as_f32]  # every example the same posterior
+    assert evaluate.posterior_mutual_information(Model(), {}, *same, z, block=16) == pytest.approx(0.0, abs=1e-5)
+
+
 def test_made_masks_make_output_d_depend_only_on_earlier_inputs():
     mask_in, mask_out = posteriors.made_masks(4, 10)
     connected = np.asarray(mask_in @ mask_out) > 0  # [input, output]: a path through the hidden layer
@@ -131,3 +196,6 @@ def test_richer_posteriors_train_evaluate_and_resume(small_digits, tmp_path, pos
     # the K-sample bound is at least as tight as the ELBO, on average over examples
     assert math.isfinite(result["nll"]) and result["nll"] <= result["neg_elbo"] + 0.5
     assert 0 <= result["active_units"] <= 4
+    # the mutual information from the posterior's own densities: within its estimator's range [0, log N]
+    assert result["mutual_information_examples"] == 200
+    assert 0.05 < result["mutual_information"] < math.log(200), result["mutual_information"]

@@ -97,6 +97,39 @@ def mutual_information(mean: np.ndarray, log_var: np.ndarray, z: np.ndarray, blo
     return float(neg_entropy - np.mean(log_agg))
 
 
+def mutual_information_of(log_q_rows, n: int, block: int = 128) -> float:
+    """The same estimate of I(x; z) for any posterior that scores any z: `log_q_rows(start, stop)` gives
+    log q(z_i | x_n) [stop - start, n] for the examples' own samples z_i, i in [start, stop). E_q log q(z|x)
+    is then the table's diagonal (one sample each) rather than the Gaussian's closed-form entropy."""
+    own, log_agg = [], []
+    for i in range(0, n, block):
+        rows = np.asarray(log_q_rows(i, min(i + block, n)), np.float64)
+        own.append(rows[np.arange(len(rows)), np.arange(i, i + len(rows))])
+        log_agg.append(np.logaddexp.reduce(rows, axis=1) - math.log(n))
+    return float(np.mean(np.concatenate(own)) - np.mean(np.concatenate(log_agg)))
+
+
+def posterior_mutual_information(model, params, mean, log_var, context, z, block: int = 128) -> float:
+    """`mutual_information_of` with the model's posterior densities (`posterior_log_prob`), jit-compiled
+    a fixed block of z at a time against all N examples' posteriors."""
+    n = len(z)
+
+    @jax.jit
+    def table(zb):  # [block, D] -> log q(zb_i | x_n) [block, N]
+        return model.apply(params, zb[:, None, :], mean, log_var, context, method=model.posterior_log_prob)
+
+    def rows(start, stop):
+        zb = np.zeros((block, z.shape[1]), z.dtype)
+        zb[: stop - start] = z[start:stop]
+        return np.asarray(table(zb))[: stop - start]
+
+    return mutual_information_of(rows, n, block)
+
+
+# Examples on which the mutual information of a non-Gaussian posterior is estimated: its table of
+# log q(z_i | x_n) costs N^2 posterior densities (an IAF's, D passes of its MADEs each).
+MI_EXAMPLES = 2_000
+
 # Draws per example that estimate E_q[z | x] (for the active units) under a non-Gaussian posterior.
 POSTERIOR_DRAWS = 64
 
@@ -117,7 +150,8 @@ def evaluate_model(
     per-dimension KL (factorized priors), mutual information. All in nats per example unless named.
     Under any posterior the NLL weighs each sample by its own log q, and the active units read E_q[z | x]
     (for a non-Gaussian one, the mean of POSTERIOR_DRAWS samples); the mutual information uses the
-    diagonal Gaussian's closed-form densities (None for another posterior)."""
+    diagonal Gaussian's closed-form densities on every example, another posterior's `log_prob` on the
+    first MI_EXAMPLES (None for a posterior without one)."""
     inference._single_latent(model, "importance-sampled NLL, active units and mutual information")
     for name, value in (
         ("num_importance_samples", num_importance_samples),
@@ -140,13 +174,14 @@ def evaluate_model(
         """ELBO terms, and the posterior mean, log-variance and one sample z of every example."""
         x, condition = objectives.inputs_of(model, batch, batch_key, dataset.num_classes, config.data.binarize)
         if not gaussian:  # E_q[z | x] of another posterior: the mean of POSTERIOR_DRAWS of its samples
-            zs, _, _, log_var = posteriors.encode_and_sample(
-                model, params, jax.random.fold_in(batch_key, 9), x, condition, POSTERIOR_DRAWS
-            )
-            return elbo_terms(params, batch, batch_key), jnp.mean(zs, 0), log_var, zs[0]
+            mean, log_var, context = model.apply(params, x, condition, method=model.encode_full)
+            draw_key = jax.random.fold_in(batch_key, 9)
+            zs, _ = posteriors.sample(model, params, draw_key, mean, log_var, POSTERIOR_DRAWS, context)
+            own = (mean, log_var, context)  # the posterior's own parameters, for its densities
+            return elbo_terms(params, batch, batch_key), jnp.mean(zs, 0), own, zs[0]
         mean, log_var = model.apply(params, x, condition, method=model.encode)
         z = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.fold_in(batch_key, 9), mean.shape)
-        return elbo_terms(params, batch, batch_key), mean, log_var, z
+        return elbo_terms(params, batch, batch_key), mean, (mean, log_var, None), z
 
     log_px = jax.jit(
         make_log_likelihood(
@@ -157,7 +192,7 @@ def evaluate_model(
             binarize=config.data.binarize,
         )
     )
-    terms, lls, means, log_vars, zs = [], [], [], [], []
+    terms, lls, means, owns, zs = [], [], [], [], []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
         batch = {"image": images[i : i + batch_size], "label": labels[i : i + batch_size]}
@@ -167,13 +202,14 @@ def evaluate_model(
     for i in range(0, n, batch_size):
         batch = {"image": images[i : i + batch_size], "label": labels[i : i + batch_size]}
         batch_key = jax.random.fold_in(key, i)
-        batch_terms, mean, log_var, z = jax.device_get(terms_fn(params, batch, batch_key))
+        batch_terms, mean, own, z = jax.device_get(terms_fn(params, batch, batch_key))
         terms.append(batch_terms)
         means.append(mean)
-        log_vars.append(log_var)
+        owns.append(own)
         zs.append(z)
     ll = np.concatenate(lls)
-    mean, log_var, z = np.concatenate(means), np.concatenate(log_vars), np.concatenate(zs)
+    mean, z = np.concatenate(means), np.concatenate(zs)
+    own = [None if parts[0] is None else np.concatenate(parts) for parts in zip(*owns)]  # mean, log_var, context
     merged = {k: np.concatenate([t[k] for t in terms]) for k in terms[0]}
     num_au, _ = active_units(mean)
     dims = int(np.prod(dataset.image_shape))
@@ -188,11 +224,15 @@ def evaluate_model(
         "bits_per_dim": nll / (dims * math.log(2)),
         "active_units": num_au,
         "latent_dim": int(mean.shape[1]),
-        # the closed form of the Gaussian posterior's densities (None for another posterior)
-        "mutual_information": mutual_information(mean, log_var, z) if gaussian else None,
+        "mutual_information": mutual_information(own[0], own[1], z) if gaussian else None,
         "nll_seconds": is_seconds,
         "conditional": bool(model.conditional),
     }
+    if not gaussian and posteriors.has_log_prob(model):
+        m = min(n, MI_EXAMPLES)
+        parts = [None if a is None else jnp.asarray(a[:m]) for a in own]
+        result["mutual_information"] = posterior_mutual_information(model, params, *parts, z[:m])
+        result["mutual_information_examples"] = m
     if "kl_per_dim" in merged:
         result["kl_per_dim"] = merged["kl_per_dim"].mean(0).round(4).tolist()
     return result

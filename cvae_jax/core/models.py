@@ -185,6 +185,14 @@ class VAE(nn.Module):
             return self.posterior.sample(key, mean, log_var, num_samples, context)
         return self.posterior.sample(key, mean, log_var, num_samples)
 
+    def posterior_log_prob(self, z: jax.Array, mean, log_var, context=None) -> jax.Array:
+        """log q(z | x) [..., B] of any z [..., B, D] under the posterior on the encoder's outputs."""
+        if self.posterior is None:
+            return D.diag_gaussian_log_prob(z, mean, log_var)
+        if posteriors_lib.context_size(self.posterior):
+            return self.posterior.log_prob(z, mean, log_var, context)
+        return self.posterior.log_prob(z, mean, log_var)
+
     def critic_logits(self, z: jax.Array) -> jax.Array:
         """The critic's output on latents z [B, D] (an objective's, e.g. FactorVAE's two class logits)."""
         return self.critic(z)

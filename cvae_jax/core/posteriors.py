@@ -4,6 +4,8 @@ registers their own in a file of theirs (docs/posteriors.md).
 
 Interface (a Flax module, its parameters under `params["params"]["posterior"]`):
     sample(key, mean, log_var, num_samples[, context]) -> (z [K, B, D], log_q [K, B])
+    log_prob(z, mean, log_var[, context]) -> log q(z | x) [..., B] of any z [..., B, D] (optional: the
+        mutual information I(x; z) needs it, to score every example's z under every other's q)
     gaussian: True when q is N(mean, diag exp(log_var)) itself, so that the library may use its closed
         forms (an analytic KL to a prior that has one, the per-dimension KL, the mutual information).
     context_dim: > 0 when q needs more of x than (mean, log_var): the encoder then also emits a context
@@ -48,6 +50,9 @@ class DiagonalGaussian(Posterior):
         z = mean + jnp.exp(0.5 * log_var) * eps
         return z, D.diag_gaussian_log_prob(z, mean, log_var)
 
+    def log_prob(self, z, mean, log_var):
+        return D.diag_gaussian_log_prob(z, mean, log_var)
+
 
 class FullCovariance(Posterior):
     """q(z | x) = N(mean, L L^T), L lower-triangular with diagonal exp(log_var / 2) and its D (D - 1) / 2
@@ -68,6 +73,16 @@ class FullCovariance(Posterior):
         eps = D.normal(key, (num_samples, *mean.shape), mean.dtype)
         z = mean + jnp.einsum("bij,kbj->kbi", self.cholesky(log_var, context), eps)
         return z, D.standard_normal_log_prob(eps) - 0.5 * jnp.sum(log_var, -1)
+
+    def log_prob(self, z, mean, log_var, context):
+        """log N(z | mean, L L^T) of z [..., B, D]: eps = L^-1 (z - mean) by a triangular solve."""
+        chol = self.cholesky(log_var, context)  # [B, D, D]
+        diff = jnp.moveaxis(z - mean, -2, 0)  # [B, ..., D]
+        lead = diff.shape[1:-1]
+        rhs = jnp.swapaxes(diff.reshape(diff.shape[0], -1, self.latent_dim), -1, -2)  # [B, D, M]
+        eps = jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
+        eps = jnp.moveaxis(jnp.swapaxes(eps, -1, -2).reshape(diff.shape[0], *lead, self.latent_dim), 0, -2)
+        return D.standard_normal_log_prob(eps) - 0.5 * jnp.sum(log_var, -1)
 
     def kl_to_standard_normal(self, mean, log_var, context):
         """KL(N(mean, L L^T) || N(0, I)) [B] in closed form: (tr(L L^T) + |mean|^2 - D - log det L L^T) / 2,
@@ -115,27 +130,60 @@ class IAF(Posterior):
         return self.context_features
 
     @nn.compact
-    def __call__(self, z, context):
-        """(z_T, sum_t sum_d log sigma_t,d) of the flow from z_0 [..., B, D] with context [B, C]."""
+    def __call__(self, z, context, inverse: bool = False):
+        """(z_T, sum_t sum_d log sigma_t,d) of the flow from z_0 [..., B, D] with context [B, C]; with
+        `inverse`, (z_0, the same log-determinant) from z_T."""
         mask_in, mask_out = made_masks(self.latent_dim, self.hidden)
-        log_det = jnp.zeros(z.shape[:-1], z.dtype)
+        made = []
         for t in range(self.steps):
-            h = _MaskedDense(mask_in, name=f"made_{t}_in")(z) + nn.Dense(self.hidden, name=f"made_{t}_context")(context)
-            h = nn.elu(h)
-            m = _MaskedDense(mask_out, 0.01, name=f"made_{t}_m")(h)
-            # the gate's bias starts at +1.5 (sigma ~ 0.82): close to the identity, as the paper advises
-            s = _MaskedDense(mask_out, 0.01, name=f"made_{t}_s")(h) + 1.5
+            layer_in = _MaskedDense(mask_in, name=f"made_{t}_in")
+            layer_context = nn.Dense(self.hidden, name=f"made_{t}_context")
+            layer_m = _MaskedDense(mask_out, 0.01, name=f"made_{t}_m")
+            layer_s = _MaskedDense(mask_out, 0.01, name=f"made_{t}_s")
+
+            def shift_and_gate(z, layer_in=layer_in, layer_context=layer_context, layer_m=layer_m, layer_s=layer_s):
+                h = nn.elu(layer_in(z) + layer_context(context))
+                # the gate's bias starts at +1.5 (sigma ~ 0.82): close to the identity, as the paper advises
+                return layer_m(h), layer_s(h) + 1.5
+
+            made.append(shift_and_gate)
+        log_det = jnp.zeros(z.shape[:-1], z.dtype)
+        if inverse:  # undo the steps last to first
+            z = z[..., ::-1] if self.steps % 2 else z
+            for shift_and_gate in reversed(made):
+                z, step_log_det = self._invert_step(shift_and_gate, z[..., ::-1])
+                log_det = log_det + step_log_det
+            return z, log_det
+        for shift_and_gate in made:
+            m, s = shift_and_gate(z)
             sigma = jax.nn.sigmoid(s)
             z = sigma * z + (1.0 - sigma) * m
             log_det = log_det + jnp.sum(jax.nn.log_sigmoid(s), -1)
             z = z[..., ::-1]  # the next step's autoregressive order is the reverse
         return (z[..., ::-1] if self.steps % 2 else z), log_det
 
+    def _invert_step(self, shift_and_gate, y):
+        """x with sigma(x) x + (1 - sigma(x)) m(x) = y: m_d and sigma_d depend on x_<d only, so each pass
+        of x <- (y - (1 - sigma(x)) m(x)) / sigma(x) makes one more coordinate exact; D passes invert."""
+        x = y
+        for _ in range(self.latent_dim):
+            m, s = shift_and_gate(x)
+            sigma = jax.nn.sigmoid(s)
+            x = (y - (1.0 - sigma) * m) / sigma
+        _, s = shift_and_gate(x)
+        return x, jnp.sum(jax.nn.log_sigmoid(s), -1)
+
     def sample(self, key, mean, log_var, num_samples: int, context=None):
         eps = D.normal(key, (num_samples, *mean.shape), mean.dtype)
         z0 = mean + jnp.exp(0.5 * log_var) * eps
         z, log_det = self(z0, context)
         return z, D.diag_gaussian_log_prob(z0, mean, log_var) - log_det
+
+    def log_prob(self, z, mean, log_var, context):
+        """log q(z | x) of z [..., B, D]: the flow inverted to z_0, then its base density less the steps'
+        log-determinants (eq. 14)."""
+        z0, log_det = self(z, context, inverse=True)
+        return D.diag_gaussian_log_prob(z0, mean, log_var) - log_det
 
 
 def context_size(posterior: Posterior | None) -> int:
@@ -167,6 +215,12 @@ def sample(model, params, key, mean, log_var, num_samples: int, context=None) ->
     return model.apply(params, key, mean, log_var, num_samples, context, method=model.posterior_sample)
 
 
+def has_log_prob(model) -> bool:
+    """Whether the model's posterior scores any z (`log_prob`), as the mutual information needs."""
+    posterior = getattr(model, "posterior", None)
+    return posterior is None or callable(getattr(posterior, "log_prob", None))
+
+
 def analytic_kl(model, mean, log_var, context):
     """KL(q || p) [B] in closed form where the posterior has one against the model's prior (a full-
     covariance Gaussian against N(0, I)), else None (the objective then estimates it by Monte Carlo)."""
@@ -196,6 +250,7 @@ __all__ = [
     "Posterior",
     "context_size",
     "encode_and_sample",
+    "has_log_prob",
     "is_gaussian",
     "make",
     "names",
