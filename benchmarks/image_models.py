@@ -28,6 +28,7 @@ matmul peak for the compute dtype (python -m benchmarks.jax_cell matmul:bfloat16
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -59,11 +60,12 @@ def _images(rng, model: str, shape) -> np.ndarray:
 IMPLS = ("cvae_jax", "torch", "torch_compile")
 
 
-def _config(model: str, size: int, batch: int, dtype: str, remat: bool):
+def _config(model: str, size: int, batch: int, dtype: str, remat: bool, microbatches: int = 1):
     from cvae_jax.config import apply_overrides, get_config, validate
 
     kind, preset, extra = MODELS[model]
     overrides = [*extra, f"train.batch_size={batch}", f"model.compute_dtype={dtype}", f"model.remat={remat}"]
+    overrides.append(f"train.microbatches={microbatches}")
     return validate(apply_overrides(get_config(kind, preset), overrides))
 
 
@@ -76,11 +78,12 @@ def jax_cell(spec: dict) -> dict:
     from cvae_jax.training.step import make_train_step
 
     shape, batch = (spec["size"], spec["size"], _channels(spec["model"])), spec["batch"]
-    cfg = _config(spec["model"], spec["size"], batch, spec["dtype"], spec.get("remat", False))
+    chunks = spec.get("microbatches", 1)
+    cfg = _config(spec["model"], spec["size"], batch, spec["dtype"], spec.get("remat", False), chunks)
     parts = build(cfg, shape, 10)
     state = init_for(parts, cfg, shape, 10)
     flops = training_flops_per_sample(parts.model, state.params, shape)
-    step = jax.jit(make_train_step(parts.loss, parts.tx), donate_argnums=0)
+    step = jax.jit(make_train_step(parts.loss, parts.tx, microbatches=chunks), donate_argnums=0)
     rng = np.random.default_rng(0)
     batches = [
         {
@@ -139,13 +142,18 @@ def torch_cell(spec: dict) -> dict:
         for _ in range(4)
     ]
 
+    chunks = spec.get("microbatches", 1)
+
     def train_step(x):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = model(x)
-        loss.backward()
+        total = 0.0
+        for part in x.chunk(chunks):  # gradient accumulation: the same update as the whole batch's
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = model(part) / chunks
+            loss.backward()
+            total = total + loss.detach()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return total
 
     if spec["impl"] == "torch_compile":
         train_step = torch.compile(train_step, mode="max-autotune" if cuda else "default")
@@ -207,19 +215,20 @@ def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("kind") == "image_train":
-            key = (r["model"], r["size"], r["batch"], r["dtype"], r.get("remat", False), _run(r), _impl_label(r))
+            cell = (r["model"], r["size"], r["batch"], r["dtype"], r.get("remat", False), r.get("microbatches", 1))
+            key = (*cell, _run(r), _impl_label(r))
             cells.setdefault(key, []).append(r)
-    flops = {k[:6]: rs[0]["train_flops_per_sample"] for k, rs in cells.items() if rs[0].get("train_flops_per_sample")}
+    flops = {k[:7]: rs[0]["train_flops_per_sample"] for k, rs in cells.items() if rs[0].get("train_flops_per_sample")}
     rows = []
     for key, rs in cells.items():
         med = statistics.median(r["samples_per_s"] for r in rs)
         row = {"key": key, "samples_per_s": med, "warmup_s": statistics.median(r["warmup_s"] for r in rs)}
-        per_sample = flops.get(key[:6])
+        per_sample = flops.get(key[:7])
         if per_sample and peaks.get(key[3]):
             row["peak_fraction"] = med * per_sample / peaks[key[3]]
-        ours = cells.get((*key[:6], "cvae_jax"))
+        ours = cells.get((*key[:7], "cvae_jax"))
         row["precision"] = common.precision(rs[0])
-        if ours and key[6] != "cvae_jax" and common.precision(ours[0]) == row["precision"]:
+        if ours and key[7] != "cvae_jax" and common.precision(ours[0]) == row["precision"]:
             row["cvae_jax_over_this"] = statistics.median(r["samples_per_s"] for r in ours) / med
         row["peak_device_mib"] = max((r.get("peak_device_bytes") or 0) for r in rs) / 2**20
         rows.append(row)
@@ -230,16 +239,16 @@ def table(rows: list[dict]) -> str:
     if not rows:
         return ""
     out = [
-        "| model | size | batch | arithmetic | remat | run | impl | samples/s | warm-up s | peak frac. | "
+        "| model | size | batch | chunks | arithmetic | remat | run | impl | samples/s | warm-up s | peak frac. | "
         "cvae_jax / this | device MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        model, size, batch, _, remat, run, impl = row["key"]
+        model, size, batch, _, remat, chunks, run, impl = row["key"]
         frac = f"{row['peak_fraction']:.1%}" if "peak_fraction" in row else ""
         ratio = f"{row['cvae_jax_over_this']:.2f}x" if "cvae_jax_over_this" in row else ""
         out.append(
-            f"| {model} | {size} | {batch} | {row['precision']} | {remat} | {run.split()[0]} | {impl} | "
+            f"| {model} | {size} | {batch} | {chunks} | {row['precision']} | {remat} | {run.split()[0]} | {impl} | "
             f"{row['samples_per_s']:,.0f} | "
             f"{row['warmup_s']:.1f} | {frac} | {ratio} | {row['peak_device_mib']:,.0f} |"
         )
@@ -254,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 (comma-separated)")
     p.add_argument("--impl", default="cvae_jax,torch,torch_compile")
     p.add_argument("--remat", action="store_true", help="cvae_jax cells with model.remat=true")
+    p.add_argument(
+        "--microbatches",
+        default="1",
+        help="chunks each step's batch is split into, gradients accumulated (the same update; cvae_jax's "
+        "train.microbatches, PyTorch's backward per chunk), comma-separated",
+    )
     p.add_argument(
         "--torch-layout",
         choices=["channels_last", "contiguous"],
@@ -282,19 +297,22 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.model.split(","):
             for size in map(int, args.size.split(",")):
                 for batch in map(int, args.batch.split(",")):
-                    for dtype in args.dtype.split(","):
-                        for impl in args.impl.split(","):
-                            if impl != "cvae_jax" and model not in MIRRORED:
-                                continue  # PyTorch mirrors the ResNet VAE and the sprites VAE
-                            spec = {"model": model, "size": size, "batch": batch, "dtype": dtype, "impl": impl}
-                            spec.update(steps=args.steps, repeats=args.repeats, remat=args.remat and impl == "cvae_jax")
-                            if impl != "cvae_jax":
-                                spec["torch_layout"] = args.torch_layout
-                            record = run_cell(spec)
-                            records.append(record)
-                            print(json.dumps(record), flush=True)
-                            if args.out:
-                                common.append_record(args.out, record)
+                    for dtype, chunks, impl in itertools.product(
+                        args.dtype.split(","), map(int, args.microbatches.split(",")), args.impl.split(",")
+                    ):
+                        if impl != "cvae_jax" and model not in MIRRORED:
+                            continue  # PyTorch mirrors the ResNet VAE and the sprites VAE
+                        spec = {"model": model, "size": size, "batch": batch, "dtype": dtype, "impl": impl}
+                        spec.update(steps=args.steps, repeats=args.repeats, remat=args.remat and impl == "cvae_jax")
+                        if chunks > 1:
+                            spec["microbatches"] = chunks
+                        if impl != "cvae_jax":
+                            spec["torch_layout"] = args.torch_layout
+                        record = run_cell(spec)
+                        records.append(record)
+                        print(json.dumps(record), flush=True)
+                        if args.out:
+                            common.append_record(args.out, record)
     print(table(summarize(records, peaks)))
     print("matmul peaks (FLOP/s): " + ", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
     return 0

@@ -294,6 +294,7 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(small_digits, tmp_p
     assert not checkpoint.has_checkpoint(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_nan_loss_skip_mode_skips_exactly_the_poisoned_steps(small_digits, tmp_path):
     run = train_and_evaluate(
         _cfg("train.epochs=3", "train.on_nonfinite=skip"),
@@ -322,6 +323,7 @@ def test_a_non_finite_state_is_never_saved(straight, tmp_path):
         assert ckpts.steps() == []
 
 
+@pytest.mark.slow
 def test_a_run_directory_in_use_is_refused_and_a_killed_holder_leaves_no_lock(small_digits, tmp_path):
     from cvae_jax.training.lock import WorkdirInUse
 

@@ -33,6 +33,7 @@ def article_cvae_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_train_writes_config_metrics_and_pictures(article_cvae_run):
     config = json.loads((article_cvae_run / "config.json").read_text())
     assert config["model"]["kind"] == "cvae" and config["train"]["epochs"] == 1 and config["seed"] == 5
@@ -52,6 +53,7 @@ def test_train_writes_config_metrics_and_pictures(article_cvae_run):
         assert (article_cvae_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
+@pytest.mark.slow
 def test_sample_by_label(article_cvae_run, tmp_path):
     out = tmp_path / "s.npy"
     assert main(["sample", "--workdir", str(article_cvae_run), "--num", "7", "--label", "3", "--out", str(out)]) == 0
@@ -62,6 +64,7 @@ def test_sample_by_label(article_cvae_run, tmp_path):
     assert np.abs(images[0] - images[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_sample_errors(article_cvae_run, tmp_path, capsys):
     assert (
         main(
@@ -131,6 +134,7 @@ def test_sample_errors(article_cvae_run, tmp_path, capsys):
     assert (tmp_path / "f").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_outputs_are_written_at_exactly_the_path_given(article_cvae_run, tmp_path, capsys):
     # np.save alone appends .npy to other names; the command writes (and reports) the very path asked for,
     # creating its folder, and replaces an existing file whole -- also when it is the command's own input.
@@ -185,6 +189,7 @@ def test_outputs_are_written_at_exactly_the_path_given(article_cvae_run, tmp_pat
     assert json.loads((tmp_path / "scores.json.json").read_text())["num_inputs"] == 3
 
 
+@pytest.mark.slow
 def test_train_on_a_finished_run_resumes_it_and_never_overwrites(article_cvae_run, capsys):
     before = (article_cvae_run / "metrics.jsonl").read_text()
     # Same run, nothing left to do: the saved config is used (no --preset given) and nothing changes.
@@ -240,6 +245,7 @@ def test_train_bad_input_fails_before_work(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_writes_json(article_cvae_run, tmp_path):
     out = tmp_path / "eval.json"
     assert (

@@ -53,6 +53,7 @@ def test_the_factors_themselves_score_one_on_every_metric(perfect):
     assert perfect["modularity_explicitness"]["explicitness_score_test"] >= 0.99
 
 
+@pytest.mark.slow
 def test_codes_independent_of_the_factors_score_chance_or_zero():
     got = scores(independent)
     assert abs(got["beta_vae"]["eval_accuracy"] - 1 / K) < 0.06  # chance among K factors

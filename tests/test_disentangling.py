@@ -132,6 +132,7 @@ def tiny(small_digits):
     return run, batch
 
 
+@pytest.mark.slow
 def test_miwae_is_iwae_with_one_group_and_the_mean_elbo_with_one_sample(tiny):
     run, batch = tiny
     key = jax.random.key(5)
@@ -234,6 +235,7 @@ def test_permute_dims_shuffles_each_latent_on_its_own():
     assert sum(tuple(r) not in rows for r in out) > 5  # and rows are mixed across examples
 
 
+@pytest.mark.slow
 def test_factor_vae_gradients_train_each_part_on_its_own_loss(small_digits):
     """The one loss's gradient is, for the VAE's parameters, that of -ELBO + gamma TC with the
     discriminator held fixed, and for the discriminator's, that of its cross-entropy on q(z) samples

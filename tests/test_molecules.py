@@ -126,6 +126,7 @@ def test_greedy_generation_is_what_teacher_forcing_scores_highest(tiny):
     assert jnp.array_equal(sampled, again) and not jnp.array_equal(sampled, generated)
 
 
+@pytest.mark.slow
 def test_a_stacked_decoder_generates_what_its_teacher_forcing_scores_highest(moses):
     """Three stacked GRUs: step-by-step generation (the layers updated in turn each step) and teacher
     forcing (each layer run over the whole sequence, then the next) are two computations of one model."""

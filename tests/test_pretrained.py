@@ -112,6 +112,7 @@ def test_a_molecule_model_round_trips_through_its_folder(tmp_path):
     assert "## Limits" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", pretrained.names())
 def test_a_shipped_model_reproduces_the_run_it_came_from(name):
     """The numbers the run gave at export (meta.json "check"), from the shipped weights."""

@@ -90,6 +90,7 @@ def test_analytic_kl_matches_monte_carlo(kind, name):
     np.testing.assert_allclose(analytic[0], mc, rtol=0.02, atol=0.01)
 
 
+@pytest.mark.slow
 def test_priors_without_closed_form_use_monte_carlo():
     for name in ("mixture", "vamp", "flow"):
         model, _, _ = small_model("vae", name)

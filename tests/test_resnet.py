@@ -141,6 +141,7 @@ def test_hvae_kl_is_a_sum_of_nonnegative_group_kls_and_samples_are_images():
         validate(apply_overrides(get_config("vae", "hvae"), ["model.prior=mixture"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["resnet", "hvae"])
 def test_bfloat16_compute_keeps_float32_parameters_and_loss_close_to_float32(preset):
     x = jnp.asarray(np.random.default_rng(5).integers(0, 256, (4, 16, 16, 3)) / 255.0, jnp.float32)

@@ -15,6 +15,7 @@ def _lines(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_mlflow_runs_hold_every_metrics_line_and_resume_into_the_same_run(small_digits, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -54,6 +55,7 @@ def _wandb_records(path):
     return records
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_hold_every_metrics_line(small_digits, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="the [wandb] extra")
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -182,6 +182,7 @@ def test_unrolled_microbatches_reach_the_step_and_train_the_same(small_digits, m
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unroll", [False, True])
 def test_microbatched_gradient_is_the_mean_of_the_chunk_gradients(small_digits, unroll):
     from cvae_jax.training.step import accumulated_grads
