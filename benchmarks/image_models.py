@@ -235,6 +235,42 @@ def summarize(records: list[dict], peaks: dict[str, float]) -> list[dict]:
     return rows
 
 
+def _chunks(n: int) -> str:
+    return "whole batch" if n == 1 else f"{n} chunks"
+
+
+def best_of_each(rows: list[dict]) -> list[str]:
+    """Per run and model cell measured at more than one chunking: each implementation's best over the
+    chunkings (the same update, so the fastest is that framework's strongest), and cvae_jax's best over
+    each PyTorch's best."""
+    groups: dict[tuple, dict[str, tuple[float, int]]] = {}
+    chunkings: dict[tuple, set[int]] = {}
+    for row in rows:
+        model, size, batch, _, remat, chunks, run, impl = row["key"]
+        group = (model, size, batch, row["precision"], remat, run)
+        chunkings.setdefault(group, set()).add(chunks)
+        best = groups.setdefault(group, {})
+        if impl not in best or row["samples_per_s"] > best[impl][0]:
+            best[impl] = (row["samples_per_s"], chunks)
+    lines = []
+    for group, best in groups.items():
+        if len(chunkings[group]) < 2 or "cvae_jax" not in best:
+            continue
+        model, size, batch, precision, _, run = group
+        ours, our_chunks = best["cvae_jax"]
+        against = [
+            f"{impl} {value:,.0f} ({_chunks(chunks)}), {ours / value:.2f}x"
+            for impl, (value, chunks) in best.items()
+            if impl != "cvae_jax"
+        ]
+        tried = ", ".join(map(str, sorted(chunkings[group])))
+        lines.append(
+            f"- {model} {size}, batch {batch}, {precision}, run {run.split()[0]} (chunks {tried}): cvae_jax's "
+            f"best {ours:,.0f} samples/s ({_chunks(our_chunks)}); each PyTorch's best: " + "; ".join(against)
+        )
+    return lines
+
+
 def table(rows: list[dict]) -> str:
     if not rows:
         return ""

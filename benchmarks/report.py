@@ -128,11 +128,22 @@ def render(results_dir: Path = RESULTS) -> str:
                 "see its docstring; the GPU run is `gpu_run.sh images`). A ratio compares cells of one run "
                 "(its commit, in the run column): measured side by side on one host. The peak fraction is "
                 "against this file's matmul peak; the rows of the run before the stamps came from another "
-                "host of this ISA, so their fractions overstate:",
+                "host of this ISA, so their fractions overstate. `chunks`: the step's batch split into that "
+                "many chunks with gradients accumulated (`--microbatches`; cvae_jax's `train.microbatches`, "
+                "PyTorch's backward per chunk), the same update; a ratio compares equal chunkings:",
                 "",
                 images,
                 "",
             ]
+            best = image_models.best_of_each(image_models.summarize(records, peaks))
+            if best:
+                parts += [
+                    "Each framework at its fastest chunking (the update is the same at every chunking, so "
+                    "this is each one's strongest):",
+                    "",
+                    *best,
+                    "",
+                ]
         evaluation = evaluation_table(records)
         if evaluation:
             parts += [

@@ -4,6 +4,7 @@
     python -m benchmarks.throughput --model article-vae,article-cvae --batch-size 32,128 --mode step,fused
     python -m benchmarks.throughput --model mlp-vae --devices 1,2,4,8 --json   # virtual CPU devices
     python -m benchmarks.throughput --model article-vae --compare keras,torch  # needs pip install .[compare]
+    python -m benchmarks.throughput --model mlp-vae --variant "" --variant "train.objective=beta_tcvae"
     python -m benchmarks.throughput --table benchmarks/results/cpu_full_cvae.jsonl  # re-render saved lines
 
 Every cell (implementation x model x batch x mode x devices) runs in its own fresh process, one at a
@@ -57,19 +58,20 @@ def plan(args) -> list[dict[str, Any]]:
         for batch in args.batch_size:
             for devices in args.devices:
                 for mode in args.mode:
-                    cells.append(
-                        {
-                            "impl": "cvae_jax",
-                            "model": model,
-                            "batch": batch,
-                            "mode": mode,
-                            "devices": devices,
-                            "samples": args.samples,
-                            "repeats": args.repeats,
-                            "set": args.set,
-                            "data": args.data,
-                        }
-                    )
+                    for variant in args.variant or [""]:
+                        cells.append(
+                            {
+                                "impl": "cvae_jax",
+                                "model": model,
+                                "batch": batch,
+                                "mode": mode,
+                                "devices": devices,
+                                "samples": args.samples,
+                                "repeats": args.repeats,
+                                "set": args.set + [o.strip() for o in variant.split(";") if o.strip()],
+                                "data": args.data,
+                            }
+                        )
             for ref in args.compare:
                 cells.append(
                     {
@@ -147,6 +149,14 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
         k = (row["model"], row["batch"], row["precision"])
         if row["impl"] != "cvae_jax" and k in best_jax:
             row["cvae_jax_ratio"] = best_jax[k] / row["samples_per_s"]
+    # A row with config overrides against the same cell of the model as it is (the plain model).
+    plain = {(r["model"], r["batch"], r["impl"], r["mode"], r["devices"], r["precision"]): r for r in rows}
+    for row in rows:
+        if " [" in row["model"]:
+            fields = (row["batch"], row["impl"], row["mode"], row["devices"], row["precision"])
+            base = plain.get((row["model"].split(" [")[0], *fields))
+            if base:
+                row["of_plain"] = row["samples_per_s"] / base["samples_per_s"]
     return sorted(
         rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "cvae_jax", r["impl"], r["mode"], r["devices"])
     )
@@ -155,7 +165,7 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| model | batch | impl | mode | devices | arithmetic | samples/s | spread | compile s | peak frac. | "
-        "host MiB | device MiB | cvae_jax / this |"
+        "host MiB | device MiB | cvae_jax / this | × plain |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -163,10 +173,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         ratio = f"{r['cvae_jax_ratio']:.2f}x" if "cvae_jax_ratio" in r else ""
         device = f"{r['peak_device_mib']:.0f}" if "peak_device_mib" in r else ""  # none on XLA:CPU
         spread = f"{r['spread']:.0%}" if r.get("rounds", 1) > 1 else ""
+        of_plain = f"{r['of_plain']:.2f}x" if "of_plain" in r else ""
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['impl']} | {r['mode']} | {r['devices']} | {r['precision']} | "
             f"{r['samples_per_s']:,.0f} | {spread} | {r['compile_s']:.2f} | {frac} | {r['peak_host_mib']:.0f} | "
-            f"{device} | {ratio} |"
+            f"{device} | {ratio} | {of_plain} |"
         )
     return "\n".join(lines)
 
@@ -238,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a config override for the cvae_jax cells, e.g. train.microbatches=8 (repeatable)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE;...",
+        help="config overrides (';'-separated) that make a row of their own, interleaved with the other "
+        "variants' cells; '' is the model as it is, the × plain column's reference (repeatable)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: article VAE, batch 128, 1 round (< 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--out", help="also append the JSON lines to this file")
@@ -272,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in short_epochs(args.samples, args.batch_size):  # before any measuring
         print(f"warning: {warning}", file=sys.stderr)
     peaks, machine = {}, {}
-    for dtype in compute_dtypes(args.set):
+    for dtype in compute_dtypes(args.set + [o for v in args.variant for o in v.split(";")]):
         peak = common.run_cell("benchmarks.jax_cell", [f"matmul:{dtype}"])
         emit(peak)
         if peak.get("flops_per_s"):

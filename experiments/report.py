@@ -415,15 +415,20 @@ def priors(results: Path) -> str:
 def models(results: Path) -> str:
     rows_ = load("models", results)["spread"]["rows"]
     base = next(r for r in rows_ if r["run"] == "VAE (ELBO)")["train_seconds"]["mean"]
+    if (results / "models_vqvae.json").exists():  # the two-stage VQ-VAE, measured by its own command
+        rows_ = rows_ + load("models_vqvae", results)["spread"]["rows"]
     rows = []
     for r in rows_:
         sampled = pm(r["frechet_judge"], 1)
         if "frechet_judge_gmm" in r:
             sampled += f" (GMM sampler: {pm(r['frechet_judge_gmm'], 1)})"
         accuracy = pm(r["conditional_accuracy"], 3) if "conditional_accuracy" in r else "—"
+        if "perplexity" in r:  # codes, not units: the codebook's perplexity on the test images
+            units = f"codes: perplexity {num(r['perplexity']['mean'], 1)} of {num(r['codebook_size']['mean'], 0)}"
+        else:
+            units = f"{units_range(r['active_units'])}/{num(r['latent_dim']['mean'], 0)}"
         rows.append(
-            [r["run"], pm(r["neg_elbo"], 2), pm(r["nll"], 2), sampled, accuracy]
-            + [f"{units_range(r['active_units'])}/{num(r['latent_dim']['mean'], 0)}"]
+            [r["run"], pm(r["neg_elbo"], 2), pm(r["nll"], 2) if "nll" in r else "—", sampled, accuracy, units]
             + [f"{num(r['train_seconds']['mean'], 0)} s ({r['train_seconds']['mean'] / base:.2f}×)"]
         )
     header = ["model", "test −ELBO (nats)", "test NLL, K=1000 (nats)", "Fréchet judge distance", "class accuracy"]

@@ -281,9 +281,47 @@ def test_summary_takes_medians_over_rounds_and_ratios_only_between_equal_arithme
     text = table(list(rows.values()))
     assert rows[("torch", "")]["spread"] == (250.0 - 50.0) / 125.0  # (max - min) / median over rounds
     assert (
-        "| mlp-vae | 128 | cvae_jax | fused | 1 | fp32, full matmuls | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |" in text
+        "| mlp-vae | 128 | cvae_jax | fused | 1 | fp32, full matmuls | 500 | 40% | 1.00 | 50% | 1024 | 5 |  |  |"
+        in text
     )
-    assert "| mlp-vae | 128 | torch |  | 1 | fp32, full matmuls | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |" in text
+    assert "| mlp-vae | 128 | torch |  | 1 | fp32, full matmuls | 125 | 160% | 1.00 |  | 1024 |  | 4.00x |  |" in text
+    # a --variant row (config overrides) against the plain model's cell of the same mode and arithmetic
+    variant = [
+        rec("cvae_jax", "fused", s, None, i, set=["train.objective=beta_tcvae"], **full)
+        for i, s in enumerate((150.0, 250.0, 200.0))
+    ]
+    rows = {
+        (r["model"], r["mode"]): r for r in summarize(results + variant, {"float32": 1e9}) if r["impl"] == "cvae_jax"
+    }
+    assert rows[("mlp-vae [train.objective=beta_tcvae]", "fused")]["of_plain"] == 200.0 / 500.0
+    assert "of_plain" not in rows[("mlp-vae", "fused")]
+    assert "| 0.40x |" in table([rows[("mlp-vae [train.objective=beta_tcvae]", "fused")]])
+
+
+def test_image_rows_compare_equal_chunkings_and_each_framework_at_its_best():
+    """--microbatches: a ratio only between cells of the same chunking; the best-of-each lines take each
+    implementation's fastest chunking of one run."""
+    from benchmarks.image_models import best_of_each, summarize, table
+
+    def rec(impl, chunks, sps):
+        r = {"kind": "image_train", "model": "sprites", "size": 64, "batch": 64, "dtype": "float32", "impl": impl}
+        r.update(samples_per_s=sps, warmup_s=1.0, platform="cpu", torch_layout="channels_last")
+        r["provenance"] = {"commit": "abcdef0123", "command": "python -m benchmarks.image_models"}
+        if impl == "cvae_jax":
+            r["train_flops_per_sample"] = 1e6
+        return {**r, "microbatches": chunks} if chunks > 1 else r
+
+    records = [rec("cvae_jax", 1, 200.0), rec("torch", 1, 250.0), rec("cvae_jax", 16, 320.0), rec("torch", 16, 180.0)]
+    records += [rec("torch", 4, 280.0)]  # no cvae_jax cell of 4 chunks: no ratio
+    rows = {(r["key"][5], r["key"][7]): r for r in summarize(records, {"float32": 1e9})}
+    assert rows[(1, "torch")]["cvae_jax_over_this"] == 200.0 / 250.0
+    assert rows[(16, "torch")]["cvae_jax_over_this"] == 320.0 / 180.0
+    assert "cvae_jax_over_this" not in rows[(4, "torch")]
+    assert "| sprites | 64 | 64 | 16 | fp32 | False | abcdef0 | torch | 180 |" in table(list(rows.values()))
+    (line,) = best_of_each(list(rows.values()))
+    assert (
+        "(chunks 1, 4, 16): cvae_jax's best 320 samples/s (16 chunks)" in line and "torch 280 (4 chunks), 1.14x" in line
+    )
 
 
 def test_peak_fraction_is_of_the_peak_of_the_cells_compute_dtype(tmp_path):
