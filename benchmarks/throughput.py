@@ -149,12 +149,13 @@ def summarize(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[di
         k = (row["model"], row["batch"], row["precision"])
         if row["impl"] != "cvae_jax" and k in best_jax:
             row["cvae_jax_ratio"] = best_jax[k] / row["samples_per_s"]
-    # A row with config overrides against the same cell of the model as it is (the plain model).
+    # A cell with config overrides (its mode "fused (key=value ...)", as jax_cell labels --set and
+    # --variant) against the same model's cell of the plain mode: same batch, devices and arithmetic.
     plain = {(r["model"], r["batch"], r["impl"], r["mode"], r["devices"], r["precision"]): r for r in rows}
     for row in rows:
-        if " [" in row["model"]:
-            fields = (row["batch"], row["impl"], row["mode"], row["devices"], row["precision"])
-            base = plain.get((row["model"].split(" [")[0], *fields))
+        mode, _, overrides = row["mode"].partition(" (")
+        if overrides:
+            base = plain.get((row["model"], row["batch"], row["impl"], mode, row["devices"], row["precision"]))
             if base:
                 row["of_plain"] = row["samples_per_s"] / base["samples_per_s"]
     return sorted(
