@@ -144,10 +144,18 @@ def test_set_overrides_reach_the_measured_config():
 
     class Args:
         model, batch_size, devices, mode, compare = ["article-vae"], [64], [1], ["step"], ["torch"]
-        samples, repeats, set, data = 256, 1, ["train.microbatches=2"], ""
+        samples, repeats, set, data, variant = 256, 1, ["train.microbatches=2"], "", []
 
     cells = plan(Args)
     assert [c.get("set") for c in cells] == [["train.microbatches=2"], None]  # references take no overrides
+    # --variant: each override set (';'-separated; '' the model as it is) a cell of its own, after --set
+    Args.variant = ["", "train.objective=miwae; train.iwae_samples=5"]
+    sets = [c.get("set") for c in plan(Args)]
+    assert sets == [
+        ["train.microbatches=2"],
+        ["train.microbatches=2", "train.objective=miwae", "train.iwae_samples=5"],
+        None,
+    ]
 
 
 def test_step_profile_times_the_step_and_its_pieces(tmp_path, full_opt_env):
