@@ -52,6 +52,11 @@ def short_epochs(samples: int, batch_sizes: list[int]) -> list[str]:
     ]
 
 
+def variant_overrides(variant: str) -> list[str]:
+    """A --variant's config overrides: its ';'-separated items, blanks dropped ('' is none)."""
+    return [item.strip() for item in variant.split(";") if item.strip()]
+
+
 def plan(args) -> list[dict[str, Any]]:
     cells = []
     for model in args.model:
@@ -68,7 +73,7 @@ def plan(args) -> list[dict[str, Any]]:
                                 "devices": devices,
                                 "samples": args.samples,
                                 "repeats": args.repeats,
-                                "set": args.set + [o.strip() for o in variant.split(";") if o.strip()],
+                                "set": args.set + variant_overrides(variant),
                                 "data": args.data,
                             }
                         )
@@ -292,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in short_epochs(args.samples, args.batch_size):  # before any measuring
         print(f"warning: {warning}", file=sys.stderr)
     peaks, machine = {}, {}
-    for dtype in compute_dtypes(args.set + [o for v in args.variant for o in v.split(";")]):
+    for dtype in compute_dtypes(args.set + [o for v in args.variant for o in variant_overrides(v)]):
         peak = common.run_cell("benchmarks.jax_cell", [f"matmul:{dtype}"])
         emit(peak)
         if peak.get("flops_per_s"):
