@@ -152,7 +152,10 @@ def _tanimoto_block():
 
     @jax.jit
     def part(ref, ref_valid, gen):
-        inter = gen @ ref.T
+        # 0/1 entries are exact in bfloat16 and the counts are summed in float32, so the intersections
+        # are exact integers while the matrix product runs at the bfloat16 rate where a CPU has one.
+        inter = jax.lax.dot_general(gen, ref, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+        gen, ref = gen.astype(jnp.float32), ref.astype(jnp.float32)
         union = gen.sum(1)[:, None] + ref.sum(1)[None, :] - inter
         sim = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 1.0)
         return (
@@ -178,11 +181,12 @@ def tanimoto_stats(reference: np.ndarray, generated: np.ndarray, block: int = 40
     g_count, r_count = len(generated), len(reference)
     best, total, squares = np.full(g_count, -1.0), np.zeros(g_count), np.zeros(g_count)
     for i in range(0, g_count, block):
-        gen = jnp.asarray(pad(generated[i : i + block].astype(np.float32), block))
+        gen = jnp.asarray(pad(generated[i : i + block], block), jnp.bfloat16)
         for j in range(0, r_count, block):
-            ref = reference[j : j + block].astype(np.float32)
+            ref = reference[j : j + block]
             valid = np.arange(block) < len(ref)
-            b, t, s = (np.asarray(v)[: min(block, g_count - i)] for v in part(jnp.asarray(pad(ref, block)), valid, gen))
+            ref = jnp.asarray(pad(ref, block), jnp.bfloat16)
+            b, t, s = (np.asarray(v)[: min(block, g_count - i)] for v in part(ref, valid, gen))
             sl = slice(i, i + len(b))
             best[sl], total[sl], squares[sl] = np.maximum(best[sl], b), total[sl] + t, squares[sl] + s
     return {"max": best, "mean": total / r_count, "rms": np.sqrt(squares / r_count)}
