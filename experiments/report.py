@@ -170,56 +170,56 @@ FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 def fashion(results: Path) -> str:
     g, t = load("fashion_conditional_generation", results), load("fashion_translation", results)
     dg, dt = load("conditional_generation", results), load("translation", results)
-    ds, ts = dg["spread"], dt["spread"]
+    fs, ft, ds, ts = g["spread"], t["spread"], dg["spread"], dt["spread"]
     rows = [
         ["judge's accuracy on the real test images", num(g["judge_test_accuracy"], 3)]
         + [num(dg["judge_test_accuracy"], 3)],
         [
-            "conditional accuracy (1,000 samples, 100 per class)",
-            f"**{num(g['conditional_accuracy'], 3)}**",
-            num(ds["conditional_accuracy"]["mean"], 3),
+            f"conditional accuracy ({10 * g['samples_per_class']:,} samples, {g['samples_per_class']} per class)",
+            f"**{pm(fs['conditional_accuracy'], 3)}**",
+            pm(ds["conditional_accuracy"], 3),
         ],
         [
             f"test log p(x \\| c), K = {g['num_importance_samples']:,}, all 10,000 test images",
-            f"**{num(g['test_log_p_x_given_c'], 2)} nats** ({num(g['bits_per_dim'], 3)} bits/dim)",
-            num(ds["test_log_p_x_given_c"]["mean"], 2),
+            f"**{pm(fs['test_log_p_x_given_c'], 2)} nats** ({pm(fs['bits_per_dim'], 3)} bits/dim)",
+            pm(ds["test_log_p_x_given_c"], 2),
         ],
-        ["test −ELBO", f"{num(g['test_neg_elbo'], 2)} nats", num(ds["test_neg_elbo"]["mean"], 2)],
-        ["active units", f"{g['active_units']} / {g['latent_dim']}", f"{num(ds['active_units']['mean'], 1)} / 16"],
+        ["test −ELBO", f"{pm(fs['test_neg_elbo'], 2)} nats", pm(ds["test_neg_elbo"], 2)],
         [
-            f"translation to each of the 9 other classes ({t['num_translations']:,}): target accuracy",
-            f"**{num(t['target_accuracy'], 3)}**; source kept {num(t['source_class_retained'], 3)}",
-            num(ts["target_accuracy"]["mean"], 3),
+            "active units (range)",
+            f"{units_range(fs['active_units'])} / {num(fs['latent_dim']['mean'], 0)}",
+            f"{units_range(ds['active_units'])} / {num(ds['latent_dim']['mean'], 0)}",
         ],
         [
-            "latent cycle distance, median (vs random pairs)",
-            f"{num(t['cycle_distance_median'], 2)} vs {num(t['random_pair_distance_median'], 2)} "
-            f"(ratio **{num(t['cycle_over_random'], 2)}**)",
-            num(ts["cycle_over_random"]["mean"], 3),
+            f"translation to each of the 9 other classes ({num(ft['num_translations']['mean'], 0)}): target accuracy",
+            f"**{pm(ft['target_accuracy'], 3)}**; source kept {pm(ft['source_class_retained'], 3)}",
+            pm(ts["target_accuracy"], 3),
+        ],
+        [
+            "latent cycle distance / random-pair distance (medians)",
+            f"**{pm(ft['cycle_over_random'], 2)}**",
+            pm(ts["cycle_over_random"], 2),
         ],
         [
             "ink correlation, input vs translation (shuffled pairs)",
-            f"**{num(t['ink_correlation_input_vs_translation'], 2)}** ({num(t['ink_correlation_shuffled_pairs'], 4)})",
-            num(ts["ink_correlation_input_vs_translation"]["mean"], 3),
+            f"**{pm(ft['ink_correlation_input_vs_translation'], 2)}** "
+            f"({num(ft['ink_correlation_shuffled_pairs']['mean'], 4)})",
+            pm(ts["ink_correlation_input_vs_translation"], 2),
         ],
         [
-            f"style swap judged as the content class ({t['style_swap_pairs']:,} pairs)",
-            f"**{num(t['style_swap_accuracy_as_content_class'], 3)}**",
-            num(ts["style_swap_accuracy_as_content_class"]["mean"], 3),
+            "style swap judged as the content class",
+            f"**{pm(ft['style_swap_accuracy_as_content_class'], 3)}**",
+            pm(ts["style_swap_accuracy_as_content_class"], 3),
         ],
     ]
-    return table(["measure", "Fashion-MNIST (seed 0)", "(digits, above: mean of seeds 0, 1, 2)"], rows)
+    return table(["measure", "Fashion-MNIST, seeds 0, 1, 2", "digits (above), seeds 0, 1, 2"], rows)
 
 
 def fashion_classes(results: Path) -> str:
     g, t = load("fashion_conditional_generation", results), load("fashion_translation", results)
+    samples, translations = g["spread"]["per_class_accuracy"], t["spread"]["target_accuracy_by_target_class"]
     rows = [
-        [
-            f"{i} {name}",
-            num(g["judge_test_accuracy_by_class"][i], 2),
-            num(g["per_class_accuracy"][i], 2),
-            num(t["target_accuracy_by_target_class"][i], 2),
-        ]
+        [f"{i} {name}", num(g["judge_test_accuracy_by_class"][i], 2), pm(samples[i], 2), pm(translations[i], 2)]
         for i, name in enumerate(FASHION_CLASSES)
     ]
     header = ["class", "judge on the real test images", "samples judged as the class", "translations judged as it"]
