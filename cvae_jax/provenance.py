@@ -14,16 +14,20 @@ import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
+# What measurements write: a change there is an output, not a change to the code that measured.
+OUTPUTS = ("experiments/results", "benchmarks/results")
 
 
 def commit(root: str | Path = _ROOT) -> str:
-    """The checkout's HEAD commit, with "+dirty" when tracked files differ from it; "unknown" outside git."""
+    """The checkout's HEAD commit, with "+dirty" when tracked files other than the OUTPUTS folders'
+    differ from it (a results file rewritten by an earlier run changes no code); "unknown" outside git."""
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."]
+            + [f":(exclude){folder}" for folder in OUTPUTS],
             capture_output=True,
             text=True,
             check=True,

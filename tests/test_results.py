@@ -99,3 +99,26 @@ def test_provenance_names_the_commit_command_and_host_without_this_machines_path
     assert command == "python experiments/likelihood.py --data ./data"
     stamp = provenance.stamp()
     assert set(stamp) == {"commit", "command", "host"} and f"{os.cpu_count()} cores" in stamp["host"]
+
+
+def test_provenance_is_dirty_when_code_differs_not_when_a_result_was_rewritten(tmp_path):
+    import subprocess
+
+    from cvae_jax import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "results" / "a.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    head = provenance.commit(tmp_path)
+    assert len(head) == 40
+    (tmp_path / "experiments" / "results" / "a.json").write_text('{"rewritten": true}\n')
+    (tmp_path / "new_untracked.py").write_text("")
+    assert provenance.commit(tmp_path) == head  # an output rewritten, a file not tracked: the code is HEAD's
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.commit(tmp_path) == head + "+dirty"
