@@ -155,8 +155,7 @@ def _tanimoto_block():
         # 0/1 entries are exact in bfloat16 and the counts are summed in float32, so the intersections
         # are exact integers while the matrix product runs at the bfloat16 rate where a CPU has one.
         inter = jax.lax.dot_general(gen, ref, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-        gen, ref = gen.astype(jnp.float32), ref.astype(jnp.float32)
-        union = gen.sum(1)[:, None] + ref.sum(1)[None, :] - inter
+        union = gen.sum(1, dtype=jnp.float32)[:, None] + ref.sum(1, dtype=jnp.float32)[None, :] - inter
         sim = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 1.0)
         return (
             jnp.max(jnp.where(ref_valid[None, :], sim, -1.0), axis=1),
