@@ -300,7 +300,6 @@ MOLECULE_RUNS = (
     ("Kekulé SMILES, T = 1", "molecules_kekule", ""),
     ("Kekulé + grammar-reading decoder, T = 1", "molecules_kekule_grammar", ""),
     ("Kekulé + grammar-reading decoder, constrained, T = 0.7", "molecules_kekule_grammar", "constrained"),
-    ("Kekulé + grammar-reading decoder, T = 1 (the guided run's model)", "molecules_kekule_grammar_guided", ""),
     (
         "Kekulé + grammar-reading decoder, constrained, T = 0.7, guidance",
         "molecules_kekule_grammar_guided",
