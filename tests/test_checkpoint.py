@@ -1,10 +1,11 @@
-"""Checkpoints: exact resume, surviving SIGTERM and SIGKILL (also in the middle of a save), damaged
-and incompatible checkpoints, non-finite losses. Every resumed run is compared bit for bit with one
-that never stopped."""
+"""Checkpoints: exact resume, surviving SIGINT (SIGTERM: test_molecules.py) and SIGKILL (also in the
+middle of a save), damaged and incompatible checkpoints, non-finite losses. Every resumed run is
+compared bit for bit with one that never stopped."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from cvae_jax.config import apply_overrides, get_config
 from cvae_jax.data import images as data
 from cvae_jax.tasks.images import load, load_run, train_and_evaluate
-from cvae_jax.training import checkpoint
+from cvae_jax.training import checkpoint, resume
 from cvae_jax.training.checkpoint import CheckpointError
 from cvae_jax.training.trainer import TrainingError
 
@@ -142,9 +143,22 @@ def cli_straight(tmp_path_factory):
     return workdir
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_path, sig):
+def test_stop_signals_record_the_first_signal_and_restore_the_handlers(sig):
+    before = signal.getsignal(sig)
+    with resume.StopSignals() as stop:
+        assert not stop.requested()
+        os.kill(os.getpid(), sig)  # delivered to this (main) thread before kill returns
+        os.kill(os.getpid(), signal.SIGTERM if sig == signal.SIGINT else signal.SIGINT)
+        assert stop.requested() and stop.signum == sig  # the first one is the one reported
+    assert signal.getsignal(sig) is before
+
+
+@pytest.mark.slow
+def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_path):
+    """SIGINT here; SIGTERM, which `resume.StopSignals` handles the same way, is sent to a molecule run
+    (tests/test_molecules.py) through the same trainer, so each signal is tested end to end once."""
+    sig = signal.SIGINT
     workdir = tmp_path / "run"
     proc = _start(_cli(workdir))
     _wait_for_checkpoint(workdir, proc)
