@@ -18,6 +18,7 @@ from pathlib import Path
 
 from benchmarks import image_models
 from benchmarks.throughput import _key, load_results, summarize, table
+from cvae_jax import provenance
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -68,9 +69,22 @@ def commands_line(records: list[dict]) -> str:
 
 
 def machine_line(records: list[dict]) -> str:
+    """The device, and each host CPU the records name with how many records it measured: one class
+    file can hold hosts of one ISA but different models (a VM is not always the same machine)."""
     peak = next((r for r in records if r.get("kind") == "matmul_peak"), {})
     jax_version = next((r.get("jax") for r in records if r.get("jax")), "?")
-    cpu = f"{peak.get('cpu_model', '?')} ({peak.get('cpu_isa', '?')}, family/model {peak.get('cpu_family_model', '?')})"
+    hosts: dict[str, int] = {}
+    for r in records:
+        if r.get("kind") != "matmul_peak" and (r.get("cpu_model") or r.get("cpu_family_model")):
+            cpu = f"{r.get('cpu_model', '?')} ({r.get('cpu_isa', '?')}, family/model {r.get('cpu_family_model', '?')})"
+            hosts[cpu] = hosts.get(cpu, 0) + 1
+    if len(hosts) > 1:
+        ranked = sorted(hosts.items(), key=lambda kv: -kv[1])
+        said = "; ".join(f"{cpu}: {n} record{'s' * (n != 1)}" for cpu, n in ranked)
+        return f"device {peak.get('device_kind', '?')}, host CPUs {said}; jax {jax_version}"
+    cpu = next(iter(hosts), None) or (
+        f"{peak.get('cpu_model', '?')} ({peak.get('cpu_isa', '?')}, family/model {peak.get('cpu_family_model', '?')})"
+    )
     return f"device {peak.get('device_kind', '?')}, host CPU {cpu}, jax {jax_version}"
 
 
@@ -195,7 +209,8 @@ def readme_with_table(text: str, table_text: str) -> str:
 
 
 def merge(new: Path, device_class: str, results_dir: Path = RESULTS) -> None:
-    """Adds the records of `new` to `<device_class>.jsonl`, replacing those of the same cells."""
+    """Adds the records of `new` to `<device_class>.jsonl`, replacing those of the same cells. Run it on
+    the machine that measured them: their commands' paths are made portable (`provenance.portable`)."""
 
     def key(r: dict) -> tuple:
         """A cell's identity: the table's (throughput._key), with the kind and an evaluation's K and size."""
@@ -208,6 +223,9 @@ def merge(new: Path, device_class: str, results_dir: Path = RESULTS) -> None:
     old = [json.loads(line) for line in target.read_text().splitlines() if line.strip()] if target.exists() else []
     fresh = [json.loads(line) for line in new.read_text().splitlines() if line.strip().startswith("{")]
     fresh = [r for r in fresh if r.get("kind") != "error"]
+    for r in fresh:  # a record measured into a scratch file names it, as it names every path, portably
+        if r.get("provenance"):
+            r["provenance"]["command"] = provenance.portable(r["provenance"]["command"])
     replaced = {key(r) for r in fresh}
     kept = [r for r in old if key(r) not in replaced]
     target.write_text("".join(json.dumps(r) + "\n" for r in kept + fresh))

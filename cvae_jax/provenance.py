@@ -2,7 +2,8 @@
 benchmark record. Standard library only, so that any process can stamp what it writes.
 
 Paths are written relative to the working directory, or with the interpreter's prefix (a virtual
-environment's site-packages) as `<prefix>`, so that no record names a folder of the machine it ran on.
+environment's site-packages) as `<prefix>` and the temporary folder (a scratch file, say) as `<tmp>`,
+so that no record names a folder of the machine it ran on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +42,10 @@ def commit(root: str | Path = _ROOT) -> str:
 
 def portable(text: str) -> str:
     """`text` with this machine's absolute paths made relative: the working directory and the project
-    root become relative paths, the interpreter's prefix (where site-packages lie) `<prefix>`, home `~`."""
+    root become relative paths, the interpreter's prefix (where site-packages lie) `<prefix>`, the
+    temporary folder `<tmp>`, home `~`. The longest match wins (a project inside /tmp stays `.`)."""
     swaps = [(os.getcwd(), "."), (str(_ROOT), "."), (sys.prefix, "<prefix>"), (os.path.expanduser("~"), "~")]
+    swaps.append((tempfile.gettempdir(), "<tmp>"))
     for absolute, short in sorted(swaps, key=lambda pair: -len(pair[0])):
         if absolute and absolute != "/":
             text = text.replace(absolute + os.sep, short + "/").replace(absolute, short)

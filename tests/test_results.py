@@ -38,16 +38,31 @@ def test_merge_replaces_the_same_cell_and_the_table_shows_it(tmp_path):
         + "\n"
     )
     new = tmp_path / "new.jsonl"
-    new.write_text(json.dumps(_cell("cvae_jax", 300.0)) + "\n" + json.dumps({"kind": "error", "arg": "x"}) + "\n")
+    import tempfile
+
+    scratch = f"{tempfile.gettempdir()}/scratch/new.jsonl"  # measured into a scratch file, then merged
+    stamped = {**_cell("cvae_jax", 300.0), "provenance": {"commit": "c", "command": f"m --out {scratch}", "host": "h"}}
+    new.write_text(json.dumps(stamped) + "\n" + json.dumps({"kind": "error", "arg": "x"}) + "\n")
     report.merge(new, "cpu_x", results)
     records = [json.loads(line) for line in (results / "cpu_x.jsonl").read_text().splitlines()]
     assert sorted(r["samples_per_s"] for r in records) == [50.0, 300.0]  # replaced, the other kept, no error line
+    assert [r["provenance"]["command"] for r in records if "provenance" in r] == ["m --out <tmp>/scratch/new.jsonl"]
     table = report.kernels_table(results)
     assert table.splitlines()[0] == "| model | cpu_x, flax | cpu_x, tuned |"
     assert table.splitlines()[2] == "| mlp-vae | 300 | 50 |"
     assert "## cpu_x" in report.render(results)
     text = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\nrest\n"
     assert report.readme_with_table(text, "NEW") == f"intro\n{report.README_BEGIN}\nNEW\n{report.README_END}\nrest\n"
+
+
+def test_the_machine_line_names_every_host_a_class_file_holds():
+    peak = {"kind": "matmul_peak", "device_kind": "cpu", "cpu_model": "EPYC", "cpu_isa": "avx512f"}
+    one = {"cpu_model": "EPYC", "cpu_isa": "avx512f", "cpu_family_model": "25/17", "jax": "0.1"}
+    other = {**one, "cpu_family_model": "26/2"}
+    line = report.machine_line([{**peak, "cpu_family_model": "26/2"}, _cell("cvae_jax", 1.0) | one] * 2)
+    assert line == "device cpu, host CPU EPYC (avx512f, family/model 25/17), jax 0.1"  # the records', not the peak's
+    line = report.machine_line([peak] + [_cell("cvae_jax", 1.0) | one] * 3 + [_cell("cvae_jax", 1.0) | other])
+    assert "EPYC (avx512f, family/model 25/17): 3 records; EPYC (avx512f, family/model 26/2): 1 record" in line
 
 
 def test_experiment_tables_are_what_the_results_give():
@@ -89,12 +104,14 @@ def test_provenance_names_the_commit_command_and_host_without_this_machines_path
     import os
     import re
     import sys
+    import tempfile
 
     from cvae_jax import provenance
 
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", provenance.commit())
     here, prefix = os.getcwd(), sys.prefix
     assert provenance.portable(f"{here}/runs/x {prefix}/lib/a.py") == "./runs/x <prefix>/lib/a.py"
+    assert provenance.portable(f"{tempfile.gettempdir()}/s/new.jsonl") == "<tmp>/s/new.jsonl"
     command = provenance.command(["experiments/likelihood.py", "--data", f"{here}/data"])
     assert command == "python experiments/likelihood.py --data ./data"
     stamp = provenance.stamp()
