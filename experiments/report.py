@@ -388,9 +388,13 @@ def molecule_beta(results: Path) -> str:
                 # (results of earlier versions keep the model fields at the top level of the config)
                 num(s["config"].get("model", s["config"])["decoder_hidden"]["mean"], 0),
             ]
-            + [pm(s["test"]["kl"], 2), pm(s["moses"]["valid"], 3)]
+            + [pm(s["test"]["recon"], 2), pm(s["test"]["kl"], 2)]
+            + [pm(s["moses"]["valid"], 3), pm(s["moses"]["unique@10000"], 3)]
+            + [_pair(s["moses"], "FCD", 3)]
         )
-    return table(["β", "training molecules × epochs", "decoder units", "test KL (nats)", "valid, T = 1"], rows)
+    header = ["β", "training molecules × epochs", "decoder units", "test recon (nats)", "test KL (nats)"]
+    header += ["valid, T = 1", "Unique@10k"]
+    return table(header + ["FCD Test / TestSF"], rows)
 
 
 def priors(results: Path) -> str:
