@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from benchmarks import image_models
@@ -68,23 +69,22 @@ def commands_line(records: list[dict]) -> str:
     return " ".join(part for part in (f"Commands: {said}." if said else "", f"{old}." if old else "") if part)
 
 
+def _cpu(r: dict) -> str:
+    return f"{r.get('cpu_model', '?')} ({r.get('cpu_isa', '?')}, family/model {r.get('cpu_family_model', '?')})"
+
+
 def machine_line(records: list[dict]) -> str:
     """The device, and each host CPU the records name with how many records it measured: one class
     file can hold hosts of one ISA but different models (a VM is not always the same machine)."""
     peak = next((r for r in records if r.get("kind") == "matmul_peak"), {})
     jax_version = next((r.get("jax") for r in records if r.get("jax")), "?")
-    hosts: dict[str, int] = {}
-    for r in records:
-        if r.get("kind") != "matmul_peak" and (r.get("cpu_model") or r.get("cpu_family_model")):
-            cpu = f"{r.get('cpu_model', '?')} ({r.get('cpu_isa', '?')}, family/model {r.get('cpu_family_model', '?')})"
-            hosts[cpu] = hosts.get(cpu, 0) + 1
-    if len(hosts) > 1:
-        ranked = sorted(hosts.items(), key=lambda kv: -kv[1])
-        said = "; ".join(f"{cpu}: {n} record{'s' * (n != 1)}" for cpu, n in ranked)
-        return f"device {peak.get('device_kind', '?')}, host CPUs {said}; jax {jax_version}"
-    cpu = next(iter(hosts), None) or (
-        f"{peak.get('cpu_model', '?')} ({peak.get('cpu_isa', '?')}, family/model {peak.get('cpu_family_model', '?')})"
+    hosts = Counter(
+        _cpu(r) for r in records if r.get("kind") != "matmul_peak" and (r.get("cpu_model") or r.get("cpu_family_model"))
     )
+    if len(hosts) > 1:
+        said = "; ".join(f"{cpu}: {n} record{'s' * (n != 1)}" for cpu, n in hosts.most_common())
+        return f"device {peak.get('device_kind', '?')}, host CPUs {said}; jax {jax_version}"
+    cpu = next(iter(hosts), None) or _cpu(peak)
     return f"device {peak.get('device_kind', '?')}, host CPU {cpu}, jax {jax_version}"
 
 

@@ -44,8 +44,13 @@ def portable(text: str) -> str:
     """`text` with this machine's absolute paths made relative: the working directory and the project
     root become relative paths, the interpreter's prefix (where site-packages lie) `<prefix>`, the
     temporary folder `<tmp>`, home `~`. The longest match wins (a project inside /tmp stays `.`)."""
-    swaps = [(os.getcwd(), "."), (str(_ROOT), "."), (sys.prefix, "<prefix>"), (os.path.expanduser("~"), "~")]
-    swaps.append((tempfile.gettempdir(), "<tmp>"))
+    swaps = [
+        (os.getcwd(), "."),
+        (str(_ROOT), "."),
+        (sys.prefix, "<prefix>"),
+        (tempfile.gettempdir(), "<tmp>"),
+        (os.path.expanduser("~"), "~"),
+    ]
     for absolute, short in sorted(swaps, key=lambda pair: -len(pair[0])):
         if absolute and absolute != "/":
             text = text.replace(absolute + os.sep, short + "/").replace(absolute, short)

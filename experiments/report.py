@@ -393,8 +393,7 @@ def molecule_beta(results: Path) -> str:
             + [_pair(s["moses"], "FCD", 3)]
         )
     header = ["β", "training molecules × epochs", "decoder units", "test recon (nats)", "test KL (nats)"]
-    header += ["valid, T = 1", "Unique@10k"]
-    return table(header + ["FCD Test / TestSF"], rows)
+    return table(header + ["valid, T = 1", "Unique@10k", "FCD Test / TestSF"], rows)
 
 
 def priors(results: Path) -> str:

@@ -4,6 +4,7 @@ benchmarks/results/, and merging a new measurement replaces the record of the sa
 from __future__ import annotations
 
 import json
+import tempfile
 
 from benchmarks import report
 
@@ -38,8 +39,6 @@ def test_merge_replaces_the_same_cell_and_the_table_shows_it(tmp_path):
         + "\n"
     )
     new = tmp_path / "new.jsonl"
-    import tempfile
-
     scratch = f"{tempfile.gettempdir()}/scratch/new.jsonl"  # measured into a scratch file, then merged
     stamped = {**_cell("cvae_jax", 300.0), "provenance": {"commit": "c", "command": f"m --out {scratch}", "host": "h"}}
     new.write_text(json.dumps(stamped) + "\n" + json.dumps({"kind": "error", "arg": "x"}) + "\n")
@@ -104,7 +103,6 @@ def test_provenance_names_the_commit_command_and_host_without_this_machines_path
     import os
     import re
     import sys
-    import tempfile
 
     from cvae_jax import provenance
 
