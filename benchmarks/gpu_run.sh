@@ -4,6 +4,7 @@
 # dependencies, so that CUDA jax is kept):
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_run.sh [SECTION ...]
+#     BUNDLE=$OUT/gpu_run.tgz OUT=/tmp/gpu bash benchmarks/gpu_run.sh [SECTION ...]   # device tool
 #
 # Sections (default: all but tests, in this order):
 #   tests    the fast unit tests on the GPU (full float32 matmul precision, so that tolerances made
@@ -16,7 +17,9 @@
 #   images   the ResNet VAE (32x32x3, batch 256, bfloat16 and float32) against eager PyTorch and the
 #            whole step torch.compile'd (max-autotune: Triton kernels, CUDA graphs), then the
 #            hierarchical VAE and 64x64, cvae_jax only: $OUT/images.jsonl
-# Every section also writes its table (.md). Merge a .jsonl into the records with
+# Every section also writes its table (.md), and its wall time to $OUT/sections.txt. With BUNDLE=FILE.tgz
+# every finished section also refreshes one archive of $OUT (the device tool returns few files, and
+# what a section finished before a time limit still comes back). Merge a .jsonl into the records with
 # `python -m benchmarks.report --merge FILE gpu_h200` (the device class), which rewrites RESULTS.md.
 set -u
 export PYTHONUNBUFFERED=1
@@ -35,6 +38,7 @@ $py -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
 } 2>&1 | tee "$OUT/machine.txt"
 
 for section in $sections; do
+  t0=$(date +%s)
   case $section in
   tests)
     CVAE_JAX_TEST_FULL_OPT=1 JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
@@ -45,7 +49,8 @@ for section in $sections; do
     ;;
   main)
     start=$(date +%s)
-    timeout 150 $py -m cvae_jax train --workdir /tmp/gpu_quickstart --no-progress >"$OUT/train.log" 2>&1
+    # The GPU image has no tensorboardX (installed --no-deps), so the run writes no event files.
+    timeout 150 $py -m cvae_jax train --workdir /tmp/gpu_quickstart --no-progress --set train.tensorboard=false >"$OUT/train.log" 2>&1
     echo "train exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/train.log"
     tail -n 2 /tmp/gpu_quickstart/metrics.jsonl 2>/dev/null | tee -a "$OUT/train.log"
     ;;
@@ -86,4 +91,6 @@ for section in $sections; do
     ;;
   *) echo "unknown section $section" >&2; exit 2 ;;
   esac
+  echo "$section: $(($(date +%s) - t0)) s" | tee -a "$OUT/sections.txt"
+  if [ -n "${BUNDLE:-}" ]; then tar -czf "$BUNDLE.part" --exclude "$(basename "$BUNDLE")*" -C "$OUT" . && mv "$BUNDLE.part" "$BUNDLE"; fi
 done

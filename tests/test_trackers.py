@@ -1,6 +1,7 @@
 """Trackers receive every metrics.jsonl line: each is read back from what it wrote, offline."""
 
 import json
+import sys
 
 import pytest
 
@@ -79,3 +80,13 @@ def test_an_unknown_tracker_is_refused_by_name(small_digits, tmp_path):
     cfg = apply_overrides(get_config("vae"), [*SMALL, "train.trackers=comet"])
     with pytest.raises(ConfigError, match="unknown tracker 'comet'"):
         train_and_evaluate(cfg, tmp_path / "run", dataset=small_digits, progress=False)
+
+
+def test_tensorboard_without_tensorboardx_says_how_to_train_on(tmp_path, monkeypatch):
+    """An install without tensorboardX (say --no-deps onto a GPU image) is told both ways forward."""
+    from cvae_jax.training import trackers
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"pip install tensorboardX.*train\.tensorboard=false"):
+        trackers.REGISTRY.get("tensorboard")(tmp_path, {})
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -9,11 +9,22 @@ from pathlib import Path
 import numpy as np
 
 
+def summary_writer(workdir: Path, **kwargs):
+    """A tensorboardX SummaryWriter on `workdir`, or an ImportError that says how to go on without it."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ImportError(
+            "train.tensorboard=true (the default) needs tensorboardX, a dependency of cvae-jax that this "
+            "environment lacks (installed with --no-deps?): pip install tensorboardX, or train without "
+            "event files: --set train.tensorboard=false"
+        ) from None
+    return SummaryWriter(logdir=str(workdir), **kwargs)
+
+
 def write_images(workdir: Path, step: int, grids: dict[str, np.ndarray]) -> None:
     """Image grids [H, W, C] in [0, 1] (C = 1 or 3), each under its name, at `step`."""
-    from tensorboardX import SummaryWriter
-
-    with SummaryWriter(logdir=str(workdir)) as writer:
+    with summary_writer(workdir) as writer:
         for name, grid in grids.items():
             picture = np.clip(np.asarray(grid, np.float32), 0.0, 1.0)
             writer.add_image(name, picture, step, dataformats="HWC")

@@ -62,9 +62,9 @@ def _flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
 class TensorBoard:
     def __init__(self, workdir: Path, config: dict):
         del config
-        from tensorboardX import SummaryWriter
+        from cvae_jax.training.tensorboard import summary_writer
 
-        self.writer = SummaryWriter(logdir=str(workdir), flush_secs=30)
+        self.writer = summary_writer(workdir, flush_secs=30)
 
     def log(self, entry: dict[str, Any]) -> None:
         if "step" in entry:
