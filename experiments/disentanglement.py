@@ -17,10 +17,13 @@ Protocols (a protocol's settings are defaults; --steps and --seeds override them
 Every cell trains the same model (the `sprites` preset: Locatello et al.'s 4-layer conv encoder and
 its transpose, latent 10, Bernoulli pixels, Adam 1e-4) with one objective; nothing is selected: the
 last step is scored, on the mean representation, as in the paper. A cell whose run folder already
-holds its disentanglement.json is read back, not redone; an interrupted cell resumes its training.
-Writes experiments/results/disentanglement.json (every cell, and per model the median and spread of
-each metric), disentanglement_metrics.png (box plots per model) and disentanglement_agreement.png
-(the Spearman rank correlation between metrics over all cells, the paper's Figure of metric agreement).
+holds its disentanglement.json is read back, not redone; an interrupted cell resumes its training. A
+cell already in the results file under the same protocol and settings is kept from there, with the
+commit, command and host that made it, so that a study spread over machines whose run folders are
+gone goes on where the file stops. The results are rewritten after every cell:
+experiments/results/disentanglement.json (every cell, and per model the median and spread of each
+metric), disentanglement_metrics.png (box plots per model) and disentanglement_agreement.png (the
+Spearman rank correlation between metrics over all cells, the paper's Figure of metric agreement).
 """
 
 import argparse
@@ -95,6 +98,29 @@ def run_cell(workdir: Path, model: str, strength: float, seed: int, args) -> dic
     result["steps"] = run.step
     scores_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+SETTINGS = ("steps", "num_train", "batch_size", "sizes")  # what makes two cells of one protocol comparable
+
+
+def settings(args) -> dict:
+    return {**PROTOCOLS[args.protocol], "steps": args.steps, "batch_size": BATCH, "seeds": args.seeds}
+
+
+def recorded(args) -> dict[str, dict]:
+    """The cells of the results file made under this protocol and settings, by cell name, each with
+    the provenance of the run that made it (the file's, for cells that predate a cell's own)."""
+    path = _shared.RESULTS / "disentanglement.json"
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    mine = settings(args)
+    if saved.get("protocol") != args.protocol or any(saved["settings"].get(k) != mine[k] for k in SETTINGS):
+        return {}
+    return {
+        cell_name(c["model"], c["strength"], c["seed"]): {"provenance": saved.get("provenance"), **c}
+        for c in saved["cells"]
+    }
 
 
 def strengths(model: str, protocol: str) -> list[float]:
@@ -179,26 +205,35 @@ def main() -> None:
     args.steps = args.steps or protocol["steps"]
     args.seeds = args.seeds or protocol["seeds"]
     args.num_train, args.sizes = protocol["num_train"], protocol["sizes"]
-    results = []
+    kept, results = recorded(args), []
     for model, strength, seed in cells(args):
-        workdir = Path(args.workdir) / cell_name(model, strength, seed)
+        name = cell_name(model, strength, seed)
+        workdir = Path(args.workdir) / name
+        if name in kept and not (workdir / "disentanglement.json").exists():
+            results.append(kept[name])
+            continue
         if args.report and not (workdir / "disentanglement.json").exists():
             continue
         result = run_cell(workdir, model, strength, seed, args)
-        results.append({"model": model, "strength": strength, "seed": seed, **result})
-        print(f"{cell_name(model, strength, seed)} done", flush=True)
+        results.append({"model": model, "strength": strength, "seed": seed, **result, "provenance": _shared.STAMP})
+        print(f"{name} done", flush=True)
+        save(results, args)
     if not results:
         raise SystemExit("no cell is done yet: run the study first")
+    save(results, args)
+
+
+def save(results: list[dict], args) -> None:
+    """The results file and plots of the cells done so far."""
     agree = agreement(results)
-    planned = sum(1 for _ in cells(args))
     _shared.save_json(
         "disentanglement",
         {
             "protocol": args.protocol,
-            "settings": {**protocol, "steps": args.steps, "batch_size": BATCH, "seeds": args.seeds},
+            "settings": settings(args),
             "strengths": {m: {"field": MODELS[m][0], "values": list(strengths(m, args.protocol))} for m in args.models},
             "cells_done": len(results),
-            "cells_planned": planned,
+            "cells_planned": sum(1 for _ in cells(args)),
             "summary": summary(results),
             "agreement": agree,
             "cells": results,
