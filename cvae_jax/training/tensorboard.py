@@ -15,9 +15,9 @@ def summary_writer(workdir: Path, **kwargs):
         from tensorboardX import SummaryWriter
     except ImportError:
         raise ImportError(
-            "train.tensorboard=true (the default) needs tensorboardX, a dependency of cvae-jax that this "
-            "environment lacks (installed with --no-deps?): pip install tensorboardX, or train without "
-            "event files: --set train.tensorboard=false"
+            "TensorBoard event files (train.tensorboard=true, the default) need tensorboardX, a dependency "
+            "of cvae-jax that this environment lacks (installed with --no-deps?): pip install tensorboardX, "
+            "or train without them: --set train.tensorboard=false (and no 'tensorboard' in train.trackers)"
         ) from None
     return SummaryWriter(logdir=str(workdir), **kwargs)
 
