@@ -178,16 +178,20 @@ def test_signal_saves_and_exits_cleanly_then_resumes_exactly(cli_straight, tmp_p
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(cli_straight, tmp_path):
     """A second `cvae-jax train` on the run directory in use is refused at once, naming the first
-    process; after the first is killed with SIGKILL its lock holds nothing back and a new run resumes."""
+    process; after the first is killed with SIGKILL its lock holds nothing back and a new run resumes.
+
+    The first run is paused (SIGSTOP) while the second starts: it still holds the lock, and it cannot
+    finish its training, and let go of the lock, before the second looks (a fast machine did so)."""
     workdir = tmp_path / "run"
     proc = _start(_cli(workdir))
     _wait_for_checkpoint(workdir, proc, count=2)
+    proc.send_signal(signal.SIGSTOP)
     start = time.perf_counter()
     second = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and f"is in use by process {proc.pid}" in second.stderr, second.stderr[-2000:]
     assert "Traceback" not in second.stderr and time.perf_counter() - start < 60  # before any compiling
-    assert proc.poll() is None  # the first one trains on, undisturbed
-    proc.kill()
+    assert proc.poll() is None  # the first one is untouched by the refused second
+    proc.kill()  # SIGKILL ends a stopped process too
     proc.communicate()
     again = subprocess.run([sys.executable, *_cli(workdir)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
