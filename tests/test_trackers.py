@@ -1,6 +1,7 @@
 """Trackers receive every metrics.jsonl line: each is read back from what it wrote, offline."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -90,3 +91,22 @@ def test_tensorboard_without_tensorboardx_says_how_to_train_on(tmp_path, monkeyp
     with pytest.raises(ImportError, match=r"pip install tensorboardX.*train\.tensorboard=false"):
         trackers.REGISTRY.get("tensorboard")(tmp_path, {})
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_tensorboard_writer_leaves_torch_unimported_and_importable(tmp_path):
+    """tensorboardX imports PyTorch whenever it is installed; the writer is made without it (in a
+    fresh process: this one may have imported torch already), and torch can still be imported after
+    it. That the events read back is tested where runs write them (tests/test_resnet.py)."""
+    pytest.importorskip("torch", reason="the [reference] extra")
+    script = f"""
+import sys
+from cvae_jax.training.tensorboard import summary_writer
+with summary_writer({str(tmp_path)!r}) as w:
+    w.add_scalar("loss", 2.5, 7)
+assert "torch" not in sys.modules, "torch was imported"
+import torch
+print(torch.zeros(3).shape[0])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "3", proc.stderr[-2000:]
+    assert [p.stat().st_size > 0 for p in tmp_path.glob("events.out.tfevents.*")] == [True]

@@ -4,15 +4,35 @@ TensorFlow needed); the scalars of every metrics.jsonl line are the "tensorboard
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 
+def _import_tensorboardx():
+    """tensorboardX, imported without PyTorch. Its writer imports torch whenever torch is installed
+    (only to accept torch tensors, which cvae_jax never passes), and torch's import costs a training
+    process more start-up time than the rest of its imports together; an entry of None in
+    `sys.modules` makes that optional import fail, as it would without torch. A process that has
+    imported torch already keeps it."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None
+    try:
+        import tensorboardX
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return tensorboardX
+
+
 def summary_writer(workdir: Path, **kwargs):
     """A tensorboardX SummaryWriter on `workdir`, or an ImportError that says how to go on without it."""
     try:
-        from tensorboardX import SummaryWriter
+        SummaryWriter = _import_tensorboardx().SummaryWriter
     except ImportError:
         raise ImportError(
             "TensorBoard event files (train.tensorboard=true, the default) need tensorboardX, a dependency "
