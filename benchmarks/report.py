@@ -219,6 +219,11 @@ def merge(new: Path, device_class: str, results_dir: Path = RESULTS) -> None:
         extra = tuple(r.get(name) for name in ("k", "num_examples", "size", "dtype", "remat"))
         return (r.get("kind"), *_key(r), *extra)
 
+    if new.resolve().parent == results_dir.resolve():
+        raise SystemExit(
+            f"{new} is inside {results_dir.name}/, where every file is a device class that RESULTS.md "
+            "shows as its own section; measure into a scratch file (say --out /tmp/new.jsonl) and merge that"
+        )
     target = results_dir / f"{device_class}.jsonl"
     old = [json.loads(line) for line in target.read_text().splitlines() if line.strip()] if target.exists() else []
     fresh = [json.loads(line) for line in new.read_text().splitlines() if line.strip().startswith("{")]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import tempfile
 
+import pytest
+
 from benchmarks import report
 
 
@@ -52,6 +54,18 @@ def test_merge_replaces_the_same_cell_and_the_table_shows_it(tmp_path):
     assert "## cpu_x" in report.render(results)
     text = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\nrest\n"
     assert report.readme_with_table(text, "NEW") == f"intro\n{report.README_BEGIN}\nNEW\n{report.README_END}\nrest\n"
+
+
+def test_merge_refuses_new_records_inside_the_results_folder(tmp_path):
+    """A file there would be rendered as a device class of its own; nothing is written."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cpu_x.jsonl").write_text(json.dumps(_cell("cvae_jax", 100.0)) + "\n")
+    (results / "new.jsonl").write_text(json.dumps(_cell("cvae_jax", 300.0)) + "\n")
+    before = {p.name: p.read_text() for p in results.iterdir()}
+    with pytest.raises(SystemExit, match=r"inside results/.*scratch file"):
+        report.merge(results / "new.jsonl", "cpu_x", results)
+    assert {p.name: p.read_text() for p in results.iterdir()} == before
 
 
 def test_the_machine_line_names_every_host_a_class_file_holds():
