@@ -77,6 +77,8 @@ def machine_line(records: list[dict]) -> str:
     """The device, and each host CPU the records name with how many records it measured: one class
     file can hold hosts of one ISA but different models (a VM is not always the same machine)."""
     peak = next((r for r in records if r.get("kind") == "matmul_peak"), {})
+    if "device_kind" not in peak:  # a file of image or evaluation records alone names it in each
+        peak = {**peak, "device_kind": next((r["device_kind"] for r in records if r.get("device_kind")), "?")}
     jax_version = next((r.get("jax") for r in records if r.get("jax")), "?")
     hosts = Counter(
         _cpu(r) for r in records if r.get("kind") != "matmul_peak" and (r.get("cpu_model") or r.get("cpu_family_model"))
@@ -120,18 +122,12 @@ def render(results_dir: Path = RESULTS) -> str:
         HOW,
     ]
     for path in sorted(results_dir.glob("*.jsonl")):
-        records, peaks = load_results([str(path)])
+        records, peaks = load_results([str(path)], require_train=False)
         name = path.stem
-        parts += [
-            f"## {name}",
-            "",
-            f"{machine_line(records)}. Matmul peak: "
-            + ", ".join(f"{v / 1e9:,.0f} GFLOP/s ({k})" for k, v in sorted(peaks.items()))
-            + f". {commands_line(records)}",
-            "",
-            table(summarize(records, peaks)),
-            "",
-        ]
+        peak_line = ", ".join(f"{v / 1e9:,.0f} GFLOP/s ({k})" for k, v in sorted(peaks.items())) or "not measured"
+        parts += [f"## {name}", "", f"{machine_line(records)}. Matmul peak: {peak_line}. {commands_line(records)}", ""]
+        if any(r.get("kind") == "train" for r in records):
+            parts += [table(summarize(records, peaks)), ""]
         images = image_models.table(image_models.summarize(records, peaks))
         if any(r.get("kind") == "image_train" for r in records):
             parts += [
@@ -182,7 +178,7 @@ def kernels_table(results_dir: Path = RESULTS, batch: int = 128) -> str:
     =tuned, in every device class that measured both."""
     columns, cells = [], {}
     for path in sorted(results_dir.glob("*.jsonl")):
-        records, peaks = load_results([str(path)])
+        records, peaks = load_results([str(path)], require_train=False)
         rows = [r for r in summarize(records, peaks) if r["batch"] == batch and r["impl"] == "cvae_jax"]
         for kernels in KERNELS:
             found = {r["model"]: r["samples_per_s"] for r in rows if r["mode"] == f"fused (model.kernels={kernels})"}

@@ -188,9 +188,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def load_results(paths: list[str], require_train: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The measurements and the median matmul peak per dtype in files of JSON lines written by
-    --out/--json (peaks recorded without a dtype are float32)."""
+    --out/--json (peaks recorded without a dtype are float32). `require_train`: refuse files without a
+    training record (--table's input; a results file of image or evaluation records alone is fine)."""
     results, peaks = [], {}
     for path in paths:
         try:
@@ -206,7 +207,7 @@ def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, floa
             if record.get("kind") == "matmul_peak" and record.get("flops_per_s"):
                 peaks.setdefault(record.get("dtype", "float32"), []).append(record["flops_per_s"])
             results.append(record)
-    if not any(r.get("kind") == "train" for r in results):
+    if require_train and not any(r.get("kind") == "train" for r in results):
         raise SystemExit(f"--table: no training measurements in {', '.join(paths)}")
     return results, {dtype: statistics.median(values) for dtype, values in peaks.items()}
 

@@ -151,3 +151,28 @@ def test_provenance_is_dirty_when_code_differs_not_when_a_result_was_rewritten(t
     assert provenance.commit(tmp_path) == head  # an output rewritten, a file not tracked: the code is HEAD's
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.commit(tmp_path) == head + "+dirty"
+
+
+def test_a_class_file_of_image_records_alone_renders_its_section(tmp_path):
+    """A host measured only with benchmarks.image_models (no training-throughput records) gets its
+    section: the machine line and the image table, with the ratio of the cells of one run."""
+    results = tmp_path / "results"
+    results.mkdir()
+    run = {"commit": "abcdef1234567", "command": "python -m benchmarks.image_models --model sprites", "host": "h"}
+    cell = {"kind": "image_train", "model": "sprites", "size": 64, "batch": 64, "dtype": "float32", "remat": False}
+    cell |= {"microbatches": 1, "warmup_s": 1.0, "device_kind": "cpu", "cpu_model": "Xeon", "cpu_isa": "avx512f"}
+    (results / "cpu_y.jsonl").write_text(
+        json.dumps(cell | {"impl": "cvae_jax", "samples_per_s": 300.0, "provenance": run})
+        + "\n"
+        + json.dumps(
+            cell | {"impl": "torch", "samples_per_s": 200.0, "provenance": run, "torch_layout": "channels_last"}
+        )
+        + "\n"
+    )
+    text = report.render(results)
+    section = text[text.index("## cpu_y") :]
+    assert section.splitlines()[2].startswith("device cpu, host CPU Xeon")
+    assert "Matmul peak: not measured" in section
+    row = next(line for line in section.splitlines() if "| torch |" in line)
+    assert "| 200 |" in row and "1.50x" in row  # 300 / 200, measured side by side
+    assert "| model | cpu_y" not in report.kernels_table(results)  # no training cells, no speed column
