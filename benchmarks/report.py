@@ -130,6 +130,7 @@ def render(results_dir: Path = RESULTS) -> str:
             parts += [table(summarize(records, peaks)), ""]
         images = image_models.table(image_models.summarize(records, peaks))
         if any(r.get("kind") == "image_train" for r in records):
+            unstamped = any(r.get("kind") == "image_train" and not r.get("provenance") for r in records)
             parts += [
                 "Convolutional image models: the ResNet VAE (`--preset resnet`, colour) and the sprites VAE "
                 "(`--preset sprites`: Locatello et al.'s 4-layer conv VAE on 64 x 64 binary images) against "
@@ -137,8 +138,14 @@ def render(results_dir: Path = RESULTS) -> str:
                 "the whole step torch.compile'd, and the hierarchical VAE (`python -m benchmarks.image_models`, "
                 "see its docstring; the GPU run is `gpu_run.sh images`). A ratio compares cells of one run "
                 "(its commit, in the run column): measured side by side on one host. The peak fraction is "
-                "against this file's matmul peak; the rows of the run before the stamps came from another "
-                "host of this ISA, so their fractions overstate. `chunks`: the step's batch split into that "
+                "against this file's matmul peak"
+                + (
+                    "; the rows of the run before the stamps came from another host of this ISA, so their "
+                    "fractions overstate"
+                    if unstamped
+                    else ""
+                )
+                + ". `chunks`: the step's batch split into that "
                 "many chunks with gradients accumulated (`--microbatches`; cvae_jax's `train.microbatches`, "
                 "PyTorch's backward per chunk), the same update; a ratio compares equal chunkings:",
                 "",

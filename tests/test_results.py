@@ -173,6 +173,7 @@ def test_a_class_file_of_image_records_alone_renders_its_section(tmp_path):
     section = text[text.index("## cpu_y") :]
     assert section.splitlines()[2].startswith("device cpu, host CPU Xeon")
     assert "Matmul peak: not measured" in section
+    assert "before the stamps" not in section  # every row names its run: no caveat about unstamped rows
     row = next(line for line in section.splitlines() if "| torch |" in line)
     assert "| 200 |" in row and "1.50x" in row  # 300 / 200, measured side by side
     assert "| model | cpu_y" not in report.kernels_table(results)  # no training cells, no speed column
