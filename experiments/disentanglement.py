@@ -179,6 +179,7 @@ def plots(results: list[dict], agree: dict) -> None:
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
     fig.savefig(_shared.picture("disentanglement_metrics"), dpi=110)
+    plt.close(fig)
     fig, ax = plt.subplots(figsize=(4.6, 4))
     rho = np.array(agree["spearman"], dtype=float)
     image = ax.imshow(rho, vmin=-1, vmax=1, cmap="RdBu_r")
@@ -189,6 +190,7 @@ def plots(results: list[dict], agree: dict) -> None:
     fig.colorbar(image)
     fig.tight_layout()
     fig.savefig(_shared.picture("disentanglement_agreement"), dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
