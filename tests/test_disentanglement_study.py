@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -87,3 +88,28 @@ def test_a_study_cut_short_keeps_the_cells_it_finished(study, monkeypatch):
     monkeypatch.setattr(disentanglement, "run_cell", scored)
     ran, result = study("--models", "beta_vae", "--seeds", "0")
     assert ran == [("beta_vae", 8, 0, 3072)] and result["cells_done"] == 2
+
+
+def test_the_plots_are_written_and_leave_no_figure_open(tmp_path, monkeypatch):
+    """The study draws its plots after every cell, in one long process: none of its figures stays open."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    for name in ("disentanglement", "_shared"):
+        sys.modules.pop(name, None)
+    import _shared
+    import disentanglement
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(_shared, "RESULTS", tmp_path)
+    rng = np.random.default_rng(0)
+    results = [
+        {"model": model, "metrics": {metric: {key: float(rng.random())} for metric, key, _ in disentanglement.SCORES}}
+        for model in ("beta_vae", "factor_vae")
+        for _ in range(3)
+    ]
+    open_before = plt.get_fignums()
+    disentanglement.plots(results, disentanglement.agreement(results))
+    assert plt.get_fignums() == open_before
+    for name in ("disentanglement_metrics", "disentanglement_agreement"):
+        assert Path(_shared.picture(name)).stat().st_size > 0
+    for name in ("disentanglement", "_shared"):
+        sys.modules.pop(name, None)
