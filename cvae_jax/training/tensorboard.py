@@ -13,9 +13,8 @@ import numpy as np
 def _import_tensorboardx():
     """tensorboardX, imported without PyTorch. Its writer imports torch whenever torch is installed
     (only to accept torch tensors, which cvae_jax never passes), and torch's import is a large part
-    of a training process's start-up; an entry of None in
-    `sys.modules` makes that optional import fail, as it would without torch. A process that has
-    imported torch already keeps it."""
+    of a training process's start-up; an entry of None in `sys.modules` makes that optional import
+    fail, as it would without torch. A process that has imported torch already keeps it."""
     if "tensorboardX" in sys.modules or "torch" in sys.modules:
         import tensorboardX
 
