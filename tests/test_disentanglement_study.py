@@ -16,7 +16,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.fixture
-def study(tmp_path, monkeypatch):
+def scripts(tmp_path, monkeypatch):
+    """experiments/disentanglement.py and its _shared, freshly imported, writing results under tmp_path."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     for name in ("disentanglement", "_shared"):
         sys.modules.pop(name, None)
@@ -24,6 +25,14 @@ def study(tmp_path, monkeypatch):
     import disentanglement
 
     monkeypatch.setattr(_shared, "RESULTS", tmp_path / "results")
+    yield _shared, disentanglement
+    for name in ("disentanglement", "_shared"):
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch, scripts):
+    _shared, disentanglement = scripts
     monkeypatch.setattr(disentanglement, "plots", lambda results, agree: None)
     ran = []
 
@@ -41,9 +50,7 @@ def study(tmp_path, monkeypatch):
         disentanglement.main()
         return list(ran), json.loads((tmp_path / "results" / "disentanglement.json").read_text())
 
-    yield run
-    for name in ("disentanglement", "_shared"):
-        sys.modules.pop(name, None)
+    return run
 
 
 def test_cells_in_the_results_file_are_kept_and_the_rest_run(study):
@@ -90,16 +97,11 @@ def test_a_study_cut_short_keeps_the_cells_it_finished(study, monkeypatch):
     assert ran == [("beta_vae", 8, 0, 3072)] and result["cells_done"] == 2
 
 
-def test_the_plots_are_written_and_leave_no_figure_open(tmp_path, monkeypatch):
+def test_the_plots_are_written_and_leave_no_figure_open(scripts):
     """The study draws its plots after every cell, in one long process: none of its figures stays open."""
-    monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    for name in ("disentanglement", "_shared"):
-        sys.modules.pop(name, None)
-    import _shared
-    import disentanglement
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(_shared, "RESULTS", tmp_path)
+    _shared, disentanglement = scripts
     rng = np.random.default_rng(0)
     results = [
         {"model": model, "metrics": {metric: {key: float(rng.random())} for metric, key, _ in disentanglement.SCORES}}
@@ -111,5 +113,3 @@ def test_the_plots_are_written_and_leave_no_figure_open(tmp_path, monkeypatch):
     assert plt.get_fignums() == open_before
     for name in ("disentanglement_metrics", "disentanglement_agreement"):
         assert Path(_shared.picture(name)).stat().st_size > 0
-    for name in ("disentanglement", "_shared"):
-        sys.modules.pop(name, None)
