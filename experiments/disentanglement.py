@@ -16,11 +16,12 @@ Protocols (a protocol's settings are defaults; --steps and --seeds override them
         disentanglement_lib's sample sizes.
 Every cell trains the same model (the `sprites` preset: Locatello et al.'s 4-layer conv encoder and
 its transpose, latent 10, Bernoulli pixels, Adam 1e-4) with one objective; nothing is selected: the
-last step is scored, on the mean representation, as in the paper. A cell whose run folder already
-holds its disentanglement.json is read back, not redone; an interrupted cell resumes its training. A
-cell already in the results file under the same protocol and settings is kept from there, with the
-commit, command and host that made it, so that a study spread over machines whose run folders are
-gone goes on where the file stops. The results are rewritten after every cell:
+last step is scored, on the mean representation, as in the paper. A cell already in the results file
+under the same protocol and settings is kept from there, with the commit, command and host that
+scored it, so that a study spread over machines whose run folders are gone goes on where the file
+stops; a cell whose run folder holds its disentanglement.json is read back, not redone; an
+interrupted cell resumes its training. A cell's `seed` is its training seed, `metric_seed` the
+metrics' sampling seed (the same for every cell). The results are rewritten after every cell:
 experiments/results/disentanglement.json (every cell, and per model the median and spread of each
 metric), disentanglement_metrics.png (box plots per model) and disentanglement_agreement.png (the
 Spearman rank correlation between metrics over all cells, the paper's Figure of metric agreement).
@@ -88,16 +89,30 @@ def cell_name(model: str, strength: float, seed: int) -> str:
 
 
 def run_cell(workdir: Path, model: str, strength: float, seed: int, args) -> dict:
-    """One cell: trained (or resumed), then scored (or its scores read back)."""
+    """One cell's scores: trained (or resumed), then scored (or its scores read back), with the
+    provenance of the process that scored it."""
     scores_file = workdir / "disentanglement.json"
     if scores_file.exists():
-        return json.loads(scores_file.read_text())
+        scores = json.loads(scores_file.read_text())
+        if "provenance" not in scores:  # scored before cells kept their own: the run's last start scored it
+            last_start = json.loads((workdir / "provenance.jsonl").read_text().splitlines()[-1])
+            scores["provenance"] = {k: v for k, v in last_start.items() if k != "resumed_from_step"}
+        return scores
     config = apply_overrides(get_config("vae", "sprites"), overrides(model, strength, args.steps, args.num_train, seed))
     run = _shared.trained(config, str(workdir))
-    result = disentanglement.evaluate_run(run.model, run.params, config, args.sizes, seed=0)
-    result["steps"] = run.step
-    scores_file.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    scores = disentanglement.evaluate_run(run.model, run.params, config, args.sizes, seed=0)
+    scores.update(steps=run.step, provenance=_shared.STAMP)
+    scores_file.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def cell_record(model: str, strength: float, seed: int, scores: dict) -> dict:
+    """A cell as the results file holds it. `seed` is the cell's training seed; the metrics' own
+    sampling seed, which evaluate_run reports as `seed`, becomes `metric_seed`."""
+    scores = dict(scores)
+    if "seed" in scores:
+        scores["metric_seed"] = scores.pop("seed")
+    return {"model": model, "strength": strength, "seed": seed, **scores}
 
 
 SETTINGS = ("steps", "num_train", "batch_size", "sizes")  # what makes two cells of one protocol comparable
@@ -117,10 +132,28 @@ def recorded(args) -> dict[str, dict]:
     mine = settings(args)
     if saved.get("protocol") != args.protocol or any(saved["settings"].get(k) != mine[k] for k in SETTINGS):
         return {}
-    return {
-        cell_name(c["model"], c["strength"], c["seed"]): {"provenance": saved.get("provenance"), **c}
-        for c in saved["cells"]
-    }
+    kept = [{"provenance": saved.get("provenance"), **c} for c in saved["cells"]]
+    if kept and "metric_seed" not in kept[0]:
+        kept = with_training_seeds(kept, saved["settings"]["seeds"], args.protocol)
+    return {cell_name(c["model"], c["strength"], c["seed"]): c for c in kept}
+
+
+def with_training_seeds(saved: list[dict], seeds: list[int], protocol: str) -> list[dict]:
+    """The cells of a file written before `metric_seed` existed, with their training seeds: such a file
+    holds the metrics' seed in `seed`, and its cells in the whole study's order, which names each
+    cell's training seed."""
+    order = [(m, strength, seed) for seed in seeds for m in MODELS for strength in strengths(m, protocol)]
+    out = []
+    for i, (cell, (model, strength, seed)) in enumerate(zip(saved, order, strict=False)):
+        if (cell["model"], cell["strength"]) != (model, strength):
+            raise SystemExit(
+                f"{_shared.RESULTS / 'disentanglement.json'}: cell {i} is {cell['model']} {cell['strength']:g}, "
+                f"but the study's order has {model} {strength:g} there, so its training seed is unknown: "
+                "move the file aside to start the study afresh, or restore the file the study wrote"
+            )
+        scores = {k: v for k, v in cell.items() if k not in ("model", "strength")}
+        out.append(cell_record(model, strength, seed, scores))
+    return out
 
 
 def strengths(model: str, protocol: str) -> list[float]:
@@ -211,13 +244,12 @@ def main() -> None:
     for model, strength, seed in cells(args):
         name = cell_name(model, strength, seed)
         workdir = Path(args.workdir) / name
-        if name in kept and not (workdir / "disentanglement.json").exists():
+        if name in kept:
             results.append(kept[name])
             continue
         if args.report and not (workdir / "disentanglement.json").exists():
             continue
-        result = run_cell(workdir, model, strength, seed, args)
-        results.append({"model": model, "strength": strength, "seed": seed, **result, "provenance": _shared.STAMP})
+        results.append(cell_record(model, strength, seed, run_cell(workdir, model, strength, seed, args)))
         print(f"{name} done", flush=True)
         save(results, args)
     if not results:

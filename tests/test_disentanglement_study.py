@@ -40,7 +40,8 @@ def study(tmp_path, monkeypatch, scripts):
         ran.append((model, strength, seed, args.steps))
         value = strength / 10 + seed / 100  # distinct per cell, so that the kept values are traceable
         metrics = {metric: {key: value} for metric, key, _ in disentanglement.SCORES}
-        return {"metrics": metrics, "steps": args.steps}
+        # as run_cell's: `seed` is the metrics' (evaluate_run's), the provenance this process's
+        return {"seed": 0, "metrics": metrics, "steps": args.steps, "provenance": _shared.STAMP}
 
     monkeypatch.setattr(disentanglement, "run_cell", fake_cell)
 
@@ -62,6 +63,12 @@ def test_cells_in_the_results_file_are_kept_and_the_rest_run(study):
     ran, second = study("--models", "beta_vae", "--seeds", "0", "1", "--workdir", "elsewhere")
     assert ran == [("beta_vae", 2, 1, 3072), ("beta_vae", 8, 1, 3072)]
     assert second["cells_done"] == 4 and second["cells"][:2] == first["cells"]
+    assert [(c["seed"], c["metric_seed"]) for c in second["cells"]] == [(0, 0), (0, 0), (1, 0), (1, 0)]
+    assert [c["metrics"]["mig"]["discrete_mig"] for c in second["cells"]] == pytest.approx([0.2, 0.8, 0.21, 0.81])
+
+    # the same machine again: every cell is kept from the file, each under its own seed
+    ran, third = study("--models", "beta_vae", "--seeds", "0", "1", "--workdir", "elsewhere")
+    assert ran == [] and third["cells"] == second["cells"]
     assert second["summary"]["beta_vae"]["mig"]["cells"] == 4
     assert second["summary"]["beta_vae"]["mig"]["max"] == pytest.approx(0.8 + 0.01)
 
@@ -113,3 +120,63 @@ def test_the_plots_are_written_and_leave_no_figure_open(scripts):
     assert plt.get_fignums() == open_before
     for name in ("disentanglement_metrics", "disentanglement_agreement"):
         assert Path(_shared.picture(name)).stat().st_size > 0
+
+
+def legacy_file(disentanglement, results_dir, count):
+    """A results file as the study wrote it before `metric_seed`: the metrics' seed 0 in every `seed`."""
+
+    def metrics(value):
+        return {metric: {key: value} for metric, key, _ in disentanglement.SCORES}
+
+    cells = [
+        {"model": model, "strength": strength, "seed": 0, "metrics": metrics(i / 100), "steps": 3072}
+        for i, (model, strength) in enumerate(
+            (m, s) for _ in range(2) for m in disentanglement.MODELS for s in disentanglement.strengths(m, "cpu")
+        )
+    ][:count]
+    settings = {**disentanglement.PROTOCOLS["cpu"], "batch_size": disentanglement.BATCH}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = {"commit": "abc", "command": "python experiments/disentanglement.py", "host": "h"}
+    (results_dir / "disentanglement.json").write_text(
+        json.dumps({"protocol": "cpu", "settings": settings, "cells": cells, "provenance": stamp})
+    )
+    return cells
+
+
+def test_a_file_from_before_metric_seed_gets_its_training_seeds_from_the_study_order(study, scripts, tmp_path):
+    _shared, disentanglement = scripts
+    cells = legacy_file(disentanglement, _shared.RESULTS, 12)  # seed 0's ten cells, then two of seed 1
+    kept = disentanglement.recorded(type("Args", (), {"protocol": "cpu", "steps": 3072, "seeds": [0, 1, 2]}))
+    assert list(kept) == [f"{c['model']}_{c['strength']:g}_seed{i // 10}" for i, c in enumerate(cells)]
+    assert [k["metrics"] for k in kept.values()] == [c["metrics"] for c in cells]  # no cell lost or swapped
+    assert {(k["metric_seed"], k["provenance"]["commit"]) for k in kept.values()} == {(0, "abc")}
+
+    ran, result = study("--report")
+    assert ran == [] and [c["seed"] for c in result["cells"]] == [0] * 10 + [1, 1]
+
+
+def test_a_file_from_before_metric_seed_out_of_the_study_order_is_refused(scripts):
+    _shared, disentanglement = scripts
+    cells = legacy_file(disentanglement, _shared.RESULTS, 3)
+    path = _shared.RESULTS / "disentanglement.json"
+    saved = json.loads(path.read_text())
+    saved["cells"] = [cells[1], cells[0], cells[2]]
+    path.write_text(json.dumps(saved))
+    before = path.read_bytes()
+    with pytest.raises(SystemExit, match="cell 0 is beta_vae 8, but the study's order has beta_vae 2"):
+        disentanglement.recorded(type("Args", (), {"protocol": "cpu", "steps": 3072, "seeds": [0, 1, 2]}))
+    assert path.read_bytes() == before  # the file is left as it was
+
+
+def test_a_scored_run_folder_is_read_back_with_the_provenance_of_its_last_start(scripts, tmp_path):
+    """Run folders scored before cells kept their own provenance: the last start of the run scored it."""
+    _, disentanglement = scripts
+    workdir = tmp_path / "cell"
+    workdir.mkdir()
+    (workdir / "disentanglement.json").write_text(json.dumps({"seed": 0, "metrics": {}, "steps": 3072}))
+    starts = [{"commit": "first", "resumed_from_step": None}, {"commit": "second", "resumed_from_step": 100}]
+    (workdir / "provenance.jsonl").write_text("".join(json.dumps(s) + "\n" for s in starts))
+    scores = disentanglement.run_cell(workdir, "beta_vae", 2, 1, args=None)
+    assert scores["provenance"] == {"commit": "second"}
+    record = disentanglement.cell_record("beta_vae", 2, 1, scores)
+    assert (record["seed"], record["metric_seed"]) == (1, 0)
