@@ -448,12 +448,13 @@ def disentanglement(results: Path) -> str:
         cells = next(iter(metrics.values()))["cells"]
         values = ", ".join(f"{v:g}" for v in strengths["values"])
         row = [names.get(model, model), f"{strengths['field']} ∈ {{{values}}}"]
-        row.append(str(cells))
+        seeds = sorted({c["seed"] for c in data["cells"] if c["model"] == model})
+        row += [str(cells), ", ".join(map(str, seeds))]
         for metric in ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness"):
             m = metrics[metric]
             row.append(f"{num(m['median'], 2)} [{num(m['q25'], 2)}–{num(m['q75'], 2)}]")
         rows.append(row)
-    header = ["model", "strengths", "cells", "BetaVAE", "FactorVAE", "MIG", "DCI disent.", "SAP", "modularity"]
+    header = ["model", "strengths", "cells", "seeds", "BetaVAE", "FactorVAE", "MIG", "DCI disent.", "SAP", "modularity"]
     lines = [
         f"{data['protocol']} protocol: {data['cells_done']} of {data['cells_planned']} cells done; "
         f"{settings['steps']:,} steps of batch {settings['batch_size']} on "
