@@ -77,6 +77,30 @@ def test_resume_after_k_epochs_is_bit_identical(straight, small_digits, tmp_path
     assert _entries(workdir) == _entries(straight)  # every train and test metric, to the last bit
 
 
+def test_a_stop_signal_in_the_last_epoch_stops_the_caller_too(small_digits, tmp_path, monkeypatch):
+    """A signal that arrives in the last epoch is not swallowed because the training is done: the run
+    saves its last checkpoint and raises Interrupted, so that the program around it (the next cell of
+    a study, the scoring) stops as asked; running it again finds the training complete."""
+    from cvae_jax.training import trainer
+
+    evaluate = trainer._Loop.evaluate
+
+    def signalled_in_the_last_epoch(self, epoch):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread before kill returns
+        return evaluate(self, epoch)
+
+    monkeypatch.setattr(trainer._Loop, "evaluate", signalled_in_the_last_epoch)
+    config, workdir = _cfg("train.epochs=2", "train.steps_per_call=3"), tmp_path / "run"
+    with pytest.raises(resume.Interrupted, match="stopped by SIGINT at step 20"):
+        train_and_evaluate(config, workdir, dataset=small_digits, progress=False)
+    assert checkpoint.Checkpoints(workdir, read_only=True).latest_step() == 20
+    monkeypatch.setattr(trainer._Loop, "evaluate", evaluate)
+    run = train_and_evaluate(config, workdir, dataset=small_digits, progress=False)
+    assert int(run.state.step) == 20
+    assert [e["epoch"] for e in _entries(workdir) if e["split"] == "train"] == [1, 2]  # nothing trained again
+
+
 def test_keeps_last_k_and_without_validation_no_best(straight):
     """A run without validation rows keeps the last K checkpoints and scores none of them: the test
     split never chooses a checkpoint, so asking for "best" is refused, naming what to do instead

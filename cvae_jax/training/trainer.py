@@ -390,4 +390,6 @@ class _Loop:
                 if stop and not done:
                     raise self.interrupted(signals.signum)
                 epoch += 1
+            if signals.requested():  # asked to stop in the last epoch or its save: the caller stops too
+                raise self.interrupted(signals.signum)
         return self.state
