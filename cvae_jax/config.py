@@ -226,6 +226,9 @@ class TrainConfig:
 @dataclasses.dataclass
 class CheckpointConfig:
     every_epochs: int = 10  # save every N epochs; also at the end and on SIGTERM/SIGINT. 0 = only those
+    # also save at the end of each compiled call that reaches a multiple of N steps, mid-epoch too
+    # (for epochs too long to lose); with train.steps_per_call=0 the calls are then N steps. 0 = off
+    every_steps: int = 0
     keep: int = 3  # keep the last K checkpoints ...
     # ... and the best by this metric (lower is better) of the validation data (of the test data when
     # there is none); "" = none
@@ -640,4 +643,5 @@ def validate_checkpoint(c: CheckpointConfig) -> None:
     """Checks the checkpoint section; raises ConfigError naming the field."""
     _require_finite("checkpoint", c)
     _require(c.every_epochs >= 0, f"checkpoint.every_epochs must be >= 0 (0 = only at the end), got {c.every_epochs}")
+    _require(c.every_steps >= 0, f"checkpoint.every_steps must be >= 0 (0 = off), got {c.every_steps}")
     _require(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")

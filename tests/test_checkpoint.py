@@ -101,6 +101,43 @@ def test_a_stop_signal_in_the_last_epoch_stops_the_caller_too(small_digits, tmp_
     assert [e["epoch"] for e in _entries(workdir) if e["split"] == "train"] == [1, 2]  # nothing trained again
 
 
+def test_every_steps_saves_mid_epoch_and_a_crash_there_resumes_exactly(straight, small_digits, tmp_path, monkeypatch):
+    """checkpoint.every_steps=4 saves at the end of each call (3 steps) that reaches a multiple of 4,
+    mid-epoch too; a process that dies after a mid-epoch save resumes there, bit for bit."""
+    from cvae_jax.training import trainer
+
+    save, saved = trainer._Loop.save, []
+
+    def dies_after_the_fourth_save(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        saved.append(int(self.state.step))
+        if len(saved) == 4:
+            self.ckpts.wait()
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(trainer._Loop, "save", dies_after_the_fourth_save)
+    config = _cfg("train.epochs=4", "train.steps_per_call=3", "checkpoint.every_steps=4", "checkpoint.keep=10")
+    workdir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_and_evaluate(config, workdir, dataset=small_digits, progress=False)
+    # calls end at 3, 6, 9, 10 | 13, ... (10 steps an epoch): 6, 9 and 13 reach 4, 8 and 12; 10 ends epoch 1
+    assert saved == [6, 9, 10, 13]
+    with checkpoint.Checkpoints(workdir, read_only=True) as ckpts:
+        assert ckpts.read_meta(13)["position"] == {"epoch": 2, "batch": 3}
+    monkeypatch.setattr(trainer._Loop, "save", save)
+    run = train_and_evaluate(config, workdir, dataset=small_digits, progress=False)
+    assert int(run.state.step) == 40
+    assert _same(_params(workdir), _params(straight))
+    assert _entries(workdir) == _entries(straight)
+
+
+def test_every_steps_sets_the_call_length_when_steps_per_call_is_auto(small_digits, tmp_path):
+    config = _cfg("train.epochs=1", "checkpoint.every_epochs=0", "checkpoint.every_steps=4", "checkpoint.keep=10")
+    train_and_evaluate(config, tmp_path / "run", dataset=small_digits, progress=False)
+    with checkpoint.Checkpoints(tmp_path / "run", read_only=True) as ckpts:
+        assert ckpts.steps() == [4, 8, 10]  # calls of 4 steps, then the epoch's last 2 (saved at the end)
+
+
 def test_keeps_last_k_and_without_validation_no_best(straight):
     """A run without validation rows keeps the last K checkpoints and scores none of them: the test
     split never chooses a checkpoint, so asking for "best" is refused, naming what to do instead

@@ -49,6 +49,7 @@ def test_json_round_trip():
         ("train.learning_rate=nan", "train.learning_rate must be a finite number, got nan"),
         ("model.gaussian_scale=inf", "model.gaussian_scale must be a finite number, got inf"),
         ("train.cycle_steps=-5", "train.cycle_steps must be >= 0"),
+        ("checkpoint.every_steps=-1", "checkpoint.every_steps must be >= 0 (0 = off), got -1"),
         ("model.likelihood=poisson", "model.likelihood must be one of"),
         ("train.optimizer=lbfgs", "train.optimizer must be one of"),
         ("model.kind=gan", "model.kind must be one of"),

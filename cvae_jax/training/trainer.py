@@ -97,9 +97,10 @@ def _record_start(workdir: Path, resume_step: int | None) -> None:
 
 
 def _steps_per_call(task: Task, steps_per_epoch: int) -> int:
-    """train.steps_per_call, or auto: a whole epoch per call (docs/performance.md)."""
-    configured = task.config.train.steps_per_call
-    return min(configured, steps_per_epoch) if configured else steps_per_epoch
+    """train.steps_per_call, or auto: a whole epoch per call (docs/performance.md), or
+    checkpoint.every_steps where that is fewer, so that a call ends at every save."""
+    configured = task.config.train.steps_per_call or task.config.checkpoint.every_steps or steps_per_epoch
+    return min(configured, steps_per_epoch)
 
 
 def _check_batch(task: Task, global_batch: int, num_shards: int) -> None:
@@ -338,16 +339,26 @@ class _Loop:
             self.state, metrics = program.calls[size](self.state, program.data, perm, first, self.train_key)
             sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
             bar.update(size)
-            if first + size < steps and signals.requested():
+            if first + size == steps:
+                break
+            stop = signals.requested()
+            if stop or self.steps_save_due(epoch, first, size):
                 partial = self.host_sums(sums)
                 _check_finite(self.task, partial, f"in epoch {epoch}", self.ckpts)
                 if self.ckpts is not None:
                     self.save(epoch, first + size, partial)
+            if stop:
                 raise self.interrupted(signals.signum)
         position.partial = None
         totals = self.host_sums(sums)
         _check_finite(self.task, totals, f"in epoch {epoch}", self.ckpts)
         return totals
+
+    def steps_save_due(self, epoch: int, first: int, size: int) -> bool:
+        """Whether the call of `size` steps from batch `first` of `epoch` reached a multiple of
+        checkpoint.every_steps."""
+        every, before = self.config.checkpoint.every_steps, (epoch - 1) * self.program.steps_per_epoch + first
+        return bool(every) and (before + size) // every > before // every
 
     def train_line(self, epoch: int, totals: dict[str, float], seconds: float) -> dict[str, Any]:
         """The epoch's "train" line (refused when every step was skipped as non-finite)."""
@@ -385,7 +396,9 @@ class _Loop:
                 bar.set_postfix(_shown(metric, train, lines))
                 done = epoch == epochs or _early_stop_due(self.log.history, self.patience, metric)
                 stop, every = signals.requested(), self.config.checkpoint.every_epochs
-                if self.ckpts is not None and (stop or done or (every and epoch % every == 0)):
+                last_first, last_size = self.program.call_sizes()[-1]
+                due = (every and epoch % every == 0) or self.steps_save_due(epoch, last_first, last_size)
+                if self.ckpts is not None and (stop or done or due):
                     self.save(epoch + 1, 0, metrics=_scores(lines))
                 if stop and not done:
                     raise self.interrupted(signals.signum)
