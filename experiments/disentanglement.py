@@ -20,8 +20,10 @@ last step is scored, on the mean representation, as in the paper. A cell already
 under the same protocol and settings is kept from there, with the commit, command and host that
 scored it, so that a study spread over machines whose run folders are gone goes on where the file
 stops; a cell whose run folder holds its disentanglement.json is read back, not redone; an
-interrupted cell resumes its training. A cell's `seed` is its training seed, `metric_seed` the
-metrics' sampling seed (the same for every cell). The results are rewritten after every cell:
+interrupted cell resumes from its last checkpoint, an epoch's end (a CPU-protocol cell is one epoch,
+so it starts over: the cells keep checkpoint.every_steps off, as changing how steps are grouped into
+compiled calls moves the numbers by rounding). A cell's `seed` is its training seed, `metric_seed`
+the metrics' sampling seed (the same for every cell). The results are rewritten after every cell:
 experiments/results/disentanglement.json (every cell, and per model the median and spread of each
 metric), disentanglement_metrics.png (box plots per model) and disentanglement_agreement.png (the
 Spearman rank correlation between metrics over all cells, the paper's Figure of metric agreement).
