@@ -242,7 +242,7 @@ def main() -> None:
     args.steps = args.steps or protocol["steps"]
     args.seeds = args.seeds or protocol["seeds"]
     args.num_train, args.sizes = protocol["num_train"], protocol["sizes"]
-    kept, results = recorded(args), []
+    kept, results, saved = recorded(args), [], 0
     for model, strength, seed in cells(args):
         name = cell_name(model, strength, seed)
         workdir = Path(args.workdir) / name
@@ -254,9 +254,11 @@ def main() -> None:
         results.append(cell_record(model, strength, seed, run_cell(workdir, model, strength, seed, args)))
         print(f"{name} done", flush=True)
         save(results, args)
+        saved = len(results)
     if not results:
         raise SystemExit("no cell is done yet: run the study first")
-    save(results, args)
+    if saved < len(results):  # kept cells after the last one run, or none run
+        save(results, args)
 
 
 def save(results: list[dict], args) -> None:

@@ -73,6 +73,19 @@ def test_cells_in_the_results_file_are_kept_and_the_rest_run(study):
     assert second["summary"]["beta_vae"]["mig"]["max"] == pytest.approx(0.8 + 0.01)
 
 
+def test_the_file_is_written_once_per_cell_run_and_once_for_kept_cells_after_them(study, scripts, monkeypatch):
+    _, disentanglement = scripts
+    save, saves = disentanglement.save, []
+    monkeypatch.setattr(
+        disentanglement, "save", lambda results, args: saves.append(len(results)) or save(results, args)
+    )
+    study("--models", "beta_vae", "--seeds", "1")
+    assert saves == [1, 2]  # after each cell, not again at the end
+    saves.clear()
+    study("--models", "beta_vae", "--seeds", "0", "1")  # seed 0 runs, then seed 1's cells are kept
+    assert saves == [1, 2, 4]
+
+
 def test_cells_of_other_settings_are_not_kept(study):
     study("--models", "beta_vae", "--seeds", "0")
     ran, result = study("--models", "beta_vae", "--seeds", "0", "--steps", "100")
