@@ -136,15 +136,16 @@ def recorded(args) -> dict[str, dict]:
         return {}
     kept = [{"provenance": saved.get("provenance"), **c} for c in saved["cells"]]
     if kept and "metric_seed" not in kept[0]:
-        kept = with_training_seeds(kept, saved["settings"]["seeds"], args.protocol)
+        models = list(saved.get("strengths") or MODELS)  # the models of the run that wrote it, in order
+        kept = with_training_seeds(kept, models, saved["settings"]["seeds"], args.protocol)
     return {cell_name(c["model"], c["strength"], c["seed"]): c for c in kept}
 
 
-def with_training_seeds(saved: list[dict], seeds: list[int], protocol: str) -> list[dict]:
+def with_training_seeds(saved: list[dict], models: list[str], seeds: list[int], protocol: str) -> list[dict]:
     """The cells of a file written before `metric_seed` existed, with their training seeds: such a file
-    holds the metrics' seed in `seed`, and its cells in the whole study's order, which names each
-    cell's training seed."""
-    order = [(m, strength, seed) for seed in seeds for m in MODELS for strength in strengths(m, protocol)]
+    holds the metrics' seed in `seed`, and its cells in the order its run took them (seed by seed, its
+    models in order), which names each cell's training seed."""
+    order = [(m, strength, seed) for seed in seeds for m in models for strength in strengths(m, protocol)]
     out = []
     for i, (cell, (model, strength, seed)) in enumerate(zip(saved, order, strict=False)):
         if (cell["model"], cell["strength"]) != (model, strength):

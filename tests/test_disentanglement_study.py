@@ -135,8 +135,9 @@ def test_the_plots_are_written_and_leave_no_figure_open(scripts):
         assert Path(_shared.picture(name)).stat().st_size > 0
 
 
-def legacy_file(disentanglement, results_dir, count):
-    """A results file as the study wrote it before `metric_seed`: the metrics' seed 0 in every `seed`."""
+def legacy_file(disentanglement, results_dir, count, models=None):
+    """A results file as the study wrote it before `metric_seed`: the metrics' seed 0 in every `seed`;
+    `models`, those of a run of some models only (a file of the whole study names none)."""
 
     def metrics(value):
         return {metric: {key: value} for metric, key, _ in disentanglement.SCORES}
@@ -144,15 +145,19 @@ def legacy_file(disentanglement, results_dir, count):
     cells = [
         {"model": model, "strength": strength, "seed": 0, "metrics": metrics(i / 100), "steps": 3072}
         for i, (model, strength) in enumerate(
-            (m, s) for _ in range(2) for m in disentanglement.MODELS for s in disentanglement.strengths(m, "cpu")
+            (m, s)
+            for _ in range(2)
+            for m in models or disentanglement.MODELS
+            for s in disentanglement.strengths(m, "cpu")
         )
     ][:count]
     settings = {**disentanglement.PROTOCOLS["cpu"], "batch_size": disentanglement.BATCH}
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = {"commit": "abc", "command": "python experiments/disentanglement.py", "host": "h"}
-    (results_dir / "disentanglement.json").write_text(
-        json.dumps({"protocol": "cpu", "settings": settings, "cells": cells, "provenance": stamp})
-    )
+    saved = {"protocol": "cpu", "settings": settings, "cells": cells, "provenance": stamp}
+    if models:
+        saved["strengths"] = {m: {} for m in models}
+    (results_dir / "disentanglement.json").write_text(json.dumps(saved))
     return cells
 
 
@@ -166,6 +171,16 @@ def test_a_file_from_before_metric_seed_gets_its_training_seeds_from_the_study_o
 
     ran, result = study("--report")
     assert ran == [] and [c["seed"] for c in result["cells"]] == [0] * 10 + [1, 1]
+
+
+def test_a_file_from_before_metric_seed_of_some_models_follows_their_order(scripts):
+    _shared, disentanglement = scripts
+    legacy_file(disentanglement, _shared.RESULTS, 6, models=["dip_vae_ii", "beta_vae"])
+    kept = disentanglement.recorded(type("Args", (), {"protocol": "cpu", "steps": 3072, "seeds": [0, 1, 2]}))
+    assert list(kept) == [
+        *("dip_vae_ii_1_seed0", "dip_vae_ii_10_seed0", "beta_vae_2_seed0", "beta_vae_8_seed0"),
+        *("dip_vae_ii_1_seed1", "dip_vae_ii_10_seed1"),
+    ]
 
 
 def test_a_file_from_before_metric_seed_out_of_the_study_order_is_refused(scripts):
