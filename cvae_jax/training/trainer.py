@@ -400,9 +400,9 @@ class _Loop:
                 due = (every and epoch % every == 0) or self.steps_save_due(epoch, last_first, last_size)
                 if self.ckpts is not None and (stop or done or due):
                     self.save(epoch + 1, 0, metrics=_scores(lines))
-                if stop and not done:
+                if stop:  # in the last epoch too, once it is saved: the caller stops as asked
                     raise self.interrupted(signals.signum)
                 epoch += 1
-            if signals.requested():  # asked to stop in the last epoch or its save: the caller stops too
+            if signals.requested():  # asked during the last save
                 raise self.interrupted(signals.signum)
         return self.state
