@@ -161,6 +161,7 @@ def test_tfds_colour_images_with_mock_data():
     assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
 
 
+@pytest.mark.slow  # a fresh process
 def test_data_path_does_not_import_tensorflow(tmp_path):
     make_idx_folder(tmp_path / "idx")
     code = (

@@ -24,6 +24,13 @@ def _inputs(b=3, d=4, seed=0):
     return mean, log_var, rng
 
 
+@jax.jit(static_argnums=0)
+def _far_from_identity(flow, z, context):
+    """The flow's initial weights, each perturbed so that the flow is far from the identity."""
+    params = flow.init(jax.random.key(0), z, context)
+    return jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape), params)
+
+
 def test_full_covariance_density_is_the_multivariate_normal_s():
     mean, log_var, rng = _inputs()
     q = posteriors.FullCovariance(4)
@@ -75,24 +82,20 @@ def test_iaf_log_density_is_the_base_density_less_the_jacobian_log_determinant()
     mean, log_var, rng = _inputs(b=2, d=5)
     q = posteriors.IAF(5, steps=3, hidden=16, context_features=6)
     context = jnp.asarray(rng.normal(size=(2, 6)), jnp.float32)
-    params = q.init(jax.random.key(0), jnp.zeros((1, 2, 5)), context)
-    # perturb every weight so that the flow is far from the identity
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape), params)
-    z, log_q = q.apply(params, jax.random.key(3), mean, log_var, 4, context, method=q.sample)
-    eps = distributions.normal(jax.random.key(3), (4, 2, 5))
+    params = _far_from_identity(q, jnp.zeros((1, 2, 5)), context)
+    z, log_q = jax.jit(lambda k: q.apply(params, k, mean, log_var, 4, context, method=q.sample))(jax.random.key(3))
+    z0 = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.key(3), (4, 2, 5))[0]
+
+    def flow(z0, c):  # one example's z_0 [D] to its z_T [D]
+        out, _ = q.apply(params, z0[None, None, :], c[None])
+        return out[0, 0]
+
+    z_t, jac = jax.jit(lambda z0: (jax.vmap(flow)(z0, context), jax.vmap(jax.jacfwd(flow))(z0, context)))(z0)
     for b in range(2):
-
-        @jax.jit
-        def flow(z0, b=b):
-            out, _ = q.apply(params, z0[None, None, :], context[b : b + 1])
-            return out[0, 0]
-
-        z0 = mean[b] + jnp.exp(0.5 * log_var[b]) * eps[0, b]
-        jac = jax.jacfwd(flow)(z0)
-        _, log_det = np.linalg.slogdet(np.asarray(jac, np.float64))
-        base = float(distributions.diag_gaussian_log_prob(z0, mean[b], log_var[b]))
+        _, log_det = np.linalg.slogdet(np.asarray(jac[b], np.float64))
+        base = float(distributions.diag_gaussian_log_prob(z0[b], mean[b], log_var[b]))
         assert float(log_q[0, b]) == pytest.approx(base - log_det, rel=1e-4, abs=1e-4)
-        np.testing.assert_allclose(flow(z0), z[0, b], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z_t[b], z[0, b], rtol=1e-5, atol=1e-6)
 
 
 def test_each_posterior_scores_any_z_as_its_sampler_scored_its_own():
@@ -116,9 +119,8 @@ def test_each_posterior_scores_any_z_as_its_sampler_scored_its_own():
 
     iaf = posteriors.IAF(5, steps=3, hidden=16, context_features=6)
     h = jnp.asarray(rng.normal(size=(3, 6)), jnp.float32)
-    params = iaf.init(jax.random.key(0), jnp.zeros((1, 3, 5)), h)
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape), params)
-    z, log_q = iaf.apply(params, jax.random.key(3), mean, log_var, 4, h, method=iaf.sample)
+    params = _far_from_identity(iaf, jnp.zeros((1, 3, 5)), h)
+    z, log_q = jax.jit(lambda k: iaf.apply(params, k, mean, log_var, 4, h, method=iaf.sample))(jax.random.key(3))
     log_prob = jax.jit(lambda z: iaf.apply(params, z, mean, log_var, h, method=iaf.log_prob))
     np.testing.assert_allclose(log_prob(z), log_q, rtol=1e-4, atol=1e-4)
     z0 = mean + jnp.exp(0.5 * log_var) * distributions.normal(jax.random.key(3), (4, 3, 5))

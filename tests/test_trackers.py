@@ -93,6 +93,7 @@ def test_tensorboard_without_tensorboardx_says_how_to_train_on(tmp_path, monkeyp
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+@pytest.mark.slow  # a fresh process
 def test_tensorboard_writer_leaves_torch_unimported_and_importable(tmp_path):
     """tensorboardX imports PyTorch whenever it is installed; the writer is made without it (in a
     fresh process: this one may have imported torch already), and torch can still be imported after
