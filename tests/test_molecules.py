@@ -429,6 +429,19 @@ def test_chem_metrics_and_properties_against_hand_counts():
     assert np.isnan(props[1]).all()
 
 
+@pytest.mark.slow  # starts a process pool
+def test_the_process_pool_maps_as_a_loop_does(moses, monkeypatch):
+    """Lists of at least chem.POOL_MIN_ITEMS go to a pool of processes; its rows are the loop's, in order."""
+    rows = chem.properties(moses[:600], ("logp", "mw"), jobs=1)
+    pools, get_context = [], chem.multiprocessing.get_context
+    monkeypatch.setattr(chem.multiprocessing, "get_context", lambda method: pools.append(method) or get_context(method))
+    monkeypatch.setattr(chem, "POOL_MIN_ITEMS", 512)
+    np.testing.assert_array_equal(chem.properties(moses[:600], ("logp", "mw"), jobs=2), rows)
+    assert pools == ["spawn"]  # the pool was used
+    np.testing.assert_array_equal(chem.properties(moses[:100], ("logp", "mw"), jobs=2), rows[:100])
+    assert pools == ["spawn"]  # and not for a shorter list
+
+
 @pytest.fixture(scope="module")
 def trained():
     cfg = molecules.recipe(

@@ -48,10 +48,16 @@ def kekule(smiles: str) -> str | None:
     return Chem.MolToSmiles(mol, kekuleSmiles=True)
 
 
+# A spawned pool starts by importing the caller's main module (for `cvae-jax`, the CLI and JAX) in every
+# process: RDKit's per-molecule work on a shorter list is done sooner in this process.
+POOL_MIN_ITEMS = 10_000
+
+
 def parallel_map(fn, items: Sequence, jobs: int | None = None, chunk: int = 256) -> list:
-    """[fn(x) for x in items], in a pool of `jobs` processes (default: the CPU count) for long lists."""
+    """[fn(x) for x in items], in a pool of `jobs` processes (default: the CPU count) for lists of at
+    least POOL_MIN_ITEMS (and two chunks)."""
     jobs = jobs or os.cpu_count() or 1
-    if jobs == 1 or len(items) < 2 * chunk:
+    if jobs == 1 or len(items) < max(POOL_MIN_ITEMS, 2 * chunk):
         return [fn(x) for x in items]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         return pool.map(fn, items, chunksize=chunk)
